@@ -1,0 +1,188 @@
+"""The app factory: `create_app(settings)` opens the database in the lifespan.
+
+No module-level clients or settings, so tests build as many apps as they like.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, ServerSelectionTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from fhir_server.config import Settings
+from fhir_server.context import ServerContext
+from fhir_server.db.client import ensure_indexes, open_client
+from fhir_server.db.embedded import EmbeddedDatabase
+from fhir_server.errors import (
+    FhirError,
+    NotFound,
+    ServiceUnavailable,
+)
+from fhir_server.rest.body import (
+    FORM_TYPE,
+    JSON_TYPES,
+    PATCH_TYPES,
+    check_media_type,
+    media_type,
+    parse_json,
+)
+from fhir_server.rest.dispatch import dispatch
+from fhir_server.rest.messages import FhirRequest
+from fhir_server.rest.render import negotiate, render, render_error
+from fhir_server.search.extract import compartments, index_entries
+from fhir_server.search.indexes import index_models
+from fhir_server.search.registry import Registry
+from fhir_server.storage.store import ResourceStore
+from fhir_server.validation import KNOWN_RESOURCE_TYPES, Validator
+
+log = logging.getLogger("fhir_server")
+FHIR_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def build_context(settings: Settings, db: Any) -> ServerContext:
+    registry = Registry.load_default()
+    validator = Validator()
+
+    def indexer(resource: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        return index_entries(resource, registry), compartments(resource, registry)
+
+    return ServerContext(
+        settings=settings,
+        store=ResourceStore(db, indexer),
+        validator=validator,
+        registry=registry,
+        known_types=KNOWN_RESOURCE_TYPES,
+    )
+
+
+async def _prepare_database(ctx: ServerContext) -> None:
+    """Create indexes, then seed an empty development database; retries until the DB answers."""
+    while True:
+        try:
+            await ensure_indexes(ctx.store.db, index_models())
+            break
+        except PyMongoError as exc:
+            log.warning("database not ready (%s); retrying index creation", exc)
+            await asyncio.sleep(2)
+    settings = ctx.settings
+    if settings.auto_seed and not settings.production:
+        from fhir_server.seeding import seed_if_empty
+
+        try:
+            await seed_if_empty(ctx)
+        except Exception:  # the server stays useful without its seed data
+            log.exception("seeding the empty database failed")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        embedded: EmbeddedDatabase | None = None
+        uri = settings.mongodb_uri
+        if not uri:
+            if settings.production:
+                raise RuntimeError("production mode needs MONGODB_URI (a real MongoDB)")
+            embedded = EmbeddedDatabase(settings.data_dir)
+            uri = await asyncio.to_thread(embedded.start)
+        client = open_client(uri, timeout_ms=settings.db_timeout_ms)
+        ctx = build_context(settings, client[settings.database])
+        app.state.ctx = ctx
+        prepare = asyncio.create_task(_prepare_database(ctx))
+        app.state.ready = prepare
+        try:
+            yield
+        finally:
+            prepare.cancel()
+            await client.close()
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop)
+
+    app = FastAPI(title="MHS FHIR R4 server", lifespan=lifespan, openapi_url=None,
+                  docs_url=None, redoc_url=None)
+    _install_error_handlers(app)
+
+    @app.api_route("/fhir", methods=FHIR_METHODS, include_in_schema=False)
+    @app.api_route("/fhir/{path:path}", methods=FHIR_METHODS, include_in_schema=False)
+    async def fhir(request: Request, path: str = "") -> Response:
+        ctx: ServerContext = request.app.state.ctx
+        try:
+            freq = await to_fhir_request(request, path, ctx.settings)
+            media = negotiate(freq)
+            resp = await dispatch(ctx, freq)
+            return render(freq, resp, media)
+        except FhirError:
+            raise
+        except ExecutionTimeout:
+            raise ServiceUnavailable("the query ran past its time limit", code="timeout") from None
+        except (ServerSelectionTimeoutError, ConnectionFailure) as exc:
+            log.warning("database unavailable: %s", exc)
+            raise ServiceUnavailable("the database is unavailable; retry shortly",
+                                     headers={"Retry-After": "5"}) from None
+        except PyMongoError:
+            log.exception("database error on %s %s", request.method, request.url.path)
+            raise ServiceUnavailable("the database could not complete the request; "
+                                     "retry shortly") from None
+        except Exception:
+            # Log the trace for operators; the client gets no internals.
+            log.exception("unexpected error on %s %s", request.method, request.url.path)
+            raise FhirError("internal error; the request was not completed") from None
+
+    return app
+
+
+async def to_fhir_request(request: Request, path: str, settings: Settings) -> FhirRequest:
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    freq = FhirRequest(
+        method=request.method,
+        path=[p for p in path.split("/") if p],
+        params=list(request.query_params.multi_items()),
+        headers=headers,
+    )
+    if request.method in ("POST", "PUT", "PATCH"):
+        declared = headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
+            from fhir_server.errors import PayloadTooLarge
+
+            raise PayloadTooLarge(f"request body of {declared} bytes exceeds the "
+                                  f"{settings.max_body_bytes} limit")
+        raw = await request.body()
+        ctype = headers.get("content-type")
+        is_search = freq.path[-1:] == ["_search"]
+        if is_search and media_type(ctype) == FORM_TYPE:
+            freq.body = raw.decode("utf-8", errors="replace")
+        elif request.method == "PATCH":
+            check_media_type(ctype, PATCH_TYPES)
+            freq.body = parse_json(raw, max_bytes=settings.max_body_bytes,
+                                   max_depth=settings.max_json_depth)
+        elif raw.strip() or not is_search:
+            check_media_type(ctype, JSON_TYPES | ({FORM_TYPE} if is_search else frozenset()))
+            freq.body = parse_json(raw, max_bytes=settings.max_body_bytes,
+                                   max_depth=settings.max_json_depth)
+    return freq
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    def pretty(request: Request) -> bool:
+        return request.query_params.get("_pretty", "").lower() == "true"
+
+    @app.exception_handler(FhirError)
+    async def fhir_error(request: Request, exc: FhirError) -> Response:
+        return render_error(exc, pretty(request))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return render_error(NotFound(f"{request.url.path} is not a known URL"))
+        err = FhirError(str(exc.detail))
+        err.status = exc.status_code
+        err.issues[0] = err.issues[0].__class__(code="processing", diagnostics=str(exc.detail))
+        return render_error(err)

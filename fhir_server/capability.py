@@ -1,0 +1,81 @@
+"""The CapabilityStatement, generated from what the server really supports.
+
+Resource types come from the validation models, search parameters from the search
+registry, profiles from profiles/. See https://hl7.org/fhir/R4/capabilitystatement.html.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir_server.context import ServerContext
+
+Doc = dict[str, Any]
+
+INSTANCE_INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance"]
+TYPE_INTERACTIONS = ["create", "search-type", "history-type"]
+SOFTWARE_VERSION = "0.1.0"
+
+
+def _search_params(ctx: ServerContext, rt: str) -> list[Doc]:
+    out = []
+    for code, sp in sorted(ctx.registry.params_for(rt).items()):
+        entry: Doc = {"name": code, "type": sp.type}
+        url = getattr(sp, "url", None)
+        if url:
+            entry["definition"] = url
+        doc = getattr(sp, "description", None)
+        if doc:
+            entry["documentation"] = doc
+        out.append(entry)
+    return out
+
+
+def _resource(ctx: ServerContext, rt: str) -> Doc:
+    r: Doc = {
+        "type": rt,
+        "interaction": [{"code": c} for c in INSTANCE_INTERACTIONS + TYPE_INTERACTIONS],
+        "versioning": "versioned-update",
+        "readHistory": True,
+        "updateCreate": True,
+        "conditionalCreate": True,
+        "conditionalRead": "not-supported",
+        "conditionalUpdate": True,
+        "conditionalDelete": "single",
+        "referencePolicy": ["literal", "logical"],
+        "searchParam": _search_params(ctx, rt),
+        "operation": [{"name": "validate",
+                       "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
+    }
+    profiles = [u for u in ctx.validator.profile_urls() if _profile_type(u) == rt]
+    if profiles:
+        r["supportedProfile"] = profiles
+    return r
+
+
+def _profile_type(url: str) -> str:
+    # Our profile URLs end in mhs-<type>, e.g. .../StructureDefinition/mhs-patient.
+    tail = url.rsplit("/", 1)[-1]
+    return tail.removeprefix("mhs-").capitalize() if tail.startswith("mhs-") else ""
+
+
+def capability_statement(ctx: ServerContext) -> Doc:
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-22",
+        "publisher": "MHS FHIR server project",
+        "kind": "instance",
+        "software": {"name": "mhs-fhir-server", "version": SOFTWARE_VERSION},
+        "implementation": {"description": "MHS-style FHIR R4 record server",
+                           "url": ctx.base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [{
+            "mode": "server",
+            "resource": [_resource(ctx, rt) for rt in sorted(ctx.known_types)],
+            "interaction": [{"code": "transaction"}, {"code": "batch"},
+                            {"code": "search-system"}, {"code": "history-system"}],
+        }],
+    }

@@ -1,0 +1,121 @@
+"""The `fhir-server` console script: serve, load, seed, reindex.
+
+Settings come from the environment (PORT, HOST, MONGODB_URI, DATA_DIR, ...), see
+fhir_server/config.py. `load`, `seed` and `reindex` attach to the embedded database of a
+running server (through its state file) or start it themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fhir_server.config import Settings
+
+
+def _serve(settings: Settings, _: argparse.Namespace) -> int:
+    import uvicorn
+
+    from fhir_server.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level="info", lifespan="on")
+    return 0
+
+
+@asynccontextmanager
+async def _context(settings: Settings) -> AsyncIterator[Any]:
+    from fhir_server.app import build_context
+    from fhir_server.db.client import ensure_indexes, open_client
+    from fhir_server.db.embedded import EmbeddedDatabase
+    from fhir_server.search.indexes import index_models
+
+    embedded = None
+    uri = settings.mongodb_uri
+    if not uri:
+        embedded = EmbeddedDatabase(settings.data_dir)
+        uri = await asyncio.to_thread(embedded.start)
+    client = open_client(uri, timeout_ms=10_000)
+    try:
+        ctx = build_context(settings, client[settings.database])
+        await ensure_indexes(ctx.store.db, index_models())
+        yield ctx
+    finally:
+        await client.close()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+def _run(settings: Settings, job: Callable[[Any], Awaitable[int]]) -> int:
+    async def main() -> int:
+        async with _context(settings) as ctx:
+            return await job(ctx)
+
+    return asyncio.run(main())
+
+
+def _load(settings: Settings, args: argparse.Namespace) -> int:
+    from fhir_server.loader import load_paths
+
+    async def job(ctx: Any) -> int:
+        summary = await load_paths(ctx, [Path(p) for p in args.paths],
+                                   progress=not args.quiet)
+        print("\n".join(summary.lines()))
+        return 1 if summary.failures else 0
+
+    return _run(settings, job)
+
+
+def _seed(settings: Settings, _: argparse.Namespace) -> int:
+    from fhir_server.seeding import seed
+
+    if settings.production:
+        print("refusing to load development seed data in production mode", file=sys.stderr)
+        return 2
+
+    async def job(ctx: Any) -> int:
+        report = await seed(ctx)
+        print(f"seed: {report.created} created, {report.updated} updated, "
+              f"{report.unchanged} unchanged, {len(report.failed)} failed")
+        for line in report.failed:
+            print(f"  - {line}")
+        return 1 if report.failed else 0
+
+    return _run(settings, job)
+
+
+def _reindex(settings: Settings, _: argparse.Namespace) -> int:
+    from fhir_server.storage.reindex import reindex
+
+    async def job(ctx: Any) -> int:
+        n = await reindex(ctx.store)
+        print(f"reindexed {n} resources")
+        return 0
+
+    return _run(settings, job)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fhir-server", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the FHIR server (PORT, HOST, MONGODB_URI, DATA_DIR)")
+    p = sub.add_parser("load", help="load transaction/batch bundles and NDJSON files")
+    p.add_argument("paths", nargs="+", help="files or folders (*.json bundles, *.ndjson)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.add_parser("seed", help="load the development seed population")
+    sub.add_parser("reindex", help="recompute search index entries of every resource")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+    handlers = {"serve": _serve, "load": _load, "seed": _seed, "reindex": _reindex}
+    return handlers[args.command](settings, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

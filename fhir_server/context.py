@@ -1,0 +1,26 @@
+"""Everything a request handler needs, built once in the app lifespan and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fhir_server.config import Settings
+from fhir_server.storage.store import ResourceStore
+
+if TYPE_CHECKING:
+    from fhir_server.search.registry import Registry
+    from fhir_server.validation import Validator
+
+
+@dataclass
+class ServerContext:
+    settings: Settings
+    store: ResourceStore
+    validator: Validator
+    registry: Registry
+    known_types: frozenset[str]
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url

@@ -1,0 +1,49 @@
+"""Opening the database: one AsyncMongoClient per process, created in the app lifespan."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ASCENDING, AsyncMongoClient, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+
+Doc = dict[str, Any]
+
+# Indexes storage itself relies on; search adds its own (fhir_server.search.indexes).
+# All ascending: MongoDB walks them backwards for newest-first sorts, and SecantusDB
+# 0.7.0b3 loses boundary values of inclusive ranges on descending compound fields
+# (docs/database.md, "Known SecantusDB defects").
+RESOURCE_INDEXES = [
+    IndexModel([("rt", ASCENDING), ("lu", ASCENDING), ("_id", ASCENDING)], name="rt_lu"),
+    IndexModel([("comp", ASCENDING), ("rt", ASCENDING)], name="comp_rt"),
+    IndexModel([("lu", ASCENDING), ("_id", ASCENDING)], name="lu"),
+]
+HISTORY_INDEXES = [
+    IndexModel([("rt", ASCENDING), ("id", ASCENDING), ("vid", ASCENDING)], name="rt_id_vid"),
+    IndexModel([("rt", ASCENDING), ("lu", ASCENDING), ("_id", ASCENDING)], name="rt_lu"),
+    IndexModel([("lu", ASCENDING), ("_id", ASCENDING)], name="lu"),
+]
+
+
+def open_client(uri: str, *, timeout_ms: int = 3000) -> AsyncMongoClient[Doc]:
+    """A client whose failures surface quickly (so requests answer 503, not hang).
+
+    Retryable writes and majority write concern: every write path must survive a
+    primary step-down on a replica set (DESIGN.md, "Storage shape").
+    """
+    return AsyncMongoClient(
+        uri,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        retryWrites=True,
+        retryReads=True,
+        w="majority",
+        tz_aware=True,
+        uuidRepresentation="standard",
+    )
+
+
+async def ensure_indexes(db: AsyncDatabase[Doc], extra: list[IndexModel] | None = None) -> None:
+    """Create every index idempotently (create_indexes is a no-op for existing ones)."""
+    await db.resources.create_indexes(RESOURCE_INDEXES + list(extra or []))
+    await db.history.create_indexes(HISTORY_INDEXES)

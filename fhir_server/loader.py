@@ -1,0 +1,136 @@
+"""`fhir-server load`: transaction/batch bundles and NDJSON files into the store.
+
+Bundles go through the same transaction/batch processing as `POST /fhir`; NDJSON lines
+are grouped into batches (PUT when the resource has an id, POST otherwise). The caller
+gets a summary of what was created and what failed and why.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from fhir_server.context import ServerContext
+from fhir_server.errors import FhirError
+from fhir_server.rest.body import check_tree
+from fhir_server.rest.dispatch import dispatch
+from fhir_server.rest.messages import FhirRequest
+
+NDJSON_BATCH = 500
+
+
+@dataclass
+class LoadSummary:
+    created: Counter[str] = field(default_factory=Counter)
+    updated: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"created {sum(self.created.values())} resources"
+               + (f" ({', '.join(f'{k} {v}' for k, v in self.created.most_common())})"
+                  if self.created else "")]
+        if self.updated:
+            out.append(f"updated {sum(self.updated.values())} resources")
+        out.append(f"failed {len(self.failures)}")
+        out += [f"  - {f}" for f in self.failures[:50]]
+        if len(self.failures) > 50:
+            out.append(f"  ... and {len(self.failures) - 50} more")
+        return out
+
+
+def files_under(paths: list[Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.suffix in (".json", ".ndjson"))
+        else:
+            out.append(p)
+    return out
+
+
+def _ndjson_batches(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    entries: list[dict[str, Any]] = []
+    first = 1
+    with path.open("rb") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            resource = orjson.loads(line)
+            rt = resource.get("resourceType", "")
+            if resource.get("id"):
+                request = {"method": "PUT", "url": f"{rt}/{resource['id']}"}
+            else:
+                request = {"method": "POST", "url": rt}
+            entries.append({"resource": resource, "request": request})
+            if len(entries) == NDJSON_BATCH:
+                yield first, {"resourceType": "Bundle", "type": "batch", "entry": entries}
+                entries, first = [], n + 1
+    if entries:
+        yield first, {"resourceType": "Bundle", "type": "batch", "entry": entries}
+
+
+def _units(path: Path) -> Iterator[tuple[str, Any]]:
+    """(label, bundle) pairs for one file; a bad file yields its error as the bundle."""
+    try:
+        if path.suffix == ".ndjson":
+            for first, bundle in _ndjson_batches(path):
+                yield f"{path.name} from line {first}", bundle
+            return
+        body = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        yield path.name, exc
+        return
+    if isinstance(body, dict) and body.get("resourceType") != "Bundle":
+        rt = body.get("resourceType", "")
+        request = ({"method": "PUT", "url": f"{rt}/{body['id']}"} if body.get("id")
+                   else {"method": "POST", "url": rt})
+        body = {"resourceType": "Bundle", "type": "batch",
+                "entry": [{"resource": body, "request": request}]}
+    yield path.name, body
+
+
+async def load_bundle(ctx: ServerContext, label: str, bundle: Any,
+                      summary: LoadSummary) -> int:
+    """Load one bundle; returns the number of entries handled."""
+    if isinstance(bundle, Exception):
+        summary.failures.append(f"{label}: not readable JSON ({bundle})")
+        return 0
+    try:
+        check_tree(bundle, max_depth=ctx.settings.max_json_depth)
+        resp = await dispatch(ctx, FhirRequest(method="POST", path=[], body=bundle))
+    except FhirError as exc:
+        summary.failures.append(f"{label}: {exc.status} {exc.diagnostics}")
+        return len(bundle.get("entry") or []) if isinstance(bundle, dict) else 0
+    assert resp.body is not None
+    for i, entry in enumerate(resp.body.get("entry", [])):
+        r = entry["response"]
+        status = int(r["status"].split()[0])
+        rt = (r.get("location") or "?").split("/")[0]
+        if status == 201:
+            summary.created[rt] += 1
+        elif status < 300:
+            summary.updated[rt] += 1
+        else:
+            issues = (r.get("outcome") or {}).get("issue") or [{}]
+            summary.failures.append(f"{label} entry {i}: {r['status']} "
+                                    f"{issues[0].get('diagnostics', '')}")
+    return len(resp.body.get("entry", []))
+
+
+async def load_paths(ctx: ServerContext, paths: list[Path], *,
+                     progress: bool = True) -> LoadSummary:
+    from tqdm import tqdm
+
+    summary = LoadSummary()
+    files = files_under(paths)
+    with tqdm(total=len(files), unit="file", disable=not progress) as bar:
+        for path in files:
+            for label, bundle in _units(path):
+                await load_bundle(ctx, label, bundle, summary)
+            bar.update(1)
+    return summary

@@ -1,0 +1,276 @@
+"""Batch and transaction bundles: https://hl7.org/fhir/R4/http.html#transaction
+
+A transaction runs as one MongoDB multi-document transaction: every entry commits or none
+does. Entries are processed in the order the spec prescribes (DELETE, POST, PUT/PATCH,
+GET/HEAD), `urn:uuid` fullUrls and conditional references (`Patient?identifier=...`) are
+resolved to real ids before anything is written, and every resource is validated before the
+database transaction starts, so a bad entry costs no writes at all.
+
+Batch entries run independently, each answering with its own status.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from pymongo.errors import OperationFailure
+
+from fhir_server.context import ServerContext
+from fhir_server.errors import BadRequest, FhirError, Issue, PreconditionFailed
+from fhir_server.rest import searching
+from fhir_server.rest.headers import prefer
+from fhir_server.rest.messages import FhirRequest, FhirResponse
+
+Doc = dict[str, Any]
+Dispatch = Callable[[ServerContext, FhirRequest], Awaitable[FhirResponse]]
+
+MAX_ENTRIES = 10_000
+# Spec order for a transaction: https://hl7.org/fhir/R4/http.html#trules
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+_REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request",
+            401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+            409: "Conflict", 410: "Gone", 412: "Precondition Failed", 413: "Payload Too Large",
+            415: "Unsupported Media Type", 422: "Unprocessable Entity",
+            500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+def status_line(status: int) -> str:
+    return f"{status} {_REASONS.get(status, '')}".strip()
+
+
+def _entry_request(entry: Doc, index: int) -> FhirRequest:
+    req = entry.get("request")
+    if not isinstance(req, dict):
+        raise BadRequest(f"entry {index} has no request",
+                         issues=[Issue("required", "entry.request is required",
+                                       expression=(f"Bundle.entry[{index}].request",))])
+    method = str(req.get("method", "")).upper()
+    url = req.get("url")
+    if method not in _ORDER or not isinstance(url, str) or not url:
+        raise BadRequest(f"entry {index} needs request.method (GET, HEAD, POST, PUT, PATCH, "
+                         "DELETE) and request.url",
+                         issues=[Issue("required", "request.method and request.url",
+                                       expression=(f"Bundle.entry[{index}].request",))])
+    parts = urlsplit(url)
+    path = [p for p in parts.path.split("/") if p]
+    headers: dict[str, str] = {}
+    for field, header in (("ifMatch", "if-match"), ("ifNoneExist", "if-none-exist"),
+                          ("ifNoneMatch", "if-none-match"),
+                          ("ifModifiedSince", "if-modified-since")):
+        if req.get(field):
+            headers[header] = str(req[field])
+    body = entry.get("resource")
+    if method == "PATCH" and isinstance(body, dict) and body.get("resourceType") == "Binary":
+        body = _binary_patch(body)
+    return FhirRequest(method=method, path=path,
+                       params=parse_qsl(parts.query, keep_blank_values=True),
+                       headers=headers, body=body, in_bundle=True)
+
+
+def _binary_patch(binary: Doc) -> Any:
+    """A JSON Patch in a bundle travels as a Binary (https://hl7.org/fhir/R4/http.html#patch)."""
+    import base64
+
+    import orjson
+
+    try:
+        return orjson.loads(base64.b64decode(binary.get("data", "")))
+    except (ValueError, orjson.JSONDecodeError):
+        raise BadRequest("a PATCH entry's Binary does not hold a JSON Patch") from None
+
+
+def _response_entry(resp: FhirResponse, *, with_resource: bool) -> Doc:
+    r: Doc = {"status": status_line(resp.status)}
+    if resp.location:
+        r["location"] = resp.location
+    if "ETag" in resp.headers:
+        r["etag"] = resp.headers["ETag"]
+    if resp.body and resp.body.get("meta", {}).get("lastUpdated"):
+        r["lastModified"] = resp.body["meta"]["lastUpdated"]
+    entry: Doc = {"response": r}
+    if resp.body is not None:
+        if resp.body.get("resourceType") == "OperationOutcome" and resp.status >= 400:
+            r["outcome"] = resp.body
+        elif with_resource:
+            entry["resource"] = resp.body
+    return entry
+
+
+def _error_response(exc: FhirError) -> FhirResponse:
+    return FhirResponse(status=exc.status, body=exc.outcome())
+
+
+async def process(ctx: ServerContext, req: FhirRequest, dispatch: Dispatch) -> FhirResponse:
+    bundle = req.body
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise BadRequest("POST to the base URL takes a Bundle of type batch or transaction")
+    kind = bundle.get("type")
+    if kind not in ("batch", "transaction"):
+        raise BadRequest(f"a Bundle of type {kind!r} cannot be processed; "
+                         "use batch or transaction")
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        raise BadRequest("Bundle.entry must be an array", code="structure")
+    if len(entries) > MAX_ENTRIES:
+        raise BadRequest(f"a Bundle may hold at most {MAX_ENTRIES} entries", code="too-costly")
+    want_resource = prefer(req.header("prefer")).get("return") == "representation"
+    if kind == "batch":
+        out = await _batch(ctx, entries, dispatch, want_resource)
+    else:
+        out = await _transaction(ctx, entries, dispatch, want_resource)
+    return FhirResponse(status=200, body={"resourceType": "Bundle", "id": str(uuid.uuid4()),
+                                          "type": f"{kind}-response", "entry": out})
+
+
+async def _batch(ctx: ServerContext, entries: list[Any], dispatch: Dispatch,
+                 want_resource: bool) -> list[Doc]:
+    out = []
+    for i, entry in enumerate(entries):
+        try:
+            if not isinstance(entry, dict):
+                raise BadRequest(f"entry {i} is not an object", code="structure")
+            sub = _entry_request(entry, i)
+            if sub.path == [] and sub.method == "POST":
+                raise BadRequest("a batch entry may not itself be a batch or transaction")
+            resp = await dispatch(ctx, sub)
+        except FhirError as exc:
+            resp = _error_response(exc)
+        out.append(_response_entry(resp, with_resource=want_resource or
+                                   (resp.status < 300 and sub.method in ("GET", "HEAD"))))
+    return out
+
+
+def _rewrite_references(node: Any, mapping: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k == "reference" and isinstance(v, str) and v in mapping:
+                out[k] = mapping[v]
+            else:
+                out[k] = _rewrite_references(v, mapping)
+        return out
+    if isinstance(node, list):
+        return [_rewrite_references(v, mapping) for v in node]
+    return node
+
+
+def _references(node: Any, found: set[str]) -> set[str]:
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "reference" and isinstance(v, str):
+                found.add(v)
+            else:
+                _references(v, found)
+    elif isinstance(node, list):
+        for v in node:
+            _references(v, found)
+    return found
+
+
+async def _resolve(ctx: ServerContext, reqs: list[FhirRequest],
+                   entries: list[Doc]) -> dict[str, str]:
+    """Map every fullUrl and conditional reference to the `Type/id` it will have."""
+    mapping: dict[str, str] = {}
+    for i, (sub, entry) in enumerate(zip(reqs, entries, strict=True)):
+        full_url = entry.get("fullUrl")
+        target: str | None = None
+        if sub.method == "POST" and len(sub.path) == 1:
+            rt = sub.path[0]
+            condition = sub.header("if-none-exist")
+            existing = await searching.conditional_matches(ctx, rt, condition) \
+                if condition else []
+            if len(existing) > 1:
+                raise PreconditionFailed(f"entry {i}: ifNoneExist matches {len(existing)}")
+            if existing:
+                target = f"{rt}/{existing[0]}"
+                sub.headers["x-existing-id"] = existing[0]
+            else:
+                sub.assigned_id = str(uuid.uuid4())
+                target = f"{rt}/{sub.assigned_id}"
+        elif sub.method == "PUT" and len(sub.path) == 2:
+            target = "/".join(sub.path)
+        if isinstance(full_url, str) and target:
+            if full_url in mapping:
+                raise BadRequest(f"entry {i}: fullUrl {full_url!r} appears twice")
+            mapping[full_url] = target
+            # An absolute fullUrl on this server also maps its relative form.
+            if full_url.startswith(ctx.base_url + "/"):
+                mapping[full_url[len(ctx.base_url) + 1:]] = target
+    for sub in reqs:
+        for ref in _references(sub.body, set()):
+            if "?" in ref and ref not in mapping and not ref.startswith(("urn:", "#", "http")):
+                rt, query = ref.split("?", 1)
+                ids = await searching.conditional_matches(ctx, rt, query)
+                if len(ids) != 1:
+                    raise PreconditionFailed(
+                        f"conditional reference {ref!r} matches {len(ids)} resources, not one")
+                mapping[ref] = f"{rt}/{ids[0]}"
+    return mapping
+
+
+async def _transaction(ctx: ServerContext, entries: list[Any], dispatch: Dispatch,
+                       want_resource: bool) -> list[Doc]:
+    reqs: list[FhirRequest] = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise BadRequest(f"entry {i} is not an object", code="structure")
+        sub = _entry_request(entry, i)
+        if sub.path == [] and sub.method == "POST":
+            raise BadRequest("a transaction entry may not itself be a batch or transaction")
+        reqs.append(sub)
+    mapping = await _resolve(ctx, reqs, entries)
+    for sub in reqs:
+        if sub.body is not None and mapping:
+            sub.body = _rewrite_references(sub.body, mapping)
+        if sub.method in ("POST", "PUT") and isinstance(sub.body, dict):
+            _prevalidate(ctx, sub, reqs.index(sub))
+    order = sorted(range(len(reqs)), key=lambda i: _ORDER[reqs[i].method])
+    results: dict[int, FhirResponse] = {}
+    async with ctx.store.client.start_session() as session:
+        try:
+            async with await session.start_transaction():
+                for i in order:
+                    sub = reqs[i]
+                    sub.session = session
+                    try:
+                        results[i] = await _run_entry(ctx, sub, dispatch)
+                    except FhirError as exc:
+                        exc.diagnostics = f"entry {i}: {exc.diagnostics}"
+                        exc.issues = [Issue(x.code, f"entry {i}: {x.diagnostics}", x.severity,
+                                            x.expression) for x in exc.issues]
+                        raise
+        except OperationFailure as exc:
+            if exc.has_error_label("TransientTransactionError") or exc.code == 112:
+                raise PreconditionFailed("the transaction conflicted with a concurrent "
+                                         "write; nothing was changed, retry it") from None
+            raise
+    return [_response_entry(results[i], with_resource=want_resource or
+                            reqs[i].method in ("GET", "HEAD")) for i in range(len(reqs))]
+
+
+def _prevalidate(ctx: ServerContext, sub: FhirRequest, index: int) -> None:
+    """Validate before the database transaction starts, naming the entry in each issue."""
+    resource = sub.body
+    assert isinstance(resource, dict)
+    probe = resource if sub.method == "PUT" else {k: v for k, v in resource.items() if k != "id"}
+    try:
+        ctx.validator.validate(probe)
+        sub.validated = True
+    except FhirError as exc:
+        prefix = f"Bundle.entry[{index}].resource"
+        exc.issues = [Issue(x.code, f"entry {index}: {x.diagnostics}", x.severity,
+                            tuple(f"{prefix}.{e}" for e in x.expression)) for x in exc.issues]
+        exc.diagnostics = f"entry {index}: {exc.diagnostics}"
+        raise
+
+
+async def _run_entry(ctx: ServerContext, sub: FhirRequest, dispatch: Dispatch) -> FhirResponse:
+    existing = sub.headers.pop("x-existing-id", None)
+    if existing is not None:
+        v = await ctx.store.read(sub.path[0], existing, session=sub.session)
+        return FhirResponse(status=200, body=v.resource, headers={"ETag": v.etag},
+                            location=f"{v.rt}/{v.id}/_history/{v.vid}")
+    return await dispatch(ctx, sub)

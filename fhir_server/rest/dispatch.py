@@ -1,0 +1,112 @@
+"""Map a FhirRequest (method + path below the base) to its interaction.
+
+The one routing table for HTTP requests and for batch/transaction entries alike.
+URL patterns: https://hl7.org/fhir/R4/http.html#summary
+"""
+
+from __future__ import annotations
+
+from fhir_server.capability import capability_statement
+from fhir_server.context import ServerContext
+from fhir_server.errors import BadRequest, MethodNotAllowed, NotFound
+from fhir_server.rest import bundle, history, interactions, searching
+from fhir_server.rest.messages import FhirRequest, FhirResponse
+
+
+def _type(ctx: ServerContext, rt: str) -> str:
+    if rt not in ctx.known_types:
+        raise interactions.unknown_type(rt)
+    return rt
+
+
+def _not_allowed(req: FhirRequest) -> MethodNotAllowed:
+    return MethodNotAllowed(f"{req.method} is not allowed on /{'/'.join(req.path)}")
+
+
+async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
+    path, method = req.path, req.method
+    if method == "HEAD":
+        method = "GET"
+    n = len(path)
+    if n == 0:
+        if method == "GET":
+            return await searching.search(ctx, req, None)
+        if method == "POST":
+            if req.in_bundle:
+                raise BadRequest("bundles cannot be nested")
+            return await bundle.process(ctx, req, dispatch)
+        raise _not_allowed(req)
+    head = path[0]
+    if n == 1 and head == "metadata":
+        if method != "GET":
+            raise _not_allowed(req)
+        return FhirResponse(status=200, body=capability_statement(ctx))
+    if n == 1 and head == "_history":
+        if method != "GET":
+            raise _not_allowed(req)
+        return await history.history(ctx, req, None, None)
+    if n == 1 and head == "_search":
+        if method != "POST":
+            raise _not_allowed(req)
+        return await searching.search(ctx, req, None)
+    if head.startswith("$"):
+        raise NotFound(f"operation {head} is not supported at the system level",
+                       code="not-supported")
+    rt = _type(ctx, head)
+    if n == 1:
+        return await _type_level(ctx, req, method, rt)
+    second = path[1]
+    if n == 2 and second == "_history" and method == "GET":
+        return await history.history(ctx, req, rt, None)
+    if n == 2 and second == "_search":
+        if method != "POST":
+            raise _not_allowed(req)
+        return await searching.search(ctx, req, rt)
+    if n == 2 and second == "$validate":
+        if method != "POST":
+            raise _not_allowed(req)
+        return await interactions.validate(ctx, req, rt, None)
+    if second.startswith("$") or second.startswith("_"):
+        raise NotFound(f"{second} is not supported on {rt}", code="not-supported")
+    rid = second
+    if n == 2:
+        return await _instance_level(ctx, req, method, rt, rid)
+    third = path[2]
+    if third == "_history" and method == "GET":
+        if n == 3:
+            return await history.history(ctx, req, rt, rid)
+        if n == 4:
+            return await interactions.vread(ctx, req, rt, rid, path[3])
+    if n == 3 and third == "$validate" and method == "POST":
+        return await interactions.validate(ctx, req, rt, rid)
+    if n == 3 and method == "GET" and not third.startswith(("$", "_")):
+        # Compartment search, e.g. Patient/123/Observation.
+        target = "" if third == "*" else _type(ctx, third)
+        return await searching.search(ctx, req, target or None, compartment=f"{rt}/{rid}")
+    raise NotFound(f"/{'/'.join(path)} is not a supported URL", code="not-supported")
+
+
+async def _type_level(ctx: ServerContext, req: FhirRequest, method: str,
+                      rt: str) -> FhirResponse:
+    if method == "GET":
+        return await searching.search(ctx, req, rt)
+    if method == "POST":
+        return await interactions.create(ctx, req, rt)
+    if method == "PUT":
+        return await interactions.conditional_update(ctx, req, rt)
+    if method == "DELETE":
+        return await interactions.conditional_delete(ctx, req, rt)
+    raise _not_allowed(req)
+
+
+async def _instance_level(ctx: ServerContext, req: FhirRequest, method: str, rt: str,
+                          rid: str) -> FhirResponse:
+    if method == "GET":
+        return await interactions.read(ctx, req, rt, rid)
+    if method == "PUT":
+        return await interactions.update(ctx, req, rt, rid)
+    if method == "PATCH":
+        return await interactions.patch(ctx, req, rt, rid)
+    if method == "DELETE":
+        return await interactions.delete(ctx, req, rt, rid)
+    raise _not_allowed(req)

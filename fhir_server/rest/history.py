@@ -1,0 +1,96 @@
+"""History at instance, type and system level: https://hl7.org/fhir/R4/http.html#history"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+from fhir_server.context import ServerContext
+from fhir_server.errors import BadRequest
+from fhir_server.rest.headers import http_date
+from fhir_server.rest.messages import FhirRequest, FhirResponse
+from fhir_server.storage.store import Version, instant
+
+Doc = dict[str, Any]
+DEFAULT_COUNT = 50
+MAX_COUNT = 500
+
+
+def _parse_instant(value: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"_since {value!r} is not a FHIR instant") from None
+    if t.tzinfo is None:
+        raise BadRequest(f"_since {value!r} needs a time zone (a FHIR instant)")
+    return t
+
+
+def _encode_cursor(doc: Doc) -> str:
+    raw = orjson.dumps([doc["lu"].isoformat(), doc["_id"], doc["vid"]])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(token: str) -> tuple[datetime, str, int]:
+    try:
+        lu, key, vid = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        return datetime.fromisoformat(lu), str(key), int(vid)
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        raise BadRequest("the _cursor paging token is not valid") from None
+
+
+def _entry(ctx: ServerContext, doc: Doc) -> Doc:
+    v = Version.from_doc(doc)
+    url = f"{v.rt}/{v.id}"
+    entry: Doc = {"fullUrl": f"{ctx.base_url}/{url}"}
+    if v.resource is not None:
+        entry["resource"] = v.resource
+    method = "DELETE" if v.deleted else ("POST" if v.method == "POST" else "PUT")
+    entry["request"] = {"method": method, "url": url if method != "POST" else v.rt}
+    status = "204" if v.deleted else ("201" if v.vid == 1 else "200")
+    entry["response"] = {"status": status, "etag": v.etag, "lastModified": instant(v.lu)}
+    return entry
+
+
+async def history(
+    ctx: ServerContext, req: FhirRequest, rt: str | None, rid: str | None
+) -> FhirResponse:
+    known = {"_since", "_count", "_cursor", "_format", "_pretty", "_at", "_list", "_sort"}
+    for name, _ in req.params:
+        if name not in known:
+            raise BadRequest(f"history does not take the parameter {name!r}")
+    since = _parse_instant(req.param("_since") or "") if req.param("_since") else None
+    raw_count = req.param("_count") or str(DEFAULT_COUNT)
+    if not raw_count.isdigit():
+        raise BadRequest(f"_count {raw_count!r} is not a number")
+    count = max(1, min(int(raw_count), MAX_COUNT))
+    before = _decode_cursor(req.param("_cursor") or "") if req.param("_cursor") else None
+    docs = await ctx.store.history_page(rt=rt, rid=rid, since=since, before=before,
+                                        count=count + 1)
+    if rid is not None and not docs and before is None:
+        assert rt is not None
+        await ctx.store.read(rt, rid)  # raises 404 for an id that never existed
+    more = len(docs) > count
+    docs = docs[:count]
+    total = await ctx.store.history_total(rt=rt, rid=rid, since=since)
+    path = "/".join(p for p in (rt, rid) if p)
+    base = f"{ctx.base_url}/{path}/_history" if path else f"{ctx.base_url}/_history"
+    keep = [(k, v) for k, v in req.params if k in ("_since", "_count")]
+    links = [{"relation": "self", "url": f"{base}?{urlencode(req.params)}" if req.params
+              else base}]
+    if more:
+        nxt = keep + [("_cursor", _encode_cursor(docs[-1]))]
+        links.append({"relation": "next", "url": f"{base}?{urlencode(nxt)}"})
+    bundle: Doc = {
+        "resourceType": "Bundle",
+        "type": "history",
+        "total": total,
+        "link": links,
+        "entry": [_entry(ctx, d) for d in docs],
+    }
+    headers = {"Last-Modified": http_date(docs[0]["lu"])} if docs else {}
+    return FhirResponse(status=200, body=bundle, headers=headers)

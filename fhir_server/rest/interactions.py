@@ -1,0 +1,236 @@
+"""The instance- and type-level interactions: read, vread, create, update, patch, delete.
+
+Each takes a `FhirRequest` and returns a `FhirResponse`; nothing here knows about HTTP
+frameworks. See https://hl7.org/fhir/R4/http.html.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+import jsonpatch
+
+from fhir_server.context import ServerContext
+from fhir_server.errors import BadRequest, NotFound, PreconditionFailed, Unprocessable
+from fhir_server.rest import searching
+from fhir_server.rest.headers import parse_if_match, version_headers
+from fhir_server.rest.messages import FhirRequest, FhirResponse
+from fhir_server.storage.store import Version, WriteResult
+
+Doc = dict[str, Any]
+
+# https://hl7.org/fhir/R4/datatypes.html#id
+ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+def check_id(rid: str) -> None:
+    if not ID_PATTERN.match(rid):
+        raise BadRequest(f"{rid!r} is not a valid resource id ([A-Za-z0-9-.]{{1,64}})")
+
+
+def resource_response(ctx: ServerContext, v: Version, status: int = 200, *,
+                      location: bool = False) -> FhirResponse:
+    return FhirResponse(
+        status=status,
+        body=v.resource,
+        headers=version_headers(v, ctx.base_url, location=location),
+        location=f"{v.rt}/{v.id}/_history/{v.vid}",
+    )
+
+
+def body_resource(req: FhirRequest, rt: str) -> Doc:
+    """The request body as a resource of type `rt`, or a 400 that says what is wrong."""
+    body = req.body
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object holding a FHIR resource",
+                         code="structure")
+    actual = body.get("resourceType")
+    if actual is None:
+        raise BadRequest("the body has no resourceType", code="structure")
+    if actual != rt:
+        raise BadRequest(f"the body holds a {actual!r} but the URL names {rt!r}")
+    return body
+
+
+async def read(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> FhirResponse:
+    v = await ctx.store.read(rt, rid, session=req.session)
+    return resource_response(ctx, v)
+
+
+async def vread(ctx: ServerContext, req: FhirRequest, rt: str, rid: str,
+                vid: str) -> FhirResponse:
+    v = await ctx.store.vread(rt, rid, vid, session=req.session)
+    return resource_response(ctx, v)
+
+
+def _validated(ctx: ServerContext, resource: Doc, req: FhirRequest | None = None) -> Doc:
+    if req is None or not req.validated:
+        ctx.validator.validate(resource)
+    return resource
+
+
+async def create(ctx: ServerContext, req: FhirRequest, rt: str, *,
+                 assigned_id: str | None = None) -> FhirResponse:
+    """Create; honours If-None-Exist (conditional create).
+
+    The server assigns the id and ignores one in the body, as
+    https://hl7.org/fhir/R4/http.html#create requires.
+    """
+    resource = body_resource(req, rt)
+    condition = req.header("if-none-exist")
+    if condition:
+        matches = await searching.conditional_matches(ctx, rt, condition)
+        if len(matches) > 1:
+            raise PreconditionFailed(
+                f"If-None-Exist {condition!r} matches {len(matches)} resources"
+            )
+        if matches:
+            v = await ctx.store.read(rt, matches[0], session=req.session)
+            return resource_response(ctx, v, 200)
+    resource = dict(resource)
+    resource.pop("id", None)
+    _validated(ctx, resource, req)
+    result = await ctx.store.create(rt, resource, rid=assigned_id or req.assigned_id,
+                                    session=req.session)
+    return resource_response(ctx, result.version, 201, location=True)
+
+
+async def update(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> FhirResponse:
+    """Update, or update-as-create with the client's id. https://hl7.org/fhir/R4/http.html#update"""
+    check_id(rid)
+    resource = body_resource(req, rt)
+    body_id = resource.get("id")
+    if body_id is None:
+        raise BadRequest("an update body must carry the resource id", code="required",
+                         issues=[])
+    if body_id != rid:
+        raise BadRequest(f"the body id {body_id!r} differs from the URL id {rid!r}")
+    _validated(ctx, resource, req)
+    if_match = parse_if_match(req.header("if-match"))
+    result = await ctx.store.update(rt, rid, resource, if_match=if_match, session=req.session)
+    return _write_response(ctx, result)
+
+
+def _write_response(ctx: ServerContext, result: WriteResult) -> FhirResponse:
+    return resource_response(ctx, result.version, 201 if result.created else 200,
+                             location=True)
+
+
+async def conditional_update(ctx: ServerContext, req: FhirRequest, rt: str) -> FhirResponse:
+    """PUT [type]?[search]: https://hl7.org/fhir/R4/http.html#cond-update"""
+    if not req.params:
+        raise BadRequest("a conditional update needs search parameters in the URL")
+    resource = body_resource(req, rt)
+    matches = await searching.conditional_matches(ctx, rt, req.params)
+    if len(matches) > 1:
+        raise PreconditionFailed(f"the condition matches {len(matches)} resources")
+    body_id = resource.get("id")
+    if matches:
+        rid = matches[0]
+        if body_id is not None and body_id != rid:
+            raise BadRequest(f"the body id {body_id!r} differs from the matched id {rid!r}")
+        resource = {**resource, "id": rid}
+        _validated(ctx, resource, req)
+        if_match = parse_if_match(req.header("if-match"))
+        result = await ctx.store.update(rt, rid, resource, if_match=if_match,
+                                        session=req.session)
+        return _write_response(ctx, result)
+    if body_id is not None:
+        check_id(body_id)
+        _validated(ctx, resource, req)
+        result = await ctx.store.update(rt, body_id, resource, session=req.session)
+        return _write_response(ctx, result)
+    resource = dict(resource)
+    _validated(ctx, resource, req)
+    result = await ctx.store.create(rt, resource, session=req.session)
+    return _write_response(ctx, result)
+
+
+async def patch(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> FhirResponse:
+    """JSON Patch (RFC 6902): https://hl7.org/fhir/R4/http.html#patch"""
+    ops = req.body
+    if not isinstance(ops, list):
+        raise BadRequest("a JSON Patch body is an array of operations", code="structure")
+    current = await ctx.store.read(rt, rid, session=req.session)
+    if_match = parse_if_match(req.header("if-match"))
+    if if_match is not None and if_match != current.vid:
+        raise PreconditionFailed(f"{rt}/{rid} is at version {current.vid}, not {if_match}")
+    assert current.resource is not None
+    try:
+        patched = jsonpatch.apply_patch(copy.deepcopy(current.resource), ops)
+    except jsonpatch.JsonPatchTestFailed as exc:
+        raise Unprocessable(f"a JSON Patch test operation failed: {exc}") from None
+    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError,
+            KeyError, IndexError, ValueError) as exc:
+        raise BadRequest(f"the JSON Patch cannot be applied: {exc}") from None
+    if not isinstance(patched, dict) or patched.get("resourceType") != rt or \
+            patched.get("id") != rid:
+        raise Unprocessable("a patch may not change resourceType or id")
+    from fhir_server.rest.body import check_tree
+
+    check_tree(patched, max_depth=ctx.settings.max_json_depth)
+    _validated(ctx, patched)
+    result = await ctx.store.update(rt, rid, patched, if_match=current.vid, method="PATCH",
+                                    session=req.session)
+    return _write_response(ctx, result)
+
+
+async def delete(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> FhirResponse:
+    """Delete; deleting what is absent or already deleted also answers 204 (idempotent)."""
+    if_match = parse_if_match(req.header("if-match"))
+    tomb = await ctx.store.delete(rt, rid, if_match=if_match, session=req.session)
+    headers = {"ETag": tomb.etag} if tomb else {}
+    return FhirResponse(status=204, headers=headers)
+
+
+async def conditional_delete(ctx: ServerContext, req: FhirRequest, rt: str) -> FhirResponse:
+    """DELETE [type]?[search], single-match flavour: https://hl7.org/fhir/R4/http.html#3.1.0.7.1"""
+    if not req.params:
+        raise BadRequest("a conditional delete needs search parameters in the URL")
+    matches = await searching.conditional_matches(ctx, rt, req.params)
+    if len(matches) > 1:
+        raise PreconditionFailed(f"the condition matches {len(matches)} resources; "
+                                 "this server deletes one at a time")
+    if not matches:
+        return FhirResponse(status=204)
+    return await delete(ctx, req, rt, matches[0])
+
+
+async def validate(ctx: ServerContext, req: FhirRequest, rt: str,
+                   rid: str | None) -> FhirResponse:
+    """$validate: https://hl7.org/fhir/R4/resource-operation-validate.html"""
+    body = req.body
+    mode = req.param("mode")
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+        for p in body.get("parameter") or []:
+            if p.get("name") == "resource":
+                body = p.get("resource")
+            elif p.get("name") == "mode":
+                mode = p.get("valueCode") or p.get("valueString")
+    if mode == "delete":
+        if rid is None:
+            raise BadRequest("$validate mode=delete needs an instance")
+        await ctx.store.read(rt, rid)
+        return _outcome_response([])
+    if not isinstance(body, dict):
+        raise BadRequest("$validate needs a resource in the body", code="structure")
+    if body.get("resourceType") != rt:
+        raise BadRequest(f"the body holds a {body.get('resourceType')!r}, not a {rt!r}")
+    if rid is not None and body.get("id") not in (None, rid):
+        raise BadRequest(f"the body id {body.get('id')!r} differs from the URL id {rid!r}")
+    issues = [i.to_json() for i in ctx.validator.check(body)]
+    issues += [i.to_json() for i in ctx.validator.check_profiles(body)]
+    return _outcome_response(issues)
+
+
+def _outcome_response(issues: list[Doc]) -> FhirResponse:
+    if not issues:
+        issues = [{"severity": "information", "code": "informational",
+                   "diagnostics": "the resource is valid"}]
+    return FhirResponse(status=200, body={"resourceType": "OperationOutcome", "issue": issues})
+
+
+def unknown_type(rt: str) -> NotFound:
+    return NotFound(f"{rt!r} is not a resource type this server knows", code="not-supported")

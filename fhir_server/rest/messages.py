@@ -1,0 +1,52 @@
+"""Framework-free request and response: what routes and bundle entries both speak.
+
+The FastAPI adapter turns an HTTP request into a `FhirRequest`; a batch or transaction
+entry becomes one too; `dispatch` answers both with a `FhirResponse`. So an interaction
+behaves the same whether it arrives on its own or inside a Bundle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo.asynchronous.client_session import AsyncClientSession
+
+Doc = dict[str, Any]
+
+
+@dataclass
+class FhirRequest:
+    method: str
+    # Path below the FHIR base, split on "/", e.g. ["Patient", "123", "_history", "2"].
+    path: list[str]
+    params: list[tuple[str, str]] = field(default_factory=list)
+    # Lower-case header names.
+    headers: dict[str, str] = field(default_factory=dict)
+    # Parsed JSON body (already checked for size, depth and key rules), if any.
+    body: Any = None
+    # Set when the request runs inside a transaction bundle.
+    session: AsyncClientSession | None = None
+    in_bundle: bool = False
+    # A transaction pre-assigns ids of created resources so references can be resolved.
+    assigned_id: str | None = None
+    # True once the body passed validation (a transaction validates before it writes).
+    validated: bool = False
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def param(self, name: str) -> str | None:
+        for k, v in self.params:
+            if k == name:
+                return v
+        return None
+
+
+@dataclass
+class FhirResponse:
+    status: int
+    body: Doc | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    # The resource this response is about (for Prefer: return=minimal and bundle entries).
+    location: str | None = None

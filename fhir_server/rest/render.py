@@ -1,0 +1,76 @@
+"""Turning a FhirResponse into HTTP: format negotiation, _pretty and Prefer: return.
+
+See https://hl7.org/fhir/R4/http.html#mime-type, #general (_format, _pretty) and
+#ops (Prefer: return=minimal | representation | OperationOutcome).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from fhir_server.errors import FhirError, Issue
+from fhir_server.rest.headers import prefer
+from fhir_server.rest.messages import FhirRequest, FhirResponse
+
+FHIR_JSON = "application/fhir+json"
+_JSON_FORMATS = {"json", "application/json", "application/fhir+json", "application/json+fhir",
+                 "text/json"}
+
+
+class NotAcceptable(FhirError):
+    def __post_init__(self) -> None:
+        self.status = 406
+        self.code = "not-supported"
+        super().__post_init__()
+
+
+def negotiate(req: FhirRequest) -> str:
+    """The media type to answer with; this server speaks FHIR JSON only."""
+    fmt = req.param("_format")
+    if fmt is not None:
+        if fmt.split(";")[0].strip().lower() not in _JSON_FORMATS:
+            raise NotAcceptable(f"_format {fmt!r} is not supported; this server speaks JSON")
+        return "application/json" if fmt.strip() == "application/json" else FHIR_JSON
+    accept = req.header("accept")
+    if not accept:
+        return FHIR_JSON
+    types = [a.split(";")[0].strip().lower() for a in accept.split(",")]
+    if any(t in _JSON_FORMATS or t in ("*/*", "application/*") for t in types):
+        return "application/json" if types[0] == "application/json" else FHIR_JSON
+    raise NotAcceptable(f"Accept {accept!r} cannot be met; this server speaks FHIR JSON")
+
+
+def dumps(body: Any, pretty: bool) -> bytes:
+    return orjson.dumps(body, option=orjson.OPT_INDENT_2 if pretty else 0)
+
+
+def _write_outcome(resp: FhirResponse) -> dict[str, Any]:
+    text = f"{resp.location or 'resource'}: {resp.status}"
+    return {"resourceType": "OperationOutcome",
+            "issue": [Issue("informational", text, severity="information").to_json()]}
+
+
+def render(req: FhirRequest, resp: FhirResponse, media: str = FHIR_JSON) -> Response:
+    body = resp.body
+    is_write = req.method in ("POST", "PUT", "PATCH") and resp.location is not None
+    if is_write and body is not None:
+        wanted = prefer(req.header("prefer")).get("return", "representation")
+        if wanted == "minimal":
+            body = None
+        elif wanted == "operationoutcome":
+            body = _write_outcome(resp)
+    headers = dict(resp.headers)
+    pretty = (req.param("_pretty") or "").lower() == "true"
+    if req.method == "HEAD" or body is None:
+        return Response(status_code=resp.status, headers=headers,
+                        media_type=None if body is None else f"{media}; charset=utf-8")
+    return Response(content=dumps(body, pretty), status_code=resp.status, headers=headers,
+                    media_type=f"{media}; charset=utf-8")
+
+
+def render_error(exc: FhirError, pretty: bool = False) -> Response:
+    return Response(content=dumps(exc.outcome(), pretty), status_code=exc.status,
+                    headers=exc.headers, media_type=f"{FHIR_JSON}; charset=utf-8")

@@ -1,0 +1,48 @@
+"""Search interactions: type, system and compartment search, and conditional matching.
+
+All of them go through the one search parser (fhir_server.search), as do conditional
+create/update/delete. See https://hl7.org/fhir/R4/search.html.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl, urlencode
+
+from fhir_server.context import ServerContext
+from fhir_server.rest.headers import prefer
+from fhir_server.rest.messages import FhirRequest, FhirResponse
+from fhir_server.search.bundle import searchset_bundle
+from fhir_server.search.execute import find_matches, run_search
+from fhir_server.search.parse import parse_search
+
+
+async def conditional_matches(
+    ctx: ServerContext, rt: str, condition: str | list[tuple[str, str]]
+) -> list[str]:
+    """Ids of the (at most two) resources a conditional interaction's criteria match."""
+    query = condition if isinstance(condition, str) else urlencode(condition)
+    query = query.split("?", 1)[1] if "?" in query else query
+    matches = await find_matches(ctx.store.db, ctx.registry, rt, query, limit=2)
+    return [m["id"] for m in matches]
+
+
+def _strict(req: FhirRequest) -> bool:
+    return prefer(req.header("prefer")).get("handling", "strict") != "lenient"
+
+
+async def search(
+    ctx: ServerContext, req: FhirRequest, rt: str | None, *, compartment: str | None = None
+) -> FhirResponse:
+    params = list(req.params)
+    if req.method == "POST" and isinstance(req.body, str):
+        params += parse_qsl(req.body, keep_blank_values=True)
+    params = [(k, v) for k, v in params if k not in ("_format", "_pretty")]
+    parsed = parse_search(rt, params, ctx.registry, strict=_strict(req))
+    page = await run_search(
+        ctx.store.db, ctx.registry, parsed, compartment=compartment,
+        max_time_ms=ctx.settings.query_max_time_ms,
+    )
+    base = ctx.base_url
+    if compartment:
+        base = f"{base}/{compartment}"
+    return FhirResponse(status=200, body=searchset_bundle(page, parsed, base))

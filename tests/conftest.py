@@ -1,0 +1,87 @@
+"""Shared fixtures: a real database for the whole session, and apps built on it.
+
+The database is SecantusDB started on a free port (in memory), or the real MongoDB named
+by MONGODB_URI when that is set. Never a mock.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fhir_server.config import Settings
+from fhir_server.db.embedded import EmbeddedDatabase
+
+SYNTHEA_DIR = Path(__file__).parent / "data" / "synthea-r4"
+
+
+def synthea_bundles() -> list[tuple[str, dict[str, Any]]]:
+    """The 16 vendored Synthea transaction bundles as (name, bundle)."""
+    import gzip
+
+    import orjson
+
+    return [(p.name.removesuffix(".json.gz"), orjson.loads(gzip.decompress(p.read_bytes())))
+            for p in sorted(SYNTHEA_DIR.glob("*.json.gz"))]
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    uri = os.environ.get("MONGODB_URI")
+    if uri:
+        yield uri
+        return
+    db = EmbeddedDatabase(tmp_path_factory.mktemp("secantus"), memory=True)
+    yield db.start()
+    db.stop()
+
+
+def make_settings(uri: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "mongodb_uri": uri,
+        "database": f"test_{uuid.uuid4().hex[:12]}",
+        "auto_seed": False,
+        "port": 8080,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app with its lifespan, reached through httpx without a socket."""
+    from fhir_server.app import create_app
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        await app.state.ready
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport,
+                                     base_url="http://127.0.0.1:8080/fhir/") as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
+        await app.state.ctx.store.client.drop_database(settings.database)
+
+
+@pytest.fixture(scope="module")
+async def client(mongo_uri: str) -> AsyncIterator[httpx.AsyncClient]:
+    """One app and database per test module; tests use fresh ids to stay independent."""
+    async with running_app(make_settings(mongo_uri)) as c:
+        yield c
+
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+def patient(**extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"resourceType": "Patient", "name": [{"family": "Test",
+                                                                 "given": ["Pat"]}]}
+    body.update(extra)
+    return body

@@ -1,0 +1,105 @@
+"""Bad input answers with the right status and OperationOutcome, and writes nothing."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from tests.conftest import FHIR_JSON, make_settings, patient, running_app
+
+
+async def history_count(client: httpx.AsyncClient) -> int:
+    return (await client.get("_history", params={"_count": "1"})).json()["total"]
+
+
+def deep(levels: int) -> dict:
+    node: dict = {"url": "http://x", "valueString": "leaf"}
+    for _ in range(levels):
+        node = {"url": "http://x", "extension": [node]}
+    return patient(extension=[node])
+
+
+CASES = [
+    # (name, method, url, raw body, content type, status, issue code)
+    ("invalid JSON", "POST", "Patient", b'{"resourceType": "Patient",', FHIR_JSON, 400, "structure"),
+    ("not an object", "POST", "Patient", b"[1, 2]", FHIR_JSON, 400, "structure"),
+    ("type mismatch", "POST", "Patient", json.dumps({"resourceType": "Observation"}).encode(),
+     FHIR_JSON, 400, "invalid"),
+    ("id mismatch", "PUT", "Patient/abc", json.dumps(patient(id="xyz")).encode(), FHIR_JSON,
+     400, "invalid"),
+    ("no id on update", "PUT", "Patient/abc", json.dumps(patient()).encode(), FHIR_JSON,
+     400, "required"),
+    ("dollar key", "POST", "Patient", json.dumps(patient(**{"$where": "1"})).encode(),
+     FHIR_JSON, 400, "structure"),
+    ("nested dollar key", "POST", "Patient",
+     json.dumps(patient(name=[{"family": {"$ne": 1}}])).encode(), FHIR_JSON, 400, "structure"),
+    ("dotted key", "POST", "Patient", json.dumps(patient(**{"a.b": 1})).encode(), FHIR_JSON,
+     400, "structure"),
+    ("too deep", "POST", "Patient", json.dumps(deep(80)).encode(), FHIR_JSON, 400, "structure"),
+    ("unknown type", "POST", "Spaceship", json.dumps({"resourceType": "Spaceship"}).encode(),
+     FHIR_JSON, 404, "not-supported"),
+    ("xml body", "POST", "Patient", b"<Patient/>", {"Content-Type": "application/fhir+xml"},
+     415, "not-supported"),
+    ("unknown element", "POST", "Patient", json.dumps(patient(colour="blue")).encode(),
+     FHIR_JSON, 400, "structure"),
+    ("bad code", "POST", "Patient", json.dumps(patient(gender="banana")).encode(), FHIR_JSON,
+     400, None),
+    ("bad id", "PUT", "Patient/no_underscores!", json.dumps(patient(id="no_underscores!")).encode(),
+     FHIR_JSON, 400, "invalid"),
+    ("empty body", "POST", "Patient", b"", FHIR_JSON, 400, "structure"),
+]
+
+
+@pytest.mark.parametrize(("name", "method", "url", "raw", "headers", "status", "code"), CASES,
+                         ids=[c[0] for c in CASES])
+async def test_bad_input(client: httpx.AsyncClient, name, method, url, raw, headers, status, code):
+    before = await history_count(client)
+    r = await client.request(method, url, content=raw, headers=headers)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/fhir+json")
+    body = r.json()
+    assert body["resourceType"] == "OperationOutcome"
+    assert body["issue"], body
+    if code:
+        assert body["issue"][0]["code"] == code, body
+    assert "Traceback" not in r.text
+    assert await history_count(client) == before
+
+
+async def test_validation_issue_points_at_field(client: httpx.AsyncClient):
+    r = await client.post("Patient", json=patient(birthDate="2020-13-45"), headers=FHIR_JSON)
+    assert r.status_code == 400
+    expressions = [e for i in r.json()["issue"] for e in i.get("expression", [])]
+    assert any("birthDate" in e for e in expressions), r.json()
+
+
+async def test_profile_failure_is_422(client: httpx.AsyncClient):
+    profiled = patient(meta={"profile": ["https://mhs.example.org/fhir/StructureDefinition/mhs-patient"]})
+    r = await client.post("Patient", json=profiled, headers=FHIR_JSON)
+    assert r.status_code == 422, r.text
+    assert r.json()["resourceType"] == "OperationOutcome"
+    profiled["identifier"] = [{"system": "http://mhs.example.org/fhir/sid/edipi",
+                               "value": "1234567890"}]
+    assert (await client.post("Patient", json=profiled, headers=FHIR_JSON)).status_code == 201
+
+
+async def test_unknown_url_and_method(client: httpx.AsyncClient):
+    r = await client.get("Patient/abc/_history/1/extra")
+    assert r.status_code == 404
+    assert r.json()["resourceType"] == "OperationOutcome"
+    r = await client.post("Patient/abc", json=patient(), headers=FHIR_JSON)
+    assert r.status_code == 405
+    assert r.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_body_over_limit_is_413(mongo_uri: str):
+    async with running_app(make_settings(mongo_uri, max_body_bytes=2000)) as small:
+        big = patient(text={"status": "generated",
+                            "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">" + "x" * 5000
+                                   + "</div>"})
+        r = await small.post("Patient", json=big, headers=FHIR_JSON)
+        assert r.status_code == 413
+        assert r.json()["issue"][0]["code"] == "too-costly"
+        assert (await small.get("_history")).json()["total"] == 0
