@@ -52,7 +52,7 @@ def check_tree(value: Any, *, max_depth: int) -> None:
     stack: list[tuple[Any, int, str]] = [(value, 1, "")]
     while stack:
         node, depth, path = stack.pop()
-        if depth > max_depth:
+        if depth > max_depth and isinstance(node, dict | list):
             raise BadRequest(
                 f"JSON nesting is deeper than the limit of {max_depth}",
                 issues=[Issue("structure", f"nesting deeper than {max_depth}",
