@@ -39,14 +39,20 @@ def cpu_seconds(pid: int) -> float:
 
 
 def patient(i: int) -> dict[str, Any]:
-    return {"resourceType": "Patient", "active": True, "gender": "female" if i % 2 else "male",
-            "birthDate": f"19{50 + i % 50}-0{1 + i % 9}-1{i % 10}",
-            "name": [{"family": f"Bench{i}", "given": ["Ada", "B."]}],
-            "identifier": [{"system": "http://mhs.example.org/fhir/sid/edipi",
-                            "value": f"{1000000000 + i}"}],
-            "telecom": [{"system": "phone", "value": f"555-01{i % 100:02d}"}],
-            "address": [{"line": [f"{i} Main St"], "city": "Fort Example", "state": "VA",
-                         "postalCode": "22060"}]}
+    return {
+        "resourceType": "Patient",
+        "active": True,
+        "gender": "female" if i % 2 else "male",
+        "birthDate": f"19{50 + i % 50}-0{1 + i % 9}-1{i % 10}",
+        "name": [{"family": f"Bench{i}", "given": ["Ada", "B."]}],
+        "identifier": [
+            {"system": "http://mhs.example.org/fhir/sid/edipi", "value": f"{1000000000 + i}"}
+        ],
+        "telecom": [{"system": "phone", "value": f"555-01{i % 100:02d}"}],
+        "address": [
+            {"line": [f"{i} Main St"], "city": "Fort Example", "state": "VA", "postalCode": "22060"}
+        ],
+    }
 
 
 async def run_pool(n: int, concurrency: int, job: Any) -> float:
@@ -64,8 +70,13 @@ async def run_pool(n: int, concurrency: int, job: Any) -> float:
 
 def start_server(uri: str, database: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {**os.environ, "MONGODB_URI": uri, "MONGODB_DATABASE": database, "AUTO_SEED": "0",
-           "PORT": str(port)}
+    env = {
+        **os.environ,
+        "MONGODB_URI": uri,
+        "MONGODB_DATABASE": database,
+        "AUTO_SEED": "0",
+        "PORT": str(port),
+    }
     script = str(Path(sys.executable).parent / "fhir-server")
     with log.open("wb") as out:
         proc = subprocess.Popen([script, "serve"], env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -86,15 +97,17 @@ async def bench(uri: str, n: int, concurrency: int, workdir: Path) -> None:
     raw: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, w="majority")
     coll = raw[database].resources
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=60,
-                                     headers={"Content-Type": "application/fhir+json"}) as http:
+        async with httpx.AsyncClient(
+            base_url=base, timeout=60, headers={"Content-Type": "application/fhir+json"}
+        ) as http:
             for i in range(20):  # warm up both paths
                 await http.post("/Patient", json=patient(i))
             ids: list[str] = []
 
             async def create(i: int) -> None:
-                r = await http.post("/Patient", json=patient(i),
-                                    headers={"Prefer": "return=minimal"})
+                r = await http.post(
+                    "/Patient", json=patient(i), headers={"Prefer": "return=minimal"}
+                )
                 assert r.status_code == 201, r.text
                 ids.append(r.headers["location"].split("/")[-3])
 
@@ -134,17 +147,24 @@ async def bench(uri: str, n: int, concurrency: int, workdir: Path) -> None:
         proc.terminate()
         proc.wait(timeout=30)
 
-    print(f"n={n} concurrency={concurrency} database={'MONGODB_URI' if os.environ.get('MONGODB_URI') else 'SecantusDB (embedded)'}")
+    print(
+        f"n={n} concurrency={concurrency} database={'MONGODB_URI' if os.environ.get('MONGODB_URI') else 'SecantusDB (embedded)'}"
+    )
     print(f"{'operation':<28}{'server/s':>10}{'raw/s':>10}{'ratio':>8}{'server CPU/req':>16}")
-    print(f"{'create (POST vs insert_one)':<28}{http_creates:>10.0f}{raw_inserts:>10.0f}"
-          f"{http_creates / raw_inserts:>8.2f}{cpu_create * 1000:>13.2f} ms")
-    print(f"{'read (GET vs find_one)':<28}{http_reads:>10.0f}{raw_finds:>10.0f}"
-          f"{http_reads / raw_finds:>8.2f}{cpu_read * 1000:>13.2f} ms")
+    print(
+        f"{'create (POST vs insert_one)':<28}{http_creates:>10.0f}{raw_inserts:>10.0f}"
+        f"{http_creates / raw_inserts:>8.2f}{cpu_create * 1000:>13.2f} ms"
+    )
+    print(
+        f"{'read (GET vs find_one)':<28}{http_reads:>10.0f}{raw_finds:>10.0f}"
+        f"{http_reads / raw_finds:>8.2f}{cpu_read * 1000:>13.2f} ms"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()

@@ -12,7 +12,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, ServerSelectionTimeoutError
+from pymongo.errors import (
+    ConnectionFailure,
+    ExecutionTimeout,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -106,8 +111,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
 
-    app = FastAPI(title="MHS FHIR R4 server", lifespan=lifespan, openapi_url=None,
-                  docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="MHS FHIR R4 server",
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
     _install_error_handlers(app)
 
     @app.api_route("/fhir", methods=FHIR_METHODS, include_in_schema=False)
@@ -125,12 +135,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise ServiceUnavailable("the query ran past its time limit", code="timeout") from None
         except (ServerSelectionTimeoutError, ConnectionFailure) as exc:
             log.warning("database unavailable: %s", exc)
-            raise ServiceUnavailable("the database is unavailable; retry shortly",
-                                     headers={"Retry-After": "5"}) from None
+            raise ServiceUnavailable(
+                "the database is unavailable; retry shortly", headers={"Retry-After": "5"}
+            ) from None
         except PyMongoError:
             log.exception("database error on %s %s", request.method, request.url.path)
-            raise ServiceUnavailable("the database could not complete the request; "
-                                     "retry shortly") from None
+            raise ServiceUnavailable(
+                "the database could not complete the request; retry shortly"
+            ) from None
         except Exception:
             # Log the trace for operators; the client gets no internals.
             log.exception("unexpected error on %s %s", request.method, request.url.path)
@@ -152,8 +164,9 @@ async def to_fhir_request(request: Request, path: str, settings: Settings) -> Fh
         if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
             from fhir_server.errors import PayloadTooLarge
 
-            raise PayloadTooLarge(f"request body of {declared} bytes exceeds the "
-                                  f"{settings.max_body_bytes} limit")
+            raise PayloadTooLarge(
+                f"request body of {declared} bytes exceeds the {settings.max_body_bytes} limit"
+            )
         raw = await request.body()
         ctype = headers.get("content-type")
         is_search = freq.path[-1:] == ["_search"]
@@ -161,12 +174,14 @@ async def to_fhir_request(request: Request, path: str, settings: Settings) -> Fh
             freq.body = raw.decode("utf-8", errors="replace")
         elif request.method == "PATCH":
             check_media_type(ctype, PATCH_TYPES)
-            freq.body = parse_json(raw, max_bytes=settings.max_body_bytes,
-                                   max_depth=settings.max_json_depth)
+            freq.body = parse_json(
+                raw, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
+            )
         elif raw.strip() or not is_search:
             check_media_type(ctype, JSON_TYPES | ({FORM_TYPE} if is_search else frozenset()))
-            freq.body = parse_json(raw, max_bytes=settings.max_body_bytes,
-                                   max_depth=settings.max_json_depth)
+            freq.body = parse_json(
+                raw, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
+            )
     return freq
 
 

@@ -44,8 +44,12 @@ def _resource(ctx: ServerContext, rt: str) -> Doc:
         "conditionalDelete": "single",
         "referencePolicy": ["literal", "logical"],
         "searchParam": _search_params(ctx, rt),
-        "operation": [{"name": "validate",
-                       "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}],
+        "operation": [
+            {
+                "name": "validate",
+                "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+            }
+        ],
     }
     profiles = [u for u in ctx.validator.profile_urls() if _profile_type(u) == rt]
     if profiles:
@@ -67,15 +71,20 @@ def capability_statement(ctx: ServerContext) -> Doc:
         "publisher": "MHS FHIR server project",
         "kind": "instance",
         "software": {"name": "mhs-fhir-server", "version": SOFTWARE_VERSION},
-        "implementation": {"description": "MHS-style FHIR R4 record server",
-                           "url": ctx.base_url},
+        "implementation": {"description": "MHS-style FHIR R4 record server", "url": ctx.base_url},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
         "patchFormat": ["application/json-patch+json"],
-        "rest": [{
-            "mode": "server",
-            "resource": [_resource(ctx, rt) for rt in sorted(ctx.known_types)],
-            "interaction": [{"code": "transaction"}, {"code": "batch"},
-                            {"code": "search-system"}, {"code": "history-system"}],
-        }],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": [_resource(ctx, rt) for rt in sorted(ctx.known_types)],
+                "interaction": [
+                    {"code": "transaction"},
+                    {"code": "batch"},
+                    {"code": "search-system"},
+                    {"code": "history-system"},
+                ],
+            }
+        ],
     }

@@ -24,8 +24,13 @@ def _serve(settings: Settings, _: argparse.Namespace) -> int:
 
     from fhir_server.app import create_app
 
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level="info", lifespan="on")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        lifespan="on",
+    )
     return 0
 
 
@@ -64,8 +69,7 @@ def _load(settings: Settings, args: argparse.Namespace) -> int:
     from fhir_server.loader import load_paths
 
     async def job(ctx: Any) -> int:
-        summary = await load_paths(ctx, [Path(p) for p in args.paths],
-                                   progress=not args.quiet)
+        summary = await load_paths(ctx, [Path(p) for p in args.paths], progress=not args.quiet)
         print("\n".join(summary.lines()))
         return 1 if summary.failures else 0
 
@@ -81,8 +85,10 @@ def _seed(settings: Settings, _: argparse.Namespace) -> int:
 
     async def job(ctx: Any) -> int:
         report = await seed(ctx)
-        print(f"seed: {report.created} created, {report.updated} updated, "
-              f"{report.unchanged} unchanged, {len(report.failed)} failed")
+        print(
+            f"seed: {report.created} created, {report.updated} updated, "
+            f"{report.unchanged} unchanged, {len(report.failed)} failed"
+        )
         for line in report.failed:
             print(f"  - {line}")
         return 1 if report.failed else 0

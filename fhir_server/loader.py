@@ -31,9 +31,14 @@ class LoadSummary:
     failures: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        out = [f"created {sum(self.created.values())} resources"
-               + (f" ({', '.join(f'{k} {v}' for k, v in self.created.most_common())})"
-                  if self.created else "")]
+        out = [
+            f"created {sum(self.created.values())} resources"
+            + (
+                f" ({', '.join(f'{k} {v}' for k, v in self.created.most_common())})"
+                if self.created
+                else ""
+            )
+        ]
         if self.updated:
             out.append(f"updated {sum(self.updated.values())} resources")
         out.append(f"failed {len(self.failures)}")
@@ -87,15 +92,20 @@ def _units(path: Path) -> Iterator[tuple[str, Any]]:
         return
     if isinstance(body, dict) and body.get("resourceType") != "Bundle":
         rt = body.get("resourceType", "")
-        request = ({"method": "PUT", "url": f"{rt}/{body['id']}"} if body.get("id")
-                   else {"method": "POST", "url": rt})
-        body = {"resourceType": "Bundle", "type": "batch",
-                "entry": [{"resource": body, "request": request}]}
+        request = (
+            {"method": "PUT", "url": f"{rt}/{body['id']}"}
+            if body.get("id")
+            else {"method": "POST", "url": rt}
+        )
+        body = {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [{"resource": body, "request": request}],
+        }
     yield path.name, body
 
 
-async def load_bundle(ctx: ServerContext, label: str, bundle: Any,
-                      summary: LoadSummary) -> int:
+async def load_bundle(ctx: ServerContext, label: str, bundle: Any, summary: LoadSummary) -> int:
     """Load one bundle; returns the number of entries handled."""
     if isinstance(bundle, Exception):
         summary.failures.append(f"{label}: not readable JSON ({bundle})")
@@ -117,13 +127,15 @@ async def load_bundle(ctx: ServerContext, label: str, bundle: Any,
             summary.updated[rt] += 1
         else:
             issues = (r.get("outcome") or {}).get("issue") or [{}]
-            summary.failures.append(f"{label} entry {i}: {r['status']} "
-                                    f"{issues[0].get('diagnostics', '')}")
+            summary.failures.append(
+                f"{label} entry {i}: {r['status']} {issues[0].get('diagnostics', '')}"
+            )
     return len(resp.body.get("entry", []))
 
 
-async def load_paths(ctx: ServerContext, paths: list[Path], *,
-                     progress: bool = True) -> LoadSummary:
+async def load_paths(
+    ctx: ServerContext, paths: list[Path], *, progress: bool = True
+) -> LoadSummary:
     from tqdm import tqdm
 
     summary = LoadSummary()

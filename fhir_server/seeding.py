@@ -54,6 +54,5 @@ async def seed_if_empty(ctx: ServerContext) -> SeedReport | None:
     if await ctx.store.resources.find_one({}, projection={"_id": 1}) is not None:
         return None
     report = await seed(ctx)
-    log.info("seeded the empty database: %s created, %s failed", report.created,
-             len(report.failed))
+    log.info("seeded the empty database: %s created, %s failed", report.created, len(report.failed))
     return report

@@ -28,8 +28,10 @@ def synthea_bundles() -> list[tuple[str, dict[str, Any]]]:
 
     import orjson
 
-    return [(p.name.removesuffix(".json.gz"), orjson.loads(gzip.decompress(p.read_bytes())))
-            for p in sorted(SYNTHEA_DIR.glob("*.json.gz"))]
+    return [
+        (p.name.removesuffix(".json.gz"), orjson.loads(gzip.decompress(p.read_bytes())))
+        for p in sorted(SYNTHEA_DIR.glob("*.json.gz"))
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -63,8 +65,9 @@ async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with app.router.lifespan_context(app):
         await app.state.ready
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport,
-                                     base_url="http://127.0.0.1:8080/fhir/") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://127.0.0.1:8080/fhir/"
+        ) as client:
             client.app = app  # type: ignore[attr-defined]
             yield client
         await app.state.ctx.store.client.drop_database(settings.database)
@@ -81,7 +84,9 @@ FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
 def patient(**extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"resourceType": "Patient", "name": [{"family": "Test",
-                                                                 "given": ["Pat"]}]}
+    body: dict[str, Any] = {
+        "resourceType": "Patient",
+        "name": [{"family": "Test", "given": ["Pat"]}],
+    }
     body.update(extra)
     return body

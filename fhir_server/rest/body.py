@@ -55,8 +55,11 @@ def check_tree(value: Any, *, max_depth: int) -> None:
         if depth > max_depth and isinstance(node, dict | list):
             raise BadRequest(
                 f"JSON nesting is deeper than the limit of {max_depth}",
-                issues=[Issue("structure", f"nesting deeper than {max_depth}",
-                              expression=(path or "$",))],
+                issues=[
+                    Issue(
+                        "structure", f"nesting deeper than {max_depth}", expression=(path or "$",)
+                    )
+                ],
             )
         if isinstance(node, dict):
             for key, child in node.items():
@@ -64,8 +67,13 @@ def check_tree(value: Any, *, max_depth: int) -> None:
                     where = f"{path}.{key}" if path else key
                     raise BadRequest(
                         f"property name {key!r} is not allowed (no leading '$', no '.')",
-                        issues=[Issue("structure", f"property name {key!r} is not allowed",
-                                      expression=(where,))],
+                        issues=[
+                            Issue(
+                                "structure",
+                                f"property name {key!r} is not allowed",
+                                expression=(where,),
+                            )
+                        ],
                     )
                 stack.append((child, depth + 1, f"{path}.{key}" if path else key))
         elif isinstance(node, list):

@@ -30,11 +30,24 @@ Dispatch = Callable[[ServerContext, FhirRequest], Awaitable[FhirResponse]]
 MAX_ENTRIES = 10_000
 # Spec order for a transaction: https://hl7.org/fhir/R4/http.html#trules
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
-_REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request",
-            401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-            409: "Conflict", 410: "Gone", 412: "Precondition Failed", 413: "Payload Too Large",
-            415: "Unsupported Media Type", 422: "Unprocessable Entity",
-            500: "Internal Server Error", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    410: "Gone",
+    412: "Precondition Failed",
+    413: "Payload Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Entity",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 def status_line(status: int) -> str:
@@ -44,30 +57,52 @@ def status_line(status: int) -> str:
 def _entry_request(entry: Doc, index: int) -> FhirRequest:
     req = entry.get("request")
     if not isinstance(req, dict):
-        raise BadRequest(f"entry {index} has no request",
-                         issues=[Issue("required", "entry.request is required",
-                                       expression=(f"Bundle.entry[{index}].request",))])
+        raise BadRequest(
+            f"entry {index} has no request",
+            issues=[
+                Issue(
+                    "required",
+                    "entry.request is required",
+                    expression=(f"Bundle.entry[{index}].request",),
+                )
+            ],
+        )
     method = str(req.get("method", "")).upper()
     url = req.get("url")
     if method not in _ORDER or not isinstance(url, str) or not url:
-        raise BadRequest(f"entry {index} needs request.method (GET, HEAD, POST, PUT, PATCH, "
-                         "DELETE) and request.url",
-                         issues=[Issue("required", "request.method and request.url",
-                                       expression=(f"Bundle.entry[{index}].request",))])
+        raise BadRequest(
+            f"entry {index} needs request.method (GET, HEAD, POST, PUT, PATCH, "
+            "DELETE) and request.url",
+            issues=[
+                Issue(
+                    "required",
+                    "request.method and request.url",
+                    expression=(f"Bundle.entry[{index}].request",),
+                )
+            ],
+        )
     parts = urlsplit(url)
     path = [p for p in parts.path.split("/") if p]
     headers: dict[str, str] = {}
-    for field, header in (("ifMatch", "if-match"), ("ifNoneExist", "if-none-exist"),
-                          ("ifNoneMatch", "if-none-match"),
-                          ("ifModifiedSince", "if-modified-since")):
+    for field, header in (
+        ("ifMatch", "if-match"),
+        ("ifNoneExist", "if-none-exist"),
+        ("ifNoneMatch", "if-none-match"),
+        ("ifModifiedSince", "if-modified-since"),
+    ):
         if req.get(field):
             headers[header] = str(req[field])
     body = entry.get("resource")
     if method == "PATCH" and isinstance(body, dict) and body.get("resourceType") == "Binary":
         body = _binary_patch(body)
-    return FhirRequest(method=method, path=path,
-                       params=parse_qsl(parts.query, keep_blank_values=True),
-                       headers=headers, body=body, in_bundle=True)
+    return FhirRequest(
+        method=method,
+        path=path,
+        params=parse_qsl(parts.query, keep_blank_values=True),
+        headers=headers,
+        body=body,
+        in_bundle=True,
+    )
 
 
 def _binary_patch(binary: Doc) -> Any:
@@ -109,8 +144,7 @@ async def process(ctx: ServerContext, req: FhirRequest, dispatch: Dispatch) -> F
         raise BadRequest("POST to the base URL takes a Bundle of type batch or transaction")
     kind = bundle.get("type")
     if kind not in ("batch", "transaction"):
-        raise BadRequest(f"a Bundle of type {kind!r} cannot be processed; "
-                         "use batch or transaction")
+        raise BadRequest(f"a Bundle of type {kind!r} cannot be processed; use batch or transaction")
     entries = bundle.get("entry") or []
     if not isinstance(entries, list):
         raise BadRequest("Bundle.entry must be an array", code="structure")
@@ -121,12 +155,20 @@ async def process(ctx: ServerContext, req: FhirRequest, dispatch: Dispatch) -> F
         out = await _batch(ctx, entries, dispatch, want_resource)
     else:
         out = await _transaction(ctx, entries, dispatch, want_resource)
-    return FhirResponse(status=200, body={"resourceType": "Bundle", "id": str(uuid.uuid4()),
-                                          "type": f"{kind}-response", "entry": out})
+    return FhirResponse(
+        status=200,
+        body={
+            "resourceType": "Bundle",
+            "id": str(uuid.uuid4()),
+            "type": f"{kind}-response",
+            "entry": out,
+        },
+    )
 
 
-async def _batch(ctx: ServerContext, entries: list[Any], dispatch: Dispatch,
-                 want_resource: bool) -> list[Doc]:
+async def _batch(
+    ctx: ServerContext, entries: list[Any], dispatch: Dispatch, want_resource: bool
+) -> list[Doc]:
     out = []
     for i, entry in enumerate(entries):
         try:
@@ -138,8 +180,13 @@ async def _batch(ctx: ServerContext, entries: list[Any], dispatch: Dispatch,
             resp = await dispatch(ctx, sub)
         except FhirError as exc:
             resp = _error_response(exc)
-        out.append(_response_entry(resp, with_resource=want_resource or
-                                   (resp.status < 300 and sub.method in ("GET", "HEAD"))))
+        out.append(
+            _response_entry(
+                resp,
+                with_resource=want_resource
+                or (resp.status < 300 and sub.method in ("GET", "HEAD")),
+            )
+        )
     return out
 
 
@@ -170,8 +217,9 @@ def _references(node: Any, found: set[str]) -> set[str]:
     return found
 
 
-async def _resolve(ctx: ServerContext, reqs: list[FhirRequest],
-                   entries: list[Doc]) -> dict[str, str]:
+async def _resolve(
+    ctx: ServerContext, reqs: list[FhirRequest], entries: list[Doc]
+) -> dict[str, str]:
     """Map every fullUrl and conditional reference to the `Type/id` it will have."""
     mapping: dict[str, str] = {}
     for i, (sub, entry) in enumerate(zip(reqs, entries, strict=True)):
@@ -180,8 +228,7 @@ async def _resolve(ctx: ServerContext, reqs: list[FhirRequest],
         if sub.method == "POST" and len(sub.path) == 1:
             rt = sub.path[0]
             condition = sub.header("if-none-exist")
-            existing = await searching.conditional_matches(ctx, rt, condition) \
-                if condition else []
+            existing = await searching.conditional_matches(ctx, rt, condition) if condition else []
             if len(existing) > 1:
                 raise PreconditionFailed(f"entry {i}: ifNoneExist matches {len(existing)}")
             if existing:
@@ -198,7 +245,7 @@ async def _resolve(ctx: ServerContext, reqs: list[FhirRequest],
             mapping[full_url] = target
             # An absolute fullUrl on this server also maps its relative form.
             if full_url.startswith(ctx.base_url + "/"):
-                mapping[full_url[len(ctx.base_url) + 1:]] = target
+                mapping[full_url[len(ctx.base_url) + 1 :]] = target
     for sub in reqs:
         for ref in _references(sub.body, set()):
             if "?" in ref and ref not in mapping and not ref.startswith(("urn:", "#", "http")):
@@ -206,13 +253,15 @@ async def _resolve(ctx: ServerContext, reqs: list[FhirRequest],
                 ids = await searching.conditional_matches(ctx, rt, query)
                 if len(ids) != 1:
                     raise PreconditionFailed(
-                        f"conditional reference {ref!r} matches {len(ids)} resources, not one")
+                        f"conditional reference {ref!r} matches {len(ids)} resources, not one"
+                    )
                 mapping[ref] = f"{rt}/{ids[0]}"
     return mapping
 
 
-async def _transaction(ctx: ServerContext, entries: list[Any], dispatch: Dispatch,
-                       want_resource: bool) -> list[Doc]:
+async def _transaction(
+    ctx: ServerContext, entries: list[Any], dispatch: Dispatch, want_resource: bool
+) -> list[Doc]:
     reqs: list[FhirRequest] = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
@@ -239,16 +288,24 @@ async def _transaction(ctx: ServerContext, entries: list[Any], dispatch: Dispatc
                         results[i] = await _run_entry(ctx, sub, dispatch)
                     except FhirError as exc:
                         exc.diagnostics = f"entry {i}: {exc.diagnostics}"
-                        exc.issues = [Issue(x.code, f"entry {i}: {x.diagnostics}", x.severity,
-                                            x.expression) for x in exc.issues]
+                        exc.issues = [
+                            Issue(x.code, f"entry {i}: {x.diagnostics}", x.severity, x.expression)
+                            for x in exc.issues
+                        ]
                         raise
         except OperationFailure as exc:
             if exc.has_error_label("TransientTransactionError") or exc.code == 112:
-                raise PreconditionFailed("the transaction conflicted with a concurrent "
-                                         "write; nothing was changed, retry it") from None
+                raise PreconditionFailed(
+                    "the transaction conflicted with a concurrent "
+                    "write; nothing was changed, retry it"
+                ) from None
             raise
-    return [_response_entry(results[i], with_resource=want_resource or
-                            reqs[i].method in ("GET", "HEAD")) for i in range(len(reqs))]
+    return [
+        _response_entry(
+            results[i], with_resource=want_resource or reqs[i].method in ("GET", "HEAD")
+        )
+        for i in range(len(reqs))
+    ]
 
 
 def _prevalidate(ctx: ServerContext, sub: FhirRequest, index: int) -> None:
@@ -261,8 +318,15 @@ def _prevalidate(ctx: ServerContext, sub: FhirRequest, index: int) -> None:
         sub.validated = True
     except FhirError as exc:
         prefix = f"Bundle.entry[{index}].resource"
-        exc.issues = [Issue(x.code, f"entry {index}: {x.diagnostics}", x.severity,
-                            tuple(f"{prefix}.{e}" for e in x.expression)) for x in exc.issues]
+        exc.issues = [
+            Issue(
+                x.code,
+                f"entry {index}: {x.diagnostics}",
+                x.severity,
+                tuple(f"{prefix}.{e}" for e in x.expression),
+            )
+            for x in exc.issues
+        ]
         exc.diagnostics = f"entry {index}: {exc.diagnostics}"
         raise
 
@@ -271,6 +335,10 @@ async def _run_entry(ctx: ServerContext, sub: FhirRequest, dispatch: Dispatch) -
     existing = sub.headers.pop("x-existing-id", None)
     if existing is not None:
         v = await ctx.store.read(sub.path[0], existing, session=sub.session)
-        return FhirResponse(status=200, body=v.resource, headers={"ETag": v.etag},
-                            location=f"{v.rt}/{v.id}/_history/{v.vid}")
+        return FhirResponse(
+            status=200,
+            body=v.resource,
+            headers={"ETag": v.etag},
+            location=f"{v.rt}/{v.id}/_history/{v.vid}",
+        )
     return await dispatch(ctx, sub)

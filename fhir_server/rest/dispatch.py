@@ -50,8 +50,9 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
             raise _not_allowed(req)
         return await searching.search(ctx, req, None)
     if head.startswith("$"):
-        raise NotFound(f"operation {head} is not supported at the system level",
-                       code="not-supported")
+        raise NotFound(
+            f"operation {head} is not supported at the system level", code="not-supported"
+        )
     rt = _type(ctx, head)
     if n == 1:
         return await _type_level(ctx, req, method, rt)
@@ -86,8 +87,7 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
     raise NotFound(f"/{'/'.join(path)} is not a supported URL", code="not-supported")
 
 
-async def _type_level(ctx: ServerContext, req: FhirRequest, method: str,
-                      rt: str) -> FhirResponse:
+async def _type_level(ctx: ServerContext, req: FhirRequest, method: str, rt: str) -> FhirResponse:
     if method == "GET":
         return await searching.search(ctx, req, rt)
     if method == "POST":
@@ -99,8 +99,9 @@ async def _type_level(ctx: ServerContext, req: FhirRequest, method: str,
     raise _not_allowed(req)
 
 
-async def _instance_level(ctx: ServerContext, req: FhirRequest, method: str, rt: str,
-                          rid: str) -> FhirResponse:
+async def _instance_level(
+    ctx: ServerContext, req: FhirRequest, method: str, rt: str, rid: str
+) -> FhirResponse:
     if method == "GET":
         return await interactions.read(ctx, req, rt, rid)
     if method == "PUT":

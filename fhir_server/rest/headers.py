@@ -20,7 +20,7 @@ def parse_if_match(value: str | None) -> int | None:
         return None
     m = _ETAG.match(value)
     if not m:
-        raise BadRequest(f"If-Match {value!r} is not a version ETag like W/\"3\"")
+        raise BadRequest(f'If-Match {value!r} is not a version ETag like W/"3"')
     return int(m.group(1))
 
 

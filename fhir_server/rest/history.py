@@ -69,8 +69,7 @@ async def history(
         raise BadRequest(f"_count {raw_count!r} is not a number")
     count = max(1, min(int(raw_count), MAX_COUNT))
     before = _decode_cursor(req.param("_cursor") or "") if req.param("_cursor") else None
-    docs = await ctx.store.history_page(rt=rt, rid=rid, since=since, before=before,
-                                        count=count + 1)
+    docs = await ctx.store.history_page(rt=rt, rid=rid, since=since, before=before, count=count + 1)
     if rid is not None and not docs and before is None:
         assert rt is not None
         await ctx.store.read(rt, rid)  # raises 404 for an id that never existed
@@ -80,8 +79,7 @@ async def history(
     path = "/".join(p for p in (rt, rid) if p)
     base = f"{ctx.base_url}/{path}/_history" if path else f"{ctx.base_url}/_history"
     keep = [(k, v) for k, v in req.params if k in ("_since", "_count")]
-    links = [{"relation": "self", "url": f"{base}?{urlencode(req.params)}" if req.params
-              else base}]
+    links = [{"relation": "self", "url": f"{base}?{urlencode(req.params)}" if req.params else base}]
     if more:
         nxt = keep + [("_cursor", _encode_cursor(docs[-1]))]
         links.append({"relation": "next", "url": f"{base}?{urlencode(nxt)}"})

@@ -30,8 +30,9 @@ def check_id(rid: str) -> None:
         raise BadRequest(f"{rid!r} is not a valid resource id ([A-Za-z0-9-.]{{1,64}})")
 
 
-def resource_response(ctx: ServerContext, v: Version, status: int = 200, *,
-                      location: bool = False) -> FhirResponse:
+def resource_response(
+    ctx: ServerContext, v: Version, status: int = 200, *, location: bool = False
+) -> FhirResponse:
     return FhirResponse(
         status=status,
         body=v.resource,
@@ -44,8 +45,7 @@ def body_resource(req: FhirRequest, rt: str) -> Doc:
     """The request body as a resource of type `rt`, or a 400 that says what is wrong."""
     body = req.body
     if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object holding a FHIR resource",
-                         code="structure")
+        raise BadRequest("the body must be a JSON object holding a FHIR resource", code="structure")
     actual = body.get("resourceType")
     if actual is None:
         raise BadRequest("the body has no resourceType", code="structure")
@@ -59,8 +59,7 @@ async def read(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> FhirR
     return resource_response(ctx, v)
 
 
-async def vread(ctx: ServerContext, req: FhirRequest, rt: str, rid: str,
-                vid: str) -> FhirResponse:
+async def vread(ctx: ServerContext, req: FhirRequest, rt: str, rid: str, vid: str) -> FhirResponse:
     v = await ctx.store.vread(rt, rid, vid, session=req.session)
     return resource_response(ctx, v)
 
@@ -71,8 +70,9 @@ def _validated(ctx: ServerContext, resource: Doc, req: FhirRequest | None = None
     return resource
 
 
-async def create(ctx: ServerContext, req: FhirRequest, rt: str, *,
-                 assigned_id: str | None = None) -> FhirResponse:
+async def create(
+    ctx: ServerContext, req: FhirRequest, rt: str, *, assigned_id: str | None = None
+) -> FhirResponse:
     """Create; honours If-None-Exist (conditional create).
 
     The server assigns the id and ignores one in the body, as
@@ -92,8 +92,9 @@ async def create(ctx: ServerContext, req: FhirRequest, rt: str, *,
     resource = dict(resource)
     resource.pop("id", None)
     _validated(ctx, resource, req)
-    result = await ctx.store.create(rt, resource, rid=assigned_id or req.assigned_id,
-                                    session=req.session)
+    result = await ctx.store.create(
+        rt, resource, rid=assigned_id or req.assigned_id, session=req.session
+    )
     return resource_response(ctx, result.version, 201, location=True)
 
 
@@ -103,8 +104,7 @@ async def update(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhi
     resource = body_resource(req, rt)
     body_id = resource.get("id")
     if body_id is None:
-        raise BadRequest("an update body must carry the resource id", code="required",
-                         issues=[])
+        raise BadRequest("an update body must carry the resource id", code="required", issues=[])
     if body_id != rid:
         raise BadRequest(f"the body id {body_id!r} differs from the URL id {rid!r}")
     _validated(ctx, resource, req)
@@ -114,8 +114,7 @@ async def update(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhi
 
 
 def _write_response(ctx: ServerContext, result: WriteResult) -> FhirResponse:
-    return resource_response(ctx, result.version, 201 if result.created else 200,
-                             location=True)
+    return resource_response(ctx, result.version, 201 if result.created else 200, location=True)
 
 
 async def conditional_update(ctx: ServerContext, req: FhirRequest, rt: str) -> FhirResponse:
@@ -134,8 +133,7 @@ async def conditional_update(ctx: ServerContext, req: FhirRequest, rt: str) -> F
         resource = {**resource, "id": rid}
         _validated(ctx, resource, req)
         if_match = parse_if_match(req.header("if-match"))
-        result = await ctx.store.update(rt, rid, resource, if_match=if_match,
-                                        session=req.session)
+        result = await ctx.store.update(rt, rid, resource, if_match=if_match, session=req.session)
         return _write_response(ctx, result)
     if body_id is not None:
         check_id(body_id)
@@ -162,18 +160,28 @@ async def patch(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhir
         patched = jsonpatch.apply_patch(copy.deepcopy(current.resource), ops)
     except jsonpatch.JsonPatchTestFailed as exc:
         raise Unprocessable(f"a JSON Patch test operation failed: {exc}") from None
-    except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError,
-            KeyError, IndexError, ValueError) as exc:
+    except (
+        jsonpatch.JsonPatchException,
+        jsonpatch.JsonPointerException,
+        TypeError,
+        KeyError,
+        IndexError,
+        ValueError,
+    ) as exc:
         raise BadRequest(f"the JSON Patch cannot be applied: {exc}") from None
-    if not isinstance(patched, dict) or patched.get("resourceType") != rt or \
-            patched.get("id") != rid:
+    if (
+        not isinstance(patched, dict)
+        or patched.get("resourceType") != rt
+        or patched.get("id") != rid
+    ):
         raise Unprocessable("a patch may not change resourceType or id")
     from fhir_server.rest.body import check_tree
 
     check_tree(patched, max_depth=ctx.settings.max_json_depth)
     _validated(ctx, patched)
-    result = await ctx.store.update(rt, rid, patched, if_match=current.vid, method="PATCH",
-                                    session=req.session)
+    result = await ctx.store.update(
+        rt, rid, patched, if_match=current.vid, method="PATCH", session=req.session
+    )
     return _write_response(ctx, result)
 
 
@@ -191,15 +199,15 @@ async def conditional_delete(ctx: ServerContext, req: FhirRequest, rt: str) -> F
         raise BadRequest("a conditional delete needs search parameters in the URL")
     matches = await searching.conditional_matches(ctx, rt, req.params)
     if len(matches) > 1:
-        raise PreconditionFailed(f"the condition matches {len(matches)} resources; "
-                                 "this server deletes one at a time")
+        raise PreconditionFailed(
+            f"the condition matches {len(matches)} resources; this server deletes one at a time"
+        )
     if not matches:
         return FhirResponse(status=204)
     return await delete(ctx, req, rt, matches[0])
 
 
-async def validate(ctx: ServerContext, req: FhirRequest, rt: str,
-                   rid: str | None) -> FhirResponse:
+async def validate(ctx: ServerContext, req: FhirRequest, rt: str, rid: str | None) -> FhirResponse:
     """$validate: https://hl7.org/fhir/R4/resource-operation-validate.html"""
     body = req.body
     mode = req.param("mode")
@@ -227,8 +235,13 @@ async def validate(ctx: ServerContext, req: FhirRequest, rt: str,
 
 def _outcome_response(issues: list[Doc]) -> FhirResponse:
     if not issues:
-        issues = [{"severity": "information", "code": "informational",
-                   "diagnostics": "the resource is valid"}]
+        issues = [
+            {
+                "severity": "information",
+                "code": "informational",
+                "diagnostics": "the resource is valid",
+            }
+        ]
     return FhirResponse(status=200, body={"resourceType": "OperationOutcome", "issue": issues})
 
 

@@ -16,8 +16,13 @@ from fhir_server.rest.headers import prefer
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 
 FHIR_JSON = "application/fhir+json"
-_JSON_FORMATS = {"json", "application/json", "application/fhir+json", "application/json+fhir",
-                 "text/json"}
+_JSON_FORMATS = {
+    "json",
+    "application/json",
+    "application/fhir+json",
+    "application/json+fhir",
+    "text/json",
+}
 
 
 class NotAcceptable(FhirError):
@@ -49,8 +54,10 @@ def dumps(body: Any, pretty: bool) -> bytes:
 
 def _write_outcome(resp: FhirResponse) -> dict[str, Any]:
     text = f"{resp.location or 'resource'}: {resp.status}"
-    return {"resourceType": "OperationOutcome",
-            "issue": [Issue("informational", text, severity="information").to_json()]}
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [Issue("informational", text, severity="information").to_json()],
+    }
 
 
 def render(req: FhirRequest, resp: FhirResponse, media: str = FHIR_JSON) -> Response:
@@ -65,12 +72,23 @@ def render(req: FhirRequest, resp: FhirResponse, media: str = FHIR_JSON) -> Resp
     headers = dict(resp.headers)
     pretty = (req.param("_pretty") or "").lower() == "true"
     if req.method == "HEAD" or body is None:
-        return Response(status_code=resp.status, headers=headers,
-                        media_type=None if body is None else f"{media}; charset=utf-8")
-    return Response(content=dumps(body, pretty), status_code=resp.status, headers=headers,
-                    media_type=f"{media}; charset=utf-8")
+        return Response(
+            status_code=resp.status,
+            headers=headers,
+            media_type=None if body is None else f"{media}; charset=utf-8",
+        )
+    return Response(
+        content=dumps(body, pretty),
+        status_code=resp.status,
+        headers=headers,
+        media_type=f"{media}; charset=utf-8",
+    )
 
 
 def render_error(exc: FhirError, pretty: bool = False) -> Response:
-    return Response(content=dumps(exc.outcome(), pretty), status_code=exc.status,
-                    headers=exc.headers, media_type=f"{FHIR_JSON}; charset=utf-8")
+    return Response(
+        content=dumps(exc.outcome(), pretty),
+        status_code=exc.status,
+        headers=exc.headers,
+        media_type=f"{FHIR_JSON}; charset=utf-8",
+    )

@@ -39,7 +39,10 @@ async def search(
     params = [(k, v) for k, v in params if k not in ("_format", "_pretty")]
     parsed = parse_search(rt, params, ctx.registry, strict=_strict(req))
     page = await run_search(
-        ctx.store.db, ctx.registry, parsed, compartment=compartment,
+        ctx.store.db,
+        ctx.registry,
+        parsed,
+        compartment=compartment,
         max_time_ms=ctx.settings.query_max_time_ms,
     )
     base = ctx.base_url

@@ -15,9 +15,15 @@ async def reindex(store: ResourceStore) -> int:
     count = 0
     last_id = ""
     while True:
-        docs = [d async for d in store.resources.find(
-            {"_id": {"$gt": last_id}}, projection={"res": 1, "vid": 1},
-            sort=[("_id", 1)], limit=BATCH)]
+        docs = [
+            d
+            async for d in store.resources.find(
+                {"_id": {"$gt": last_id}},
+                projection={"res": 1, "vid": 1},
+                sort=[("_id", 1)],
+                limit=BATCH,
+            )
+        ]
         if not docs:
             return count
         for doc in docs:

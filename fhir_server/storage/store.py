@@ -174,8 +174,9 @@ class ResourceStore:
     ) -> WriteResult:
         """Create with a server-assigned id (`rid` lets a transaction pre-assign one)."""
         rid = rid or new_id()
-        return await self._write(rt, rid, resource, if_match=None, method="POST", session=session,
-                                 must_be_new=True)
+        return await self._write(
+            rt, rid, resource, if_match=None, method="POST", session=session, must_be_new=True
+        )
 
     async def update(
         self,
@@ -188,8 +189,9 @@ class ResourceStore:
         session: AsyncClientSession | None = None,
     ) -> WriteResult:
         """Update, or create with the client's id when the resource does not exist."""
-        return await self._write(rt, rid, resource, if_match=if_match, method=method,
-                                 session=session)
+        return await self._write(
+            rt, rid, resource, if_match=if_match, method=method, session=session
+        )
 
     async def delete(
         self,
@@ -207,21 +209,26 @@ class ResourceStore:
                     raise PreconditionFailed(f"{rt}/{rid} is not at version {if_match}")
                 return None
             if if_match is not None and cur["vid"] != if_match:
-                raise PreconditionFailed(
-                    f"{rt}/{rid} is at version {cur['vid']}, not {if_match}"
-                )
+                raise PreconditionFailed(f"{rt}/{rid} is at version {cur['vid']}, not {if_match}")
             vid = cur["vid"] + 1
             lu = now_utc()
             hist = {
-                "_id": f"{rt}/{rid}/{vid}", "rt": rt, "id": rid, "vid": vid, "lu": lu,
-                "comp": cur.get("comp", []), "sk": cur.get("sk"), "method": "DELETE",
+                "_id": f"{rt}/{rid}/{vid}",
+                "rt": rt,
+                "id": rid,
+                "vid": vid,
+                "lu": lu,
+                "comp": cur.get("comp", []),
+                "sk": cur.get("sk"),
+                "method": "DELETE",
                 "res": None,
             }
 
             async def op(s: AsyncClientSession, cur: Doc = cur, hist: Doc = hist) -> None:
                 await self.history.insert_one(hist, session=s)
-                r = await self.resources.delete_one({"_id": cur["_id"], "vid": cur["vid"]},
-                                                    session=s)
+                r = await self.resources.delete_one(
+                    {"_id": cur["_id"], "vid": cur["vid"]}, session=s
+                )
                 if r.deleted_count != 1:
                     raise _Retry
 
@@ -264,14 +271,16 @@ class ResourceStore:
             hist["_id"] = f"{rt}/{rid}/{vid}"
             hist["method"] = method
 
-            async def op(s: AsyncClientSession, cur: Doc | None = cur, doc: Doc = doc,
-                         hist: Doc = hist) -> None:
+            async def op(
+                s: AsyncClientSession, cur: Doc | None = cur, doc: Doc = doc, hist: Doc = hist
+            ) -> None:
                 await self.history.insert_one(hist, session=s)
                 if cur is None:
                     await self.resources.insert_one(doc, session=s)
                     return
-                r = await self.resources.replace_one({"_id": doc["_id"], "vid": cur["vid"]}, doc,
-                                                     session=s)
+                r = await self.resources.replace_one(
+                    {"_id": doc["_id"], "vid": cur["vid"]}, doc, session=s
+                )
                 if r.matched_count != 1:
                     raise _Retry
 
@@ -298,8 +307,15 @@ class ResourceStore:
         res["meta"] = meta
         ix, comp = self.indexer(res)
         return {
-            "_id": f"{rt}/{rid}", "rt": rt, "id": rid, "vid": vid, "lu": lu, "res": res,
-            "comp": comp, "sk": comp[0] if comp else f"{rt}/{rid}", "ix": ix,
+            "_id": f"{rt}/{rid}",
+            "rt": rt,
+            "id": rid,
+            "vid": vid,
+            "lu": lu,
+            "res": res,
+            "comp": comp,
+            "sk": comp[0] if comp else f"{rt}/{rid}",
+            "ix": ix,
         }
 
     async def _in_transaction(

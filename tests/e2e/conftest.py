@@ -28,8 +28,9 @@ class LiveServer:
 
     def start(self, timeout_s: float = 90) -> LiveServer:
         with self.log.open("ab") as out:
-            self.proc = subprocess.Popen([SCRIPT, "serve"], env=self.env, stdout=out,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [SCRIPT, "serve"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()[-3000:]
@@ -63,5 +64,8 @@ def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
 
 
 def shared_db_env(mongo_uri: str) -> dict[str, str]:
-    return {"MONGODB_URI": mongo_uri, "MONGODB_DATABASE": f"e2e_{uuid.uuid4().hex[:10]}",
-            "AUTO_SEED": "0"}
+    return {
+        "MONGODB_URI": mongo_uri,
+        "MONGODB_DATABASE": f"e2e_{uuid.uuid4().hex[:10]}",
+        "AUTO_SEED": "0",
+    }

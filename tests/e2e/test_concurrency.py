@@ -21,18 +21,24 @@ JSON = {"Content-Type": "application/fhir+json"}
 def test_parallel_if_match_exactly_one_wins(live_server, mongo_uri):
     env = shared_db_env(mongo_uri)
     a, b = live_server(**env), live_server(**env)
-    r = httpx.put(f"{a.base}/Patient/race", json={"resourceType": "Patient", "id": "race"},
-                  headers=JSON)
+    r = httpx.put(
+        f"{a.base}/Patient/race", json={"resourceType": "Patient", "id": "race"}, headers=JSON
+    )
     assert r.status_code == 201
     barrier = Barrier(N)
 
     def attempt(i: int) -> int:
         base = (a, b)[i % 2].base
-        body = {"resourceType": "Patient", "id": "race", "gender": "female" if i % 2 else "male",
-                "name": [{"family": f"Writer{i}"}]}
+        body = {
+            "resourceType": "Patient",
+            "id": "race",
+            "gender": "female" if i % 2 else "male",
+            "name": [{"family": f"Writer{i}"}],
+        }
         barrier.wait()
-        return httpx.put(f"{base}/Patient/race", json=body, timeout=60,
-                         headers={**JSON, "If-Match": 'W/"1"'}).status_code
+        return httpx.put(
+            f"{base}/Patient/race", json=body, timeout=60, headers={**JSON, "If-Match": 'W/"1"'}
+        ).status_code
 
     with ThreadPoolExecutor(N) as pool:
         statuses = sorted(pool.map(attempt, range(N)))
@@ -45,8 +51,9 @@ def test_parallel_if_match_exactly_one_wins(live_server, mongo_uri):
 def test_parallel_updates_without_if_match_lose_nothing(live_server, mongo_uri):
     env = shared_db_env(mongo_uri)
     a, b = live_server(**env), live_server(**env)
-    httpx.put(f"{a.base}/Patient/pile", json={"resourceType": "Patient", "id": "pile"},
-              headers=JSON)
+    httpx.put(
+        f"{a.base}/Patient/pile", json={"resourceType": "Patient", "id": "pile"}, headers=JSON
+    )
     barrier = Barrier(N)
 
     def attempt(i: int) -> int:

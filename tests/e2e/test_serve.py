@@ -10,8 +10,11 @@ JSON = {"Content-Type": "application/fhir+json"}
 def test_embedded_server_keeps_data_across_restart(live_server, tmp_path):
     env = {"DATA_DIR": str(tmp_path / "persist"), "AUTO_SEED": "0"}
     first = live_server(**env)
-    r = httpx.put(f"{first.base}/Patient/keep-me", headers=JSON,
-                  json={"resourceType": "Patient", "id": "keep-me", "gender": "female"})
+    r = httpx.put(
+        f"{first.base}/Patient/keep-me",
+        headers=JSON,
+        json={"resourceType": "Patient", "id": "keep-me", "gender": "female"},
+    )
     assert r.status_code == 201
     assert (tmp_path / "persist" / "secantus.json").exists()
     first.stop()

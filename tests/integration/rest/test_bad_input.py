@@ -23,37 +23,123 @@ def deep(levels: int) -> dict:
 
 CASES = [
     # (name, method, url, raw body, content type, status, issue code)
-    ("invalid JSON", "POST", "Patient", b'{"resourceType": "Patient",', FHIR_JSON, 400, "structure"),
+    (
+        "invalid JSON",
+        "POST",
+        "Patient",
+        b'{"resourceType": "Patient",',
+        FHIR_JSON,
+        400,
+        "structure",
+    ),
     ("not an object", "POST", "Patient", b"[1, 2]", FHIR_JSON, 400, "structure"),
-    ("type mismatch", "POST", "Patient", json.dumps({"resourceType": "Observation"}).encode(),
-     FHIR_JSON, 400, "invalid"),
-    ("id mismatch", "PUT", "Patient/abc", json.dumps(patient(id="xyz")).encode(), FHIR_JSON,
-     400, "invalid"),
-    ("no id on update", "PUT", "Patient/abc", json.dumps(patient()).encode(), FHIR_JSON,
-     400, "required"),
-    ("dollar key", "POST", "Patient", json.dumps(patient(**{"$where": "1"})).encode(),
-     FHIR_JSON, 400, "structure"),
-    ("nested dollar key", "POST", "Patient",
-     json.dumps(patient(name=[{"family": {"$ne": 1}}])).encode(), FHIR_JSON, 400, "structure"),
-    ("dotted key", "POST", "Patient", json.dumps(patient(**{"a.b": 1})).encode(), FHIR_JSON,
-     400, "structure"),
+    (
+        "type mismatch",
+        "POST",
+        "Patient",
+        json.dumps({"resourceType": "Observation"}).encode(),
+        FHIR_JSON,
+        400,
+        "invalid",
+    ),
+    (
+        "id mismatch",
+        "PUT",
+        "Patient/abc",
+        json.dumps(patient(id="xyz")).encode(),
+        FHIR_JSON,
+        400,
+        "invalid",
+    ),
+    (
+        "no id on update",
+        "PUT",
+        "Patient/abc",
+        json.dumps(patient()).encode(),
+        FHIR_JSON,
+        400,
+        "required",
+    ),
+    (
+        "dollar key",
+        "POST",
+        "Patient",
+        json.dumps(patient(**{"$where": "1"})).encode(),
+        FHIR_JSON,
+        400,
+        "structure",
+    ),
+    (
+        "nested dollar key",
+        "POST",
+        "Patient",
+        json.dumps(patient(name=[{"family": {"$ne": 1}}])).encode(),
+        FHIR_JSON,
+        400,
+        "structure",
+    ),
+    (
+        "dotted key",
+        "POST",
+        "Patient",
+        json.dumps(patient(**{"a.b": 1})).encode(),
+        FHIR_JSON,
+        400,
+        "structure",
+    ),
     ("too deep", "POST", "Patient", json.dumps(deep(80)).encode(), FHIR_JSON, 400, "structure"),
-    ("unknown type", "POST", "Spaceship", json.dumps({"resourceType": "Spaceship"}).encode(),
-     FHIR_JSON, 404, "not-supported"),
-    ("xml body", "POST", "Patient", b"<Patient/>", {"Content-Type": "application/fhir+xml"},
-     415, "not-supported"),
-    ("unknown element", "POST", "Patient", json.dumps(patient(colour="blue")).encode(),
-     FHIR_JSON, 400, "structure"),
-    ("bad code", "POST", "Patient", json.dumps(patient(gender="banana")).encode(), FHIR_JSON,
-     400, None),
-    ("bad id", "PUT", "Patient/no_underscores!", json.dumps(patient(id="no_underscores!")).encode(),
-     FHIR_JSON, 400, "invalid"),
+    (
+        "unknown type",
+        "POST",
+        "Spaceship",
+        json.dumps({"resourceType": "Spaceship"}).encode(),
+        FHIR_JSON,
+        404,
+        "not-supported",
+    ),
+    (
+        "xml body",
+        "POST",
+        "Patient",
+        b"<Patient/>",
+        {"Content-Type": "application/fhir+xml"},
+        415,
+        "not-supported",
+    ),
+    (
+        "unknown element",
+        "POST",
+        "Patient",
+        json.dumps(patient(colour="blue")).encode(),
+        FHIR_JSON,
+        400,
+        "structure",
+    ),
+    (
+        "bad code",
+        "POST",
+        "Patient",
+        json.dumps(patient(gender="banana")).encode(),
+        FHIR_JSON,
+        400,
+        None,
+    ),
+    (
+        "bad id",
+        "PUT",
+        "Patient/no_underscores!",
+        json.dumps(patient(id="no_underscores!")).encode(),
+        FHIR_JSON,
+        400,
+        "invalid",
+    ),
     ("empty body", "POST", "Patient", b"", FHIR_JSON, 400, "structure"),
 ]
 
 
-@pytest.mark.parametrize(("name", "method", "url", "raw", "headers", "status", "code"), CASES,
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("name", "method", "url", "raw", "headers", "status", "code"), CASES, ids=[c[0] for c in CASES]
+)
 async def test_bad_input(client: httpx.AsyncClient, name, method, url, raw, headers, status, code):
     before = await history_count(client)
     r = await client.request(method, url, content=raw, headers=headers)
@@ -76,12 +162,15 @@ async def test_validation_issue_points_at_field(client: httpx.AsyncClient):
 
 
 async def test_profile_failure_is_422(client: httpx.AsyncClient):
-    profiled = patient(meta={"profile": ["https://mhs.example.org/fhir/StructureDefinition/mhs-patient"]})
+    profiled = patient(
+        meta={"profile": ["https://mhs.example.org/fhir/StructureDefinition/mhs-patient"]}
+    )
     r = await client.post("Patient", json=profiled, headers=FHIR_JSON)
     assert r.status_code == 422, r.text
     assert r.json()["resourceType"] == "OperationOutcome"
-    profiled["identifier"] = [{"system": "http://mhs.example.org/fhir/sid/edipi",
-                               "value": "1234567890"}]
+    profiled["identifier"] = [
+        {"system": "http://mhs.example.org/fhir/sid/edipi", "value": "1234567890"}
+    ]
     assert (await client.post("Patient", json=profiled, headers=FHIR_JSON)).status_code == 201
 
 
@@ -96,9 +185,12 @@ async def test_unknown_url_and_method(client: httpx.AsyncClient):
 
 async def test_body_over_limit_is_413(mongo_uri: str):
     async with running_app(make_settings(mongo_uri, max_body_bytes=2000)) as small:
-        big = patient(text={"status": "generated",
-                            "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">" + "x" * 5000
-                                   + "</div>"})
+        big = patient(
+            text={
+                "status": "generated",
+                "div": '<div xmlns="http://www.w3.org/1999/xhtml">' + "x" * 5000 + "</div>",
+            }
+        )
         r = await small.post("Patient", json=big, headers=FHIR_JSON)
         assert r.status_code == 413
         assert r.json()["issue"][0]["code"] == "too-costly"

@@ -17,7 +17,9 @@ def new_id() -> str:
 
 
 async def test_create_assigns_id_and_version_ignoring_client_values(client: httpx.AsyncClient):
-    body = patient(id="client-chosen", meta={"versionId": "77", "lastUpdated": "2001-01-01T00:00:00Z"})
+    body = patient(
+        id="client-chosen", meta={"versionId": "77", "lastUpdated": "2001-01-01T00:00:00Z"}
+    )
     r = await client.post("Patient", json=body, headers=FHIR_JSON)
     assert r.status_code == 201, r.text
     created = r.json()
@@ -34,8 +36,7 @@ async def test_read_vread_update_and_update_as_create(client: httpx.AsyncClient)
     rid = new_id()
     r = await client.put(f"Patient/{rid}", json=patient(id=rid), headers=FHIR_JSON)
     assert r.status_code == 201, r.text
-    r = await client.put(f"Patient/{rid}", json=patient(id=rid, gender="female"),
-                         headers=FHIR_JSON)
+    r = await client.put(f"Patient/{rid}", json=patient(id=rid, gender="female"), headers=FHIR_JSON)
     assert r.status_code == 200
     assert r.json()["meta"]["versionId"] == "2"
     read = await client.get(f"Patient/{rid}")
@@ -86,29 +87,38 @@ async def test_missing_resource_is_404_with_outcome(client: httpx.AsyncClient):
 async def test_if_match(client: httpx.AsyncClient):
     rid = new_id()
     await client.put(f"Patient/{rid}", json=patient(id=rid), headers=FHIR_JSON)
-    stale = await client.put(f"Patient/{rid}", json=patient(id=rid, gender="male"),
-                             headers={**FHIR_JSON, "If-Match": 'W/"5"'})
+    stale = await client.put(
+        f"Patient/{rid}",
+        json=patient(id=rid, gender="male"),
+        headers={**FHIR_JSON, "If-Match": 'W/"5"'},
+    )
     assert stale.status_code == 412
     assert stale.json()["resourceType"] == "OperationOutcome"
-    ok = await client.put(f"Patient/{rid}", json=patient(id=rid, gender="male"),
-                          headers={**FHIR_JSON, "If-Match": 'W/"1"'})
+    ok = await client.put(
+        f"Patient/{rid}",
+        json=patient(id=rid, gender="male"),
+        headers={**FHIR_JSON, "If-Match": 'W/"1"'},
+    )
     assert ok.status_code == 200
     assert (await client.delete(f"Patient/{rid}", headers={"If-Match": 'W/"1"'})).status_code == 412
     assert (await client.get(f"Patient/{rid}")).status_code == 200
 
 
 async def test_prefer_return(client: httpx.AsyncClient):
-    minimal = await client.post("Patient", json=patient(),
-                                headers={**FHIR_JSON, "Prefer": "return=minimal"})
+    minimal = await client.post(
+        "Patient", json=patient(), headers={**FHIR_JSON, "Prefer": "return=minimal"}
+    )
     assert minimal.status_code == 201
     assert minimal.content == b""
     assert minimal.headers["location"]
-    oo = await client.post("Patient", json=patient(),
-                           headers={**FHIR_JSON, "Prefer": "return=OperationOutcome"})
+    oo = await client.post(
+        "Patient", json=patient(), headers={**FHIR_JSON, "Prefer": "return=OperationOutcome"}
+    )
     assert oo.status_code == 201
     assert oo.json()["resourceType"] == "OperationOutcome"
-    rep = await client.post("Patient", json=patient(),
-                            headers={**FHIR_JSON, "Prefer": "return=representation"})
+    rep = await client.post(
+        "Patient", json=patient(), headers={**FHIR_JSON, "Prefer": "return=representation"}
+    )
     assert rep.json()["resourceType"] == "Patient"
 
 
@@ -123,8 +133,9 @@ async def test_format_and_pretty(client: httpx.AsyncClient):
     xml = await client.get(f"Patient/{created['id']}", params={"_format": "xml"})
     assert xml.status_code == 406
     assert xml.json()["resourceType"] == "OperationOutcome"
-    accept_xml = await client.get(f"Patient/{created['id']}",
-                                  headers={"Accept": "application/fhir+xml"})
+    accept_xml = await client.get(
+        f"Patient/{created['id']}", headers={"Accept": "application/fhir+xml"}
+    )
     assert accept_xml.status_code == 406
     head = await client.head(f"Patient/{created['id']}")
     assert head.status_code == 200
@@ -136,29 +147,47 @@ async def test_json_patch(client: httpx.AsyncClient):
     rid = new_id()
     await client.put(f"Patient/{rid}", json=patient(id=rid), headers=FHIR_JSON)
     patch_headers = {"Content-Type": "application/json-patch+json"}
-    r = await client.patch(f"Patient/{rid}", headers=patch_headers,
-                           json=[{"op": "add", "path": "/gender", "value": "other"}])
+    r = await client.patch(
+        f"Patient/{rid}",
+        headers=patch_headers,
+        json=[{"op": "add", "path": "/gender", "value": "other"}],
+    )
     assert r.status_code == 200, r.text
     assert r.json()["gender"] == "other"
     assert r.json()["meta"]["versionId"] == "2"
-    failed_test = await client.patch(f"Patient/{rid}", headers=patch_headers,
-                                     json=[{"op": "test", "path": "/gender", "value": "male"}])
+    failed_test = await client.patch(
+        f"Patient/{rid}",
+        headers=patch_headers,
+        json=[{"op": "test", "path": "/gender", "value": "male"}],
+    )
     assert failed_test.status_code == 422
-    bad_path = await client.patch(f"Patient/{rid}", headers=patch_headers,
-                                  json=[{"op": "remove", "path": "/nope/0"}])
+    bad_path = await client.patch(
+        f"Patient/{rid}", headers=patch_headers, json=[{"op": "remove", "path": "/nope/0"}]
+    )
     assert bad_path.status_code == 400
-    invalid_result = await client.patch(f"Patient/{rid}", headers=patch_headers,
-                                        json=[{"op": "replace", "path": "/gender",
-                                               "value": "banana"}])
+    invalid_result = await client.patch(
+        f"Patient/{rid}",
+        headers=patch_headers,
+        json=[{"op": "replace", "path": "/gender", "value": "banana"}],
+    )
     assert invalid_result.status_code == 400
-    change_id = await client.patch(f"Patient/{rid}", headers=patch_headers,
-                                   json=[{"op": "replace", "path": "/id", "value": "other"}])
+    change_id = await client.patch(
+        f"Patient/{rid}",
+        headers=patch_headers,
+        json=[{"op": "replace", "path": "/id", "value": "other"}],
+    )
     assert change_id.status_code == 422
-    wrong_type = await client.patch(f"Patient/{rid}", headers=FHIR_JSON,
-                                    json=[{"op": "add", "path": "/gender", "value": "male"}])
+    wrong_type = await client.patch(
+        f"Patient/{rid}",
+        headers=FHIR_JSON,
+        json=[{"op": "add", "path": "/gender", "value": "male"}],
+    )
     assert wrong_type.status_code == 415
-    stale = await client.patch(f"Patient/{rid}", headers={**patch_headers, "If-Match": 'W/"1"'},
-                               json=[{"op": "add", "path": "/gender", "value": "male"}])
+    stale = await client.patch(
+        f"Patient/{rid}",
+        headers={**patch_headers, "If-Match": 'W/"1"'},
+        json=[{"op": "add", "path": "/gender", "value": "male"}],
+    )
     assert stale.status_code == 412
     assert (await client.get(f"Patient/{rid}")).json()["meta"]["versionId"] == "2"
 
@@ -171,9 +200,13 @@ async def test_validate_operation(client: httpx.AsyncClient):
     assert bad.status_code == 200
     assert any(i["severity"] == "error" for i in bad.json()["issue"])
     wrapped = await client.post(
-        "Patient/$validate", headers=FHIR_JSON,
-        json={"resourceType": "Parameters",
-              "parameter": [{"name": "resource", "resource": patient(birthDate="2020-13-45")}]})
+        "Patient/$validate",
+        headers=FHIR_JSON,
+        json={
+            "resourceType": "Parameters",
+            "parameter": [{"name": "resource", "resource": patient(birthDate="2020-13-45")}],
+        },
+    )
     assert any(i["severity"] == "error" for i in wrapped.json()["issue"])
     rid = new_id()
     await client.put(f"Patient/{rid}", json=patient(id=rid), headers=FHIR_JSON)
@@ -189,12 +222,28 @@ async def test_metadata(client: httpx.AsyncClient):
     assert cs["resourceType"] == "CapabilityStatement"
     assert cs["fhirVersion"] == "4.0.1"
     types = {res["type"]: res for res in cs["rest"][0]["resource"]}
-    assert {"Patient", "Observation", "DiagnosticReport", "MedicationRequest", "Appointment",
-            "Communication", "Provenance"} <= set(types)
+    assert {
+        "Patient",
+        "Observation",
+        "DiagnosticReport",
+        "MedicationRequest",
+        "Appointment",
+        "Communication",
+        "Provenance",
+    } <= set(types)
     # R4 types the R4B models also know (R4B dropped or restructured a few, e.g. MedicinalProduct).
     assert len(types) >= 125
     codes = {i["code"] for i in types["Patient"]["interaction"]}
-    assert {"read", "vread", "update", "patch", "delete", "history-instance", "create",
-            "search-type", "history-type"} <= codes
+    assert {
+        "read",
+        "vread",
+        "update",
+        "patch",
+        "delete",
+        "history-instance",
+        "create",
+        "search-type",
+        "history-type",
+    } <= codes
     assert any(p["name"] == "birthdate" for p in types["Patient"]["searchParam"])
     assert {i["code"] for i in cs["rest"][0]["interaction"]} >= {"transaction", "batch"}

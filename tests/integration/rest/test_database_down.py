@@ -25,8 +25,9 @@ async def test_503_while_down_then_recovers(tmp_path: Path):
             assert down.json()["issue"][0]["code"] == "transient"
             assert down.headers["retry-after"]
             assert time.monotonic() - started < 10
-            write = await client.put("Patient/up", json=patient(id="up", gender="male"),
-                                     headers=FHIR_JSON)
+            write = await client.put(
+                "Patient/up", json=patient(id="up", gender="male"), headers=FHIR_JSON
+            )
             assert write.status_code == 503
             db = EmbeddedDatabase(tmp_path / "db", port=port)
             await asyncio.to_thread(db.start)

@@ -13,14 +13,20 @@ async def test_history_levels_and_paging(mongo_uri: str):
     async with running_app(make_settings(mongo_uri)) as client:
         ids = []
         for i in range(5):
-            r = await client.post("Basic", headers=FHIR_JSON,
-                                  json={"resourceType": "Basic", "code": {"text": f"n{i}"}})
+            r = await client.post(
+                "Basic",
+                headers=FHIR_JSON,
+                json={"resourceType": "Basic", "code": {"text": f"n{i}"}},
+            )
             ids.append(r.json()["id"])
         mark = r.json()["meta"]["lastUpdated"]
         rid = ids[0]
         for i in range(3):
-            await client.put(f"Basic/{rid}", headers=FHIR_JSON,
-                             json={"resourceType": "Basic", "id": rid, "code": {"text": f"v{i}"}})
+            await client.put(
+                f"Basic/{rid}",
+                headers=FHIR_JSON,
+                json={"resourceType": "Basic", "id": rid, "code": {"text": f"v{i}"}},
+            )
         await client.post("Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)
 
         inst = (await client.get(f"Basic/{rid}/_history")).json()

@@ -55,7 +55,8 @@ async def test_loader_reports_failures_and_ndjson(mongo_uri: str, tmp_path: Path
     (tmp_path / "rows.ndjson").write_text(
         '{"resourceType": "Patient", "id": "nd-1"}\n'
         '{"resourceType": "Patient", "gender": "banana"}\n'
-        '{"resourceType": "Observation", "status": "final", "code": {"text": "x"}}\n')
+        '{"resourceType": "Observation", "status": "final", "code": {"text": "x"}}\n'
+    )
     async with running_app(make_settings(mongo_uri)) as client:
         ctx = client.app.state.ctx  # type: ignore[attr-defined]
         summary = await load_paths(ctx, [tmp_path], progress=False)
@@ -65,4 +66,3 @@ async def test_loader_reports_failures_and_ndjson(mongo_uri: str, tmp_path: Path
         assert any("rows.ndjson" in f and "400" in f for f in summary.failures)
         r = await client.get("Patient/nd-1")
         assert r.status_code == 200
-

@@ -6,8 +6,15 @@ from fhir_server.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from fhir_server.rest.body import JSON_TYPES, check_media_type, check_tree, parse_json
 
 
-@pytest.mark.parametrize("ctype", [None, "application/fhir+json", "application/json; charset=utf-8",
-                                   "Application/FHIR+JSON;fhirVersion=4.0"])
+@pytest.mark.parametrize(
+    "ctype",
+    [
+        None,
+        "application/fhir+json",
+        "application/json; charset=utf-8",
+        "Application/FHIR+JSON;fhirVersion=4.0",
+    ],
+)
 def test_json_media_types_accepted(ctype):
     check_media_type(ctype, JSON_TYPES)
 
@@ -19,9 +26,15 @@ def test_other_media_types_refused(ctype):
     assert err.value.status == 415
 
 
-@pytest.mark.parametrize(("raw", "fragment"), [
-    (b"", "empty"), (b"   ", "empty"), (b"{", "not valid JSON"), (b"{'a': 1}", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (b"", "empty"),
+        (b"   ", "empty"),
+        (b"{", "not valid JSON"),
+        (b"{'a': 1}", "not valid JSON"),
+    ],
+)
 def test_parse_json_errors(raw, fragment):
     with pytest.raises(BadRequest) as err:
         parse_json(raw, max_bytes=100, max_depth=10)
@@ -35,12 +48,15 @@ def test_size_limit():
     assert err.value.status == 413
 
 
-@pytest.mark.parametrize(("doc", "where"), [
-    ({"$where": 1}, "$where"),
-    ({"a": [{"b": {"$gt": 1}}]}, "a[0].b.$gt"),
-    ({"a.b": 1}, "a.b"),
-    ({"ok": {"x\u0000y": 1}}, "ok.x\u0000y"),
-])
+@pytest.mark.parametrize(
+    ("doc", "where"),
+    [
+        ({"$where": 1}, "$where"),
+        ({"a": [{"b": {"$gt": 1}}]}, "a[0].b.$gt"),
+        ({"a.b": 1}, "a.b"),
+        ({"ok": {"x\u0000y": 1}}, "ok.x\u0000y"),
+    ],
+)
 def test_forbidden_keys_point_at_the_key(doc, where):
     with pytest.raises(BadRequest) as err:
         check_tree(doc, max_depth=10)

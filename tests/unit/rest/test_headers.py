@@ -8,8 +8,9 @@ from fhir_server.errors import BadRequest
 from fhir_server.rest.headers import http_date, parse_if_match, prefer
 
 
-@pytest.mark.parametrize(("value", "vid"), [('W/"3"', 3), ('"12"', 12), ("7", 7), (None, None),
-                                             (' W/"1" ', 1)])
+@pytest.mark.parametrize(
+    ("value", "vid"), [('W/"3"', 3), ('"12"', 12), ("7", 7), (None, None), (' W/"1" ', 1)]
+)
 def test_if_match(value, vid):
     assert parse_if_match(value) == vid
 
@@ -23,7 +24,9 @@ def test_bad_if_match(value):
 def test_prefer():
     assert prefer("return=minimal") == {"return": "minimal"}
     assert prefer('return="OperationOutcome", handling=lenient') == {
-        "return": "operationoutcome", "handling": "lenient"}
+        "return": "operationoutcome",
+        "handling": "lenient",
+    }
     assert prefer(None) == {}
     assert prefer("respond-async") == {}
 
