@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fhir_server.config import Settings
 from fhir_server.storage.store import ResourceStore
@@ -20,6 +20,8 @@ class ServerContext:
     validator: Validator
     registry: Registry
     known_types: frozenset[str]
+    # The CapabilityStatement, built on first request (see rest/dispatch.py).
+    capability: dict[str, Any] | None = None
 
     @property
     def base_url(self) -> str:

@@ -40,7 +40,10 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
     if n == 1 and head == "metadata":
         if method != "GET":
             raise _not_allowed(req)
-        return FhirResponse(status=200, body=capability_statement(ctx))
+        if ctx.capability is None:
+            # Built once: it depends only on definitions loaded at start-up.
+            ctx.capability = capability_statement(ctx)
+        return FhirResponse(status=200, body=ctx.capability)
     if n == 1 and head == "_history":
         if method != "GET":
             raise _not_allowed(req)

@@ -27,3 +27,16 @@ def test_embedded_server_keeps_data_across_restart(live_server, tmp_path):
     unknown = httpx.get(f"http://127.0.0.1:{second.port}/nowhere")
     assert unknown.status_code == 404
     assert unknown.json()["resourceType"] == "OperationOutcome"
+
+
+def test_fresh_server_seeds_the_development_population(live_server, tmp_path):
+    import time
+
+    server = live_server(DATA_DIR=str(tmp_path / "fresh"))
+    for _ in range(150):
+        r = httpx.get(f"{server.base}/Patient/adolescent-sophia-carter")
+        if r.status_code == 200:
+            break
+        time.sleep(0.2)
+    assert r.status_code == 200
+    assert r.json()["meta"]["versionId"] == "1"
