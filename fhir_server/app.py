@@ -73,7 +73,8 @@ async def _prepare_database(ctx: ServerContext) -> None:
         try:
             await ensure_indexes(ctx.store.db, index_models())
             break
-        except PyMongoError as exc:
+        except (ConnectionFailure, ServerSelectionTimeoutError) as exc:
+            # Only an unreachable database is worth waiting for; other errors are bugs.
             log.warning("database not ready (%s); retrying index creation", exc)
             await asyncio.sleep(2)
     settings = ctx.settings

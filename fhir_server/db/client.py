@@ -43,7 +43,28 @@ def open_client(uri: str, *, timeout_ms: int = 3000) -> AsyncMongoClient[Doc]:
     )
 
 
+def merged_indexes(extra: list[IndexModel]) -> list[IndexModel]:
+    """Storage's indexes plus search's, without two of the same name or key.
+
+    Search lists the storage indexes it relies on too; an index whose key is a prefix of
+    one already listed adds nothing (MongoDB uses the longer one for the prefix).
+    """
+    out = list(RESOURCE_INDEXES)
+    for model in extra:
+        doc = model.document
+        key = list(doc["key"].items())
+        clash = False
+        for have in out:
+            have_key = list(have.document["key"].items())
+            if have.document["name"] == doc["name"] or have_key[: len(key)] == key:
+                clash = True
+                break
+        if not clash:
+            out.append(model)
+    return out
+
+
 async def ensure_indexes(db: AsyncDatabase[Doc], extra: list[IndexModel] | None = None) -> None:
     """Create every index idempotently (create_indexes is a no-op for existing ones)."""
-    await db.resources.create_indexes(RESOURCE_INDEXES + list(extra or []))
+    await db.resources.create_indexes(merged_indexes(list(extra or [])))
     await db.history.create_indexes(HISTORY_INDEXES)

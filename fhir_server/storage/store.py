@@ -12,7 +12,9 @@ See https://hl7.org/fhir/R4/http.html#versioning and #concurrency.
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +32,8 @@ Doc = dict[str, Any]
 # Computes (index entries, patient compartments) for a resource at write time.
 Indexer = Callable[[Doc], tuple[Doc, list[str]]]
 
-MAX_WRITE_ATTEMPTS = 8
+# Contended writers retry with jittered backoff; past this many losses the client gets 503.
+MAX_WRITE_ATTEMPTS = 40
 
 
 def no_index(resource: Doc) -> tuple[Doc, list[str]]:
@@ -93,6 +96,11 @@ class WriteResult:
 
 class _Retry(Exception):
     """Another writer got there first; re-read and try again."""
+
+
+async def _backoff() -> None:
+    # Jitter spreads writers that lost the same race so they do not collide again.
+    await asyncio.sleep(random.uniform(0.001, 0.02))
 
 
 def _is_write_conflict(exc: OperationFailure) -> bool:
@@ -237,6 +245,7 @@ class ResourceStore:
             except _Retry:
                 if if_match is not None or session is not None:
                     raise PreconditionFailed(f"{rt}/{rid} changed concurrently") from None
+                await _backoff()
                 continue
             return Version.from_doc(hist)
         raise ServiceUnavailable(f"{rt}/{rid} is under heavy concurrent change; retry")
@@ -291,6 +300,7 @@ class ResourceStore:
                     raise PreconditionFailed(
                         f"{rt}/{rid} was changed by another request; read it and retry"
                     ) from None
+                await _backoff()
                 continue
             return WriteResult(Version.from_doc(hist), created=cur is None)
         raise ServiceUnavailable(f"{rt}/{rid} is under heavy concurrent change; retry")
