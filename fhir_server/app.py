@@ -21,6 +21,8 @@ from pymongo.errors import (
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+import smart_auth
+from fhir_server.access.policy import build_policy
 from fhir_server.config import Settings
 from fhir_server.context import ServerContext
 from fhir_server.db.client import ensure_indexes, open_client
@@ -99,6 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 raise RuntimeError("production mode needs MONGODB_URI (a real MongoDB)")
             embedded = EmbeddedDatabase(settings.data_dir)
             uri = await asyncio.to_thread(embedded.start)
+        # The authorization server opens its own (synchronous) client on the same database.
+        app.state.mongo_uri = uri
         client = open_client(uri, timeout_ms=settings.db_timeout_ms)
         ctx = build_context(settings, client[settings.database])
         app.state.ctx = ctx
@@ -120,6 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     _install_error_handlers(app)
+    # Before the FHIR catch-all, so /fhir/.well-known/smart-configuration is its own route.
+    smart_auth.install(app, settings)
 
     @app.api_route("/fhir", methods=FHIR_METHODS, include_in_schema=False)
     @app.api_route("/fhir/{path:path}", methods=FHIR_METHODS, include_in_schema=False)
@@ -128,6 +134,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             freq = await to_fhir_request(request, path, ctx.settings)
             media = negotiate(freq)
+            if ctx.settings.auth_required and freq.path != ["metadata"]:
+                auth = await smart_auth.verify_access_token(
+                    request.app, smart_auth.bearer_token(request.headers.get("authorization"))
+                )
+                freq.policy = await build_policy(ctx.store.db, ctx.registry, auth)
             resp = await dispatch(ctx, freq)
             return render(freq, resp, media)
         except FhirError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import smart_auth
 from fhir_server.context import ServerContext
 
 Doc = dict[str, Any]
@@ -78,6 +79,7 @@ def capability_statement(ctx: ServerContext) -> Doc:
         "rest": [
             {
                 "mode": "server",
+            "security": smart_auth.security_element(ctx.settings),
                 "resource": [_resource(ctx, rt) for rt in sorted(ctx.known_types)],
                 "interaction": [
                     {"code": "transaction"},

@@ -33,6 +33,9 @@ class Settings:
     # How long a request waits for the database before answering 503.
     db_timeout_ms: int = 3000
     query_max_time_ms: int = 5000
+    # Every FHIR request needs a SMART access token. Only tests of the REST core turn it
+    # off; production refuses to (see from_env).
+    auth_required: bool = True
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -47,6 +50,8 @@ class Settings:
             production=env.get("FHIR_ENV", "development").lower() == "production",
             auto_seed=_env_bool("AUTO_SEED", True),
             max_body_bytes=int(env.get("MAX_BODY_BYTES", str(cls.max_body_bytes))),
+            auth_required=_env_bool("AUTH_REQUIRED", True)
+            or env.get("FHIR_ENV", "").lower() == "production",
         )
 
     @property

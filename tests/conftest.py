@@ -51,6 +51,9 @@ def make_settings(uri: str, **overrides: Any) -> Settings:
         "database": f"test_{uuid.uuid4().hex[:12]}",
         "auto_seed": False,
         "port": 8080,
+        # The REST core's own tests run without tokens; tests/integration/access and the
+        # auth tests turn it on.
+        "auth_required": False,
     }
     values.update(overrides)
     return Settings(**values)

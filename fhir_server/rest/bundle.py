@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pymongo.errors import OperationFailure
 
+from fhir_server.access.policy import AccessPolicy
 from fhir_server.context import ServerContext
 from fhir_server.errors import BadRequest, FhirError, Issue, PreconditionFailed
 from fhir_server.rest import searching
@@ -140,6 +141,7 @@ def _error_response(exc: FhirError) -> FhirResponse:
 
 async def process(ctx: ServerContext, req: FhirRequest, dispatch: Dispatch) -> FhirResponse:
     bundle = req.body
+    policy = req.policy
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise BadRequest("POST to the base URL takes a Bundle of type batch or transaction")
     kind = bundle.get("type")
@@ -152,9 +154,9 @@ async def process(ctx: ServerContext, req: FhirRequest, dispatch: Dispatch) -> F
         raise BadRequest(f"a Bundle may hold at most {MAX_ENTRIES} entries", code="too-costly")
     want_resource = prefer(req.header("prefer")).get("return") == "representation"
     if kind == "batch":
-        out = await _batch(ctx, entries, dispatch, want_resource)
+        out = await _batch(ctx, entries, dispatch, want_resource, policy)
     else:
-        out = await _transaction(ctx, entries, dispatch, want_resource)
+        out = await _transaction(ctx, entries, dispatch, want_resource, policy)
     return FhirResponse(
         status=200,
         body={
@@ -167,7 +169,7 @@ async def process(ctx: ServerContext, req: FhirRequest, dispatch: Dispatch) -> F
 
 
 async def _batch(
-    ctx: ServerContext, entries: list[Any], dispatch: Dispatch, want_resource: bool
+    ctx: ServerContext, entries: list[Any], dispatch: Dispatch, want_resource: bool, policy: AccessPolicy
 ) -> list[Doc]:
     out = []
     for i, entry in enumerate(entries):
@@ -175,6 +177,7 @@ async def _batch(
             if not isinstance(entry, dict):
                 raise BadRequest(f"entry {i} is not an object", code="structure")
             sub = _entry_request(entry, i)
+            sub.policy = policy
             if sub.path == [] and sub.method == "POST":
                 raise BadRequest("a batch entry may not itself be a batch or transaction")
             resp = await dispatch(ctx, sub)
@@ -228,7 +231,7 @@ async def _resolve(
         if sub.method == "POST" and len(sub.path) == 1:
             rt = sub.path[0]
             condition = sub.header("if-none-exist")
-            existing = await searching.conditional_matches(ctx, rt, condition) if condition else []
+            existing = await searching.conditional_matches(ctx, rt, condition, sub) if condition else []
             if len(existing) > 1:
                 raise PreconditionFailed(f"entry {i}: ifNoneExist matches {len(existing)}")
             if existing:
@@ -250,7 +253,7 @@ async def _resolve(
         for ref in _references(sub.body, set()):
             if "?" in ref and ref not in mapping and not ref.startswith(("urn:", "#", "http")):
                 rt, query = ref.split("?", 1)
-                ids = await searching.conditional_matches(ctx, rt, query)
+                ids = await searching.conditional_matches(ctx, rt, query, reqs[0])
                 if len(ids) != 1:
                     raise PreconditionFailed(
                         f"conditional reference {ref!r} matches {len(ids)} resources, not one"
@@ -260,13 +263,14 @@ async def _resolve(
 
 
 async def _transaction(
-    ctx: ServerContext, entries: list[Any], dispatch: Dispatch, want_resource: bool
+    ctx: ServerContext, entries: list[Any], dispatch: Dispatch, want_resource: bool, policy: AccessPolicy
 ) -> list[Doc]:
     reqs: list[FhirRequest] = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise BadRequest(f"entry {i} is not an object", code="structure")
         sub = _entry_request(entry, i)
+        sub.policy = policy
         if sub.path == [] and sub.method == "POST":
             raise BadRequest("a transaction entry may not itself be a batch or transaction")
         reqs.append(sub)

@@ -13,6 +13,11 @@ from fhir_server.rest import bundle, history, interactions, searching
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 
 
+# The scope interaction each method needs (https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html).
+_TYPE_LEVEL = {"GET": "search", "POST": "create", "PUT": "update", "DELETE": "delete"}
+_INSTANCE_LEVEL = {"GET": "read", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
 def _type(ctx: ServerContext, rt: str) -> str:
     if rt not in ctx.known_types:
         raise interactions.unknown_type(rt)
@@ -28,8 +33,10 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
     if method == "HEAD":
         method = "GET"
     n = len(path)
+    policy = req.policy
     if n == 0:
         if method == "GET":
+            policy.require("*", "search")
             return await searching.search(ctx, req, None)
         if method == "POST":
             if req.in_bundle:
@@ -47,10 +54,12 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
     if n == 1 and head == "_history":
         if method != "GET":
             raise _not_allowed(req)
+        policy.require("*", "history")
         return await history.history(ctx, req, None, None)
     if n == 1 and head == "_search":
         if method != "POST":
             raise _not_allowed(req)
+        policy.require("*", "search")
         return await searching.search(ctx, req, None)
     if head.startswith("$"):
         raise NotFound(
@@ -61,10 +70,12 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
         return await _type_level(ctx, req, method, rt)
     second = path[1]
     if n == 2 and second == "_history" and method == "GET":
+        policy.require(rt, "history")
         return await history.history(ctx, req, rt, None)
     if n == 2 and second == "_search":
         if method != "POST":
             raise _not_allowed(req)
+        policy.require(rt, "search")
         return await searching.search(ctx, req, rt)
     if n == 2 and second == "$validate":
         if method != "POST":
@@ -77,6 +88,7 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
         return await _instance_level(ctx, req, method, rt, rid)
     third = path[2]
     if third == "_history" and method == "GET":
+        policy.require(rt, "history")
         if n == 3:
             return await history.history(ctx, req, rt, rid)
         if n == 4:
@@ -86,11 +98,16 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
     if n == 3 and method == "GET" and not third.startswith(("$", "_")):
         # Compartment search, e.g. Patient/123/Observation.
         target = "" if third == "*" else _type(ctx, third)
+        policy.require(target or "*", "search")
         return await searching.search(ctx, req, target or None, compartment=f"{rt}/{rid}")
     raise NotFound(f"/{'/'.join(path)} is not a supported URL", code="not-supported")
 
 
 async def _type_level(ctx: ServerContext, req: FhirRequest, method: str, rt: str) -> FhirResponse:
+    interaction = _TYPE_LEVEL.get(method)
+    if interaction is None:
+        raise _not_allowed(req)
+    req.policy.require(rt, interaction)
     if method == "GET":
         return await searching.search(ctx, req, rt)
     if method == "POST":
@@ -105,6 +122,10 @@ async def _type_level(ctx: ServerContext, req: FhirRequest, method: str, rt: str
 async def _instance_level(
     ctx: ServerContext, req: FhirRequest, method: str, rt: str, rid: str
 ) -> FhirResponse:
+    interaction = _INSTANCE_LEVEL.get(method)
+    if interaction is None:
+        raise _not_allowed(req)
+    req.policy.require(rt, interaction)
     if method == "GET":
         return await interactions.read(ctx, req, rt, rid)
     if method == "PUT":

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 import orjson
 
 from fhir_server.context import ServerContext
-from fhir_server.errors import BadRequest
+from fhir_server.errors import BadRequest, Forbidden
 from fhir_server.rest.headers import http_date
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 from fhir_server.storage.store import Version, instant
@@ -56,6 +56,17 @@ def _entry(ctx: ServerContext, doc: Doc) -> Doc:
     return entry
 
 
+def _history_filter(ctx: ServerContext, req: FhirRequest, rt: str | None) -> dict[str, Any]:
+    """The policy as a filter on history versions, which keep compartments but no search
+    entries: a query-restricted scope cannot be applied to them, so it gets no history."""
+    policy = req.policy
+    if policy.scope_filters and (rt is None or rt in policy.scope_filters):
+        raise Forbidden("history is not available under a query-restricted scope")
+    if policy.compartments is None:
+        return {}
+    return {"comp": {"$in": list(policy.compartments)}}
+
+
 async def history(
     ctx: ServerContext, req: FhirRequest, rt: str | None, rid: str | None
 ) -> FhirResponse:
@@ -69,13 +80,20 @@ async def history(
         raise BadRequest(f"_count {raw_count!r} is not a number")
     count = max(1, min(int(raw_count), MAX_COUNT))
     before = _decode_cursor(req.param("_cursor") or "") if req.param("_cursor") else None
-    docs = await ctx.store.history_page(rt=rt, rid=rid, since=since, before=before, count=count + 1)
+    hidden = _history_filter(ctx, req, rt) if req.policy.restricted else None
+    if rid is not None and hidden is not None:
+        assert rt is not None
+        # An instance's history shows only while its current version is visible.
+        await ctx.store.read(rt, rid, visible=req.policy.type_filter(rt) or None)
+    docs = await ctx.store.history_page(
+        rt=rt, rid=rid, since=since, before=before, count=count + 1, visible=hidden
+    )
     if rid is not None and not docs and before is None:
         assert rt is not None
         await ctx.store.read(rt, rid)  # raises 404 for an id that never existed
     more = len(docs) > count
     docs = docs[:count]
-    total = await ctx.store.history_total(rt=rt, rid=rid, since=since)
+    total = await ctx.store.history_total(rt=rt, rid=rid, since=since, visible=hidden)
     path = "/".join(p for p in (rt, rid) if p)
     base = f"{ctx.base_url}/{path}/_history" if path else f"{ctx.base_url}/_history"
     keep = [(k, v) for k, v in req.params if k in ("_since", "_count")]

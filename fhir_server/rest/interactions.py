@@ -13,7 +13,7 @@ from typing import Any
 import jsonpatch
 
 from fhir_server.context import ServerContext
-from fhir_server.errors import BadRequest, NotFound, PreconditionFailed, Unprocessable
+from fhir_server.errors import BadRequest, Forbidden, NotFound, PreconditionFailed, Unprocessable
 from fhir_server.rest import searching
 from fhir_server.rest.headers import parse_if_match, version_headers
 from fhir_server.rest.messages import FhirRequest, FhirResponse
@@ -54,20 +54,41 @@ def body_resource(req: FhirRequest, rt: str) -> Doc:
     return body
 
 
+def visible(req: FhirRequest, rt: str) -> Doc | None:
+    """The policy's filter for reads of `rt`, or None when nothing is hidden."""
+    return req.policy.type_filter(rt) or None
+
+
 async def read(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> FhirResponse:
-    v = await ctx.store.read(rt, rid, session=req.session)
+    v = await ctx.store.read(rt, rid, session=req.session, visible=visible(req, rt))
     return resource_response(ctx, v)
 
 
 async def vread(ctx: ServerContext, req: FhirRequest, rt: str, rid: str, vid: str) -> FhirResponse:
+    if req.policy.restricted:
+        # Earlier versions are shown only while the current one is visible.
+        await ctx.store.read(rt, rid, session=req.session, visible=visible(req, rt))
     v = await ctx.store.vread(rt, rid, vid, session=req.session)
     return resource_response(ctx, v)
 
 
-def _validated(ctx: ServerContext, resource: Doc, req: FhirRequest | None = None) -> Doc:
-    if req is None or not req.validated:
+async def _admit(
+    ctx: ServerContext, req: FhirRequest, rt: str, rid: str | None, resource: Doc
+) -> None:
+    """Validate a resource about to be written, and check the policy allows writing it:
+    a confined token writes only into its patients' compartments, and never over a
+    resource it cannot see."""
+    if not req.validated:
         ctx.validator.validate(resource)
-    return resource
+    policy = req.policy
+    if not policy.restricted:
+        return
+    _, comps = ctx.store.indexer({**resource, "resourceType": rt, "id": rid or "new"})
+    policy.check_write(comps)
+    filt = visible(req, rt)
+    if rid is not None and filt and await ctx.store.current(rt, rid, session=req.session):
+        if not await ctx.store.resources.find_one({"_id": f"{rt}/{rid}", **filt}):
+            raise Forbidden(f"the access token may not write {rt}/{rid}")
 
 
 async def create(
@@ -81,17 +102,17 @@ async def create(
     resource = body_resource(req, rt)
     condition = req.header("if-none-exist")
     if condition:
-        matches = await searching.conditional_matches(ctx, rt, condition)
+        matches = await searching.conditional_matches(ctx, rt, condition, req)
         if len(matches) > 1:
             raise PreconditionFailed(
                 f"If-None-Exist {condition!r} matches {len(matches)} resources"
             )
         if matches:
-            v = await ctx.store.read(rt, matches[0], session=req.session)
+            v = await ctx.store.read(rt, matches[0], session=req.session, visible=visible(req, rt))
             return resource_response(ctx, v, 200)
     resource = dict(resource)
     resource.pop("id", None)
-    _validated(ctx, resource, req)
+    await _admit(ctx, req, rt, None, resource)
     result = await ctx.store.create(
         rt, resource, rid=assigned_id or req.assigned_id, session=req.session
     )
@@ -107,7 +128,7 @@ async def update(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhi
         raise BadRequest("an update body must carry the resource id", code="required", issues=[])
     if body_id != rid:
         raise BadRequest(f"the body id {body_id!r} differs from the URL id {rid!r}")
-    _validated(ctx, resource, req)
+    await _admit(ctx, req, rt, rid, resource)
     if_match = parse_if_match(req.header("if-match"))
     result = await ctx.store.update(rt, rid, resource, if_match=if_match, session=req.session)
     return _write_response(ctx, result)
@@ -122,7 +143,7 @@ async def conditional_update(ctx: ServerContext, req: FhirRequest, rt: str) -> F
     if not req.params:
         raise BadRequest("a conditional update needs search parameters in the URL")
     resource = body_resource(req, rt)
-    matches = await searching.conditional_matches(ctx, rt, req.params)
+    matches = await searching.conditional_matches(ctx, rt, req.params, req)
     if len(matches) > 1:
         raise PreconditionFailed(f"the condition matches {len(matches)} resources")
     body_id = resource.get("id")
@@ -131,17 +152,17 @@ async def conditional_update(ctx: ServerContext, req: FhirRequest, rt: str) -> F
         if body_id is not None and body_id != rid:
             raise BadRequest(f"the body id {body_id!r} differs from the matched id {rid!r}")
         resource = {**resource, "id": rid}
-        _validated(ctx, resource, req)
+        await _admit(ctx, req, rt, rid, resource)
         if_match = parse_if_match(req.header("if-match"))
         result = await ctx.store.update(rt, rid, resource, if_match=if_match, session=req.session)
         return _write_response(ctx, result)
     if body_id is not None:
         check_id(body_id)
-        _validated(ctx, resource, req)
+        await _admit(ctx, req, rt, body_id, resource)
         result = await ctx.store.update(rt, body_id, resource, session=req.session)
         return _write_response(ctx, result)
     resource = dict(resource)
-    _validated(ctx, resource, req)
+    await _admit(ctx, req, rt, None, resource)
     result = await ctx.store.create(rt, resource, session=req.session)
     return _write_response(ctx, result)
 
@@ -151,7 +172,7 @@ async def patch(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhir
     ops = req.body
     if not isinstance(ops, list):
         raise BadRequest("a JSON Patch body is an array of operations", code="structure")
-    current = await ctx.store.read(rt, rid, session=req.session)
+    current = await ctx.store.read(rt, rid, session=req.session, visible=visible(req, rt))
     if_match = parse_if_match(req.header("if-match"))
     if if_match is not None and if_match != current.vid:
         raise PreconditionFailed(f"{rt}/{rid} is at version {current.vid}, not {if_match}")
@@ -178,7 +199,7 @@ async def patch(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhir
     from fhir_server.rest.body import check_tree
 
     check_tree(patched, max_depth=ctx.settings.max_json_depth)
-    _validated(ctx, patched)
+    await _admit(ctx, req, rt, rid, patched)
     result = await ctx.store.update(
         rt, rid, patched, if_match=current.vid, method="PATCH", session=req.session
     )
@@ -188,6 +209,12 @@ async def patch(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhir
 async def delete(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> FhirResponse:
     """Delete; deleting what is absent or already deleted also answers 204 (idempotent)."""
     if_match = parse_if_match(req.header("if-match"))
+    filt = visible(req, rt)
+    if filt and not await ctx.store.resources.find_one(
+        {"_id": f"{rt}/{rid}", **filt}, session=req.session
+    ):
+        # Hidden answers as missing: deleting what is not there is a 204 no-op.
+        return FhirResponse(status=204)
     tomb = await ctx.store.delete(rt, rid, if_match=if_match, session=req.session)
     headers = {"ETag": tomb.etag} if tomb else {}
     return FhirResponse(status=204, headers=headers)
@@ -197,7 +224,7 @@ async def conditional_delete(ctx: ServerContext, req: FhirRequest, rt: str) -> F
     """DELETE [type]?[search], single-match flavour: https://hl7.org/fhir/R4/http.html#3.1.0.7.1"""
     if not req.params:
         raise BadRequest("a conditional delete needs search parameters in the URL")
-    matches = await searching.conditional_matches(ctx, rt, req.params)
+    matches = await searching.conditional_matches(ctx, rt, req.params, req)
     if len(matches) > 1:
         raise PreconditionFailed(
             f"the condition matches {len(matches)} resources; this server deletes one at a time"

@@ -12,6 +12,8 @@ from typing import Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from fhir_server.access.policy import OPEN, AccessPolicy
+
 Doc = dict[str, Any]
 
 
@@ -32,6 +34,8 @@ class FhirRequest:
     assigned_id: str | None = None
     # True once the body passed validation (a transaction validates before it writes).
     validated: bool = False
+    # What the request's access token lets it see and do.
+    policy: AccessPolicy = OPEN
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

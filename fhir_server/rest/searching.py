@@ -17,12 +17,20 @@ from fhir_server.search.parse import parse_search
 
 
 async def conditional_matches(
-    ctx: ServerContext, rt: str, condition: str | list[tuple[str, str]]
+    ctx: ServerContext,
+    rt: str,
+    condition: str | list[tuple[str, str]],
+    req: FhirRequest | None = None,
 ) -> list[str]:
-    """Ids of the (at most two) resources a conditional interaction's criteria match."""
+    """Ids of the (at most two) resources a conditional interaction's criteria match,
+    among those the request may see."""
     query = condition if isinstance(condition, str) else urlencode(condition)
     query = query.split("?", 1)[1] if "?" in query else query
-    matches = await find_matches(ctx.store.db, ctx.registry, rt, query, limit=2)
+    policy = req.policy if req is not None else None
+    type_filter = policy.type_filter if policy is not None and policy.restricted else None
+    matches = await find_matches(
+        ctx.store.db, ctx.registry, rt, query, limit=2, type_filter=type_filter
+    )
     return [m["id"] for m in matches]
 
 
@@ -43,6 +51,7 @@ async def search(
         ctx.registry,
         parsed,
         compartment=compartment,
+        type_filter=req.policy.type_filter if req.policy.restricted else None,
         max_time_ms=ctx.settings.query_max_time_ms,
     )
     base = ctx.base_url

@@ -158,6 +158,10 @@ class _Run:
             parts.append({"rt": {"$in": list(req.types)}})
         if compartment:
             parts.append({"comp": compartment})
+        if self.type_filter is not None:
+            # The access policy narrows the main query too; "*" is its filter for a
+            # search across types.
+            parts.append(self.type_filter(req.resource_type or "*"))
         for c in req.criteria:
             parts.append(await self.criterion(req.resource_type, c))
         return all_of(parts)
@@ -318,8 +322,20 @@ async def count(
     return await run.count(await run.base_filter(req, compartment))
 
 
+async def criteria_filter(db: Any, registry: Registry, req: SearchRequest) -> dict[str, Any]:
+    """The MongoDB filter of `req`'s criteria alone (for access policies and scope filters:
+    a policy rule is a search, built by the same parser and query builder)."""
+    run = _Run(db, registry, 5000, None, await uses_elem_match(db))
+    return await run.base_filter(req, None)
+
+
 async def find_matches(
-    db: Any, registry: Registry, resource_type: str, query_string: str, limit: int = 2
+    db: Any,
+    registry: Registry,
+    resource_type: str,
+    query_string: str,
+    limit: int = 2,
+    type_filter: TypeFilter | None = None,
 ) -> list[dict[str, Any]]:
     """Resources matching a conditional-interaction query (`identifier=http://x|123&active=true`),
     parsed strictly (https://hl7.org/fhir/R4/http.html#cond-update). At most `limit` returned:
@@ -328,5 +344,7 @@ async def find_matches(
     if not params:
         raise BadRequest("A conditional interaction needs search parameters")
     req = parse_search(resource_type, params, registry, strict=True)
-    page = await run_search(db, registry, replace(req, count=limit, total="none"))
+    page = await run_search(
+        db, registry, replace(req, count=limit, total="none"), type_filter=type_filter
+    )
     return page.resources

@@ -140,8 +140,23 @@ class ResourceStore:
         return await self.resources.find_one({"_id": f"{rt}/{rid}"}, session=session)
 
     async def read(
-        self, rt: str, rid: str, *, session: AsyncClientSession | None = None
+        self,
+        rt: str,
+        rid: str,
+        *,
+        session: AsyncClientSession | None = None,
+        visible: Doc | None = None,
     ) -> Version:
+        """The current version; `visible` is the access policy's filter for this type.
+
+        A resource the policy hides answers exactly as a missing one (404, never 410).
+        """
+        if visible:
+            doc = await self.resources.find_one({"_id": f"{rt}/{rid}", **visible},
+                                                session=session)
+            if doc is None:
+                raise NotFound(f"{rt}/{rid} is not known")
+            return Version.from_doc(doc)
         doc = await self.current(rt, rid, session=session)
         if doc is not None:
             return Version.from_doc(doc)
@@ -356,13 +371,14 @@ class ResourceStore:
         since: datetime | None = None,
         before: tuple[datetime, str, int] | None = None,
         count: int = 50,
+        visible: Doc | None = None,
     ) -> list[Doc]:
         """Versions newest first; `before` is the keyset cursor (lu, _id, vid) of the last page.
 
         An instance's history is ordered by version number (several versions can share a
         millisecond); type and system history by lastUpdated, then `_id`.
         """
-        query: Doc = {}
+        query: Doc = dict(visible or {})
         if rt is not None:
             query["rt"] = rt
         if since is not None:
@@ -383,9 +399,14 @@ class ResourceStore:
         return [d async for d in cursor]
 
     async def history_total(
-        self, *, rt: str | None = None, rid: str | None = None, since: datetime | None = None
+        self,
+        *,
+        rt: str | None = None,
+        rid: str | None = None,
+        since: datetime | None = None,
+        visible: Doc | None = None,
     ) -> int:
-        query: Doc = {}
+        query: Doc = dict(visible or {})
         if rt is not None:
             query["rt"] = rt
         if rid is not None:

@@ -54,6 +54,8 @@ def live_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
 
     def start(**env: str) -> LiveServer:
         env.setdefault("DATA_DIR", str(tmp_path / "data"))
+        # These tests exercise the REST core; the SMART tests cover tokens end to end.
+        env.setdefault("AUTH_REQUIRED", "0")
         server = LiveServer(env, tmp_path / f"server-{len(servers)}.log").start()
         servers.append(server)
         return server
@@ -68,4 +70,5 @@ def shared_db_env(mongo_uri: str) -> dict[str, str]:
         "MONGODB_URI": mongo_uri,
         "MONGODB_DATABASE": f"e2e_{uuid.uuid4().hex[:10]}",
         "AUTO_SEED": "0",
+        "AUTH_REQUIRED": "0",
     }

@@ -1,0 +1,178 @@
+"""Login accounts: argon2 password check, lockout, and the ``auth_events`` record.
+
+DESIGN.md, "Access policy": after ``max_failures`` failed logins the account is locked for
+``lock_days``; the answer never tells which part was wrong or whether the account exists
+(OWASP ASVS 4.0.3, V2.2.1 and V3.2; NIST SP 800-63B section 5.2.2, rate limiting). Every
+success, failure and lockout is recorded in ``auth_events``; the reason stays there and is
+never shown. Unknown usernames cost the same argon2 work as known ones.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from pymongo import ReturnDocument
+
+from smart_auth.policy import AccessPolicy
+from smart_auth.store import AuthStore, aware, later, now
+
+# The sign-in kinds a login form offers; "auto" uses the account's own kind.
+METHODS = ("auto", "dslogon", "cac", "piv")
+LEVEL_METHOD = {
+    "dslogon-basic": "dslogon",
+    "dslogon-premium": "dslogon",
+    "managed": "dslogon",
+    "cac": "cac",
+    "piv": "piv",
+}
+GENERIC_FAILURE = "The username or password is incorrect, or the account cannot sign in now."
+
+_hasher = PasswordHasher()
+_DUMMY_HASH = _hasher.hash("not-a-password: equalises timing for unknown accounts")
+
+
+@dataclass(frozen=True)
+class Account:
+    username: str
+    level: str  # dslogon-basic | dslogon-premium | managed | cac | piv
+    fhir_user: str
+    acts_for: tuple[str, ...]
+    name: str
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Account:
+        return cls(
+            username=doc["_id"],
+            level=doc["login"],
+            fhir_user=doc["fhirUser"],
+            acts_for=tuple(doc.get("acts_for", [])),
+            name=doc.get("name", doc["_id"]),
+        )
+
+
+class LoginFailed(Exception):
+    """Any failed login; the message is the same whatever went wrong."""
+
+    def __init__(self) -> None:
+        super().__init__(GENERIC_FAILURE)
+
+
+def normalise(username: str) -> str:
+    return username.strip().lower()[:256]
+
+
+def create_account(
+    store: AuthStore,
+    *,
+    username: str,
+    password: str,
+    level: str,
+    fhir_user: str,
+    acts_for: list[str] | tuple[str, ...] = (),
+    name: str = "",
+    replace_password: bool = False,
+) -> None:
+    """Create an account, or update its profile (the password only when asked)."""
+    if level not in LEVEL_METHOD:
+        raise ValueError(f"unknown login level {level!r}")
+    key = normalise(username)
+    profile = {
+        "login": level,
+        "fhirUser": fhir_user,
+        "acts_for": list(acts_for),
+        "name": name or key,
+    }
+    update: dict[str, Any] = {"$set": profile, "$setOnInsert": {"failures": 0, "created": now()}}
+    if replace_password:
+        update["$set"] = {**profile, "password_hash": _hasher.hash(password)}
+    elif store.users.find_one({"_id": key}, projection={"_id": 1}) is None:
+        update["$setOnInsert"]["password_hash"] = _hasher.hash(password)
+    store.users.update_one({"_id": key}, update, upsert=True)
+
+
+def seed_accounts(store: AuthStore, path: Path, *, production: bool) -> int:
+    """Create the development logins of ``seed_data/logins.json``; refused in production."""
+    if production:
+        raise RuntimeError("refusing to create the development logins in production mode")
+    logins = json.loads(path.read_text(encoding="utf-8"))["logins"]
+    for entry in logins:
+        create_account(
+            store,
+            username=entry["username"],
+            password=entry["password"],
+            level=entry["login"],
+            fhir_user=entry["fhirUser"],
+            acts_for=entry.get("acts_for", []),
+            name=entry.get("name", ""),
+        )
+    return len(logins)
+
+
+def record_event(store: AuthStore, outcome: str, **fields: Any) -> None:
+    """One row per login success, failure or lockout (turned into AuditEvents later)."""
+    store.events.insert_one({"at": now(), "type": "login", "outcome": outcome, **fields})
+
+
+def authenticate(
+    store: AuthStore,
+    policy: AccessPolicy,
+    username: str,
+    password: str,
+    *,
+    method: str = "auto",
+    context: dict[str, Any] | None = None,
+) -> Account:
+    """Check a username and password; raise :class:`LoginFailed` on any failure."""
+    key = normalise(username)
+    ctx = {"username": key, "method": method, **(context or {})}
+    doc = store.users.find_one({"_id": key}) if key else None
+    if doc is None:
+        _verify(_DUMMY_HASH, password)
+        record_event(store, "failure", account=False, reason="unknown-user", **ctx)
+        raise LoginFailed()
+    locked_until = doc.get("locked_until")
+    if locked_until is not None and aware(locked_until) > now():
+        _verify(doc.get("password_hash", _DUMMY_HASH), password)
+        record_event(store, "failure", account=True, reason="locked", **ctx)
+        raise LoginFailed()
+    password_ok = _verify(doc.get("password_hash", _DUMMY_HASH), password)
+    own_method = LEVEL_METHOD.get(doc["login"])
+    method_ok = method in ("auto", own_method)
+    if password_ok and method_ok:
+        store.users.update_one(
+            {"_id": key},
+            {"$set": {"failures": 0, "last_login": now()}, "$unset": {"locked_until": ""}},
+        )
+        account = Account.from_doc(doc)
+        record_event(
+            store, "success", account=True, level=account.level, fhirUser=account.fhir_user, **ctx
+        )
+        return account
+    reason = "bad-password" if not password_ok else "wrong-method"
+    updated = store.users.find_one_and_update(
+        {"_id": key}, {"$inc": {"failures": 1}}, return_document=ReturnDocument.AFTER
+    )
+    record_event(store, "failure", account=True, reason=reason, **ctx)
+    if updated is not None and updated.get("failures", 0) >= policy.lockout.max_failures:
+        until = later(policy.lockout.lock_seconds)
+        store.users.update_one({"_id": key}, {"$set": {"locked_until": until, "failures": 0}})
+        record_event(store, "lockout", account=True, locked_until=until, **ctx)
+    raise LoginFailed()
+
+
+def find_by_certificate(store: AuthStore, subject: str) -> Account | None:
+    """The CAC or PIV account whose registered certificate subject matches."""
+    doc = store.users.find_one({"cert_subjects": subject, "login": {"$in": ["cac", "piv"]}})
+    return Account.from_doc(doc) if doc else None
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return bool(_hasher.verify(password_hash, password))
+    except (VerificationError, InvalidHashError):
+        return False

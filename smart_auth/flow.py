@@ -1,0 +1,336 @@
+"""The interactive part of the authorization code flow: authorize -> login -> consent.
+
+SMART App Launch 2.2, "Obtain authorization code": the request is validated first (client,
+exact redirect URI, PKCE, ``aud``, ``state``, ``launch``); a request whose client or
+redirect URI is bad gets an error page and never a redirect (RFC 6749 section 4.1.2.1).
+The pending request lives in MongoDB under a random id, bound to the browser by a cookie
+(its hash is stored), so any server process can continue it and a forged form post from
+another site finds nothing (login CSRF, RFC 6749 section 10.12).
+
+The consent offer is the requested scope cut down by the client's registration, then by
+the login level's ceiling (``profiles/access/login_levels.json``); the user may untick
+resource types and offline access, and chooses the patient among those they may act for.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from authlib.oauth2.rfc6749 import OAuth2Error
+
+from smart_auth import accounts
+from smart_auth import scopes as sc
+from smart_auth.models import GrantSubject
+from smart_auth.oauth import OAuthResponse, SmartRequest
+from smart_auth.store import digest, expired, later, now
+
+if TYPE_CHECKING:
+    from smart_auth.server import AuthServer
+
+ID_RE = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+REFRESH_WORDS = ("offline_access", "online_access")
+EXPIRED = "This sign-in request has expired or was already used. Return to the app and start again."
+
+
+@dataclass
+class LoginView:
+    tx: str
+    client_name: str
+    error: str | None = None
+    card_simulation: bool = True
+    card_certificate: bool = False
+
+
+@dataclass
+class ConsentView:
+    tx: str
+    client_name: str
+    user_name: str
+    level_label: str
+    resource_scopes: list[str]
+    identity: list[str]
+    refresh: str | None  # offline_access | online_access | None
+    patients: list[str]
+    patient_names: dict[str, str]
+    patient_free_text: bool
+    withheld: list[str]
+
+
+@dataclass
+class FlowResult:
+    kind: str  # login | consent | error | redirect
+    view: LoginView | ConsentView | None = None
+    location: str | None = None
+    message: str = ""
+    status: int = 200
+    new_cookie: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _error(message: str, status: int = 400) -> FlowResult:
+    return FlowResult("error", message=message, status=status)
+
+
+def _from_oauth_error(error: OAuth2Error) -> FlowResult:
+    if error.redirect_uri:
+        status, _, headers = error()
+        response = OAuthResponse(status, "", headers)
+        return FlowResult("redirect", location=response.location, status=302)
+    return _error(error.description or error.error or "invalid request")
+
+
+def start(server: AuthServer, req: SmartRequest, cookie_secret: str | None) -> FlowResult:
+    """Validate an authorization request and open a pending login."""
+    try:
+        grant = server.oauth.get_consent_grant(req)
+    except OAuth2Error as error:
+        return _from_oauth_error(error)
+    data = req.payload.data
+    launch = server.launches.find(data["launch"]) if data.get("launch") else None
+    secret = cookie_secret or secrets.token_urlsafe(32)
+    tx = secrets.token_urlsafe(24)
+    client = req.client
+    server.store.requests.insert_one(
+        {
+            "_id": tx,
+            "csrf": digest(secret),
+            "method": req.method,
+            "params": [[k, v] for k, values in req.payload.datalist.items() for v in values],
+            "client_id": client.client_id,
+            "client_name": client.name,
+            "redirect_uri": grant.redirect_uri,
+            "requested_scope": req.scope or "",
+            "launch": None
+            if launch is None
+            else {
+                "patient": launch.patient,
+                "encounter": launch.encounter,
+                "need_patient_banner": launch.need_patient_banner,
+            },
+            "expires_at": later(server.config.login_request_lifetime_s),
+        }
+    )
+    return FlowResult(
+        "login",
+        LoginView(
+            tx,
+            client.name,
+            card_simulation=not server.config.production,
+            card_certificate=bool(server.config.client_cert_header),
+        ),
+        new_cookie=None if cookie_secret else secret,
+    )
+
+
+def _pending(server: AuthServer, tx: str, secret: str | None) -> dict[str, Any] | None:
+    if not tx or not secret:
+        return None
+    doc = server.store.requests.find_one({"_id": tx, "csrf": digest(secret)})
+    return None if expired(doc) else doc
+
+
+def login(
+    server: AuthServer,
+    tx: str,
+    secret: str | None,
+    username: str,
+    password: str,
+    method: str,
+    context: dict[str, Any],
+) -> FlowResult:
+    doc = _pending(server, tx, secret)
+    if doc is None:
+        return _error(EXPIRED)
+    if method not in accounts.METHODS:
+        method = "auto"
+    ctx = {**context, "client_id": doc["client_id"]}
+    try:
+        account = accounts.authenticate(
+            server.store, server.policy, username, password, method=method, context=ctx
+        )
+    except accounts.LoginFailed as failed:
+        return FlowResult("login", LoginView(tx, doc["client_name"], str(failed)), status=401)
+    return _offer(server, doc, account)
+
+
+def _offer(server: AuthServer, doc: dict[str, Any], account: accounts.Account) -> FlowResult:
+    level = server.policy.level(account.level)
+    words = sc.split(doc["requested_scope"])
+    requested = [s for s in sc.parse_scopes(words) if s.context != "system"]
+    capped = level.cap(requested)
+    withheld = [str(s) for s in requested if not any(sc.covers(c, s) for c in capped)]
+    identity = [w for w in words if _is_identity(w)]
+    refresh = next((w for w in REFRESH_WORDS if w in words), None)
+    needs_patient = "launch/patient" in words or any(s.context == "patient" for s in capped)
+    launch = doc.get("launch")
+    choices: list[str] = []
+    free_text = False
+    if launch and launch.get("patient"):
+        ref = f"Patient/{launch['patient']}"
+        allowed = level.patient_choices(account.fhir_user, account.acts_for)
+        if account.fhir_user.startswith("Patient/") and ref not in allowed:
+            return _error("You may not open this app for the patient chosen by the EHR.", 403)
+        choices = [ref]
+    elif needs_patient:
+        choices = level.patient_choices(account.fhir_user, account.acts_for)
+        free_text = not choices and account.fhir_user.startswith("Practitioner/")
+        if not choices and not free_text:
+            return _error("There is no patient record you may open with this app.", 403)
+    resource_scopes = [str(s) for s in capped]
+    offer: dict[str, Any] = {
+        "account": {
+            "username": account.username,
+            "level": account.level,
+            "fhir_user": account.fhir_user,
+            "acts_for": list(account.acts_for),
+            "name": account.name,
+        },
+        "auth_time": int(now().timestamp()),
+        "resource_scopes": resource_scopes,
+        "identity": identity,
+        "refresh": refresh,
+        "patients": choices,
+        "patient_free_text": free_text,
+    }
+    server.store.requests.update_one({"_id": doc["_id"]}, {"$set": {"offer": offer}})
+    view = ConsentView(
+        tx=doc["_id"],
+        client_name=doc["client_name"],
+        user_name=account.name,
+        level_label=level.label,
+        resource_scopes=resource_scopes,
+        identity=identity,
+        refresh=refresh,
+        patients=choices,
+        patient_names=server.patient_names(choices),
+        patient_free_text=free_text,
+        withheld=withheld,
+    )
+    return FlowResult("consent", view)
+
+
+def _is_identity(word: str) -> bool:
+    """``openid``, ``fhirUser``, ``launch/patient``...: granted with the rest, not ticked."""
+    if word in REFRESH_WORDS:
+        return False
+    try:
+        return sc.parse_scope(word) is None
+    except sc.InvalidScope:
+        return False
+
+
+def consent(
+    server: AuthServer,
+    tx: str,
+    secret: str | None,
+    *,
+    deny: bool,
+    chosen_scopes: list[str],
+    patient: str | None,
+) -> FlowResult:
+    if not tx or not secret:
+        return _error(EXPIRED)
+    # Claimed atomically: a double submit or a second process finds nothing.
+    doc = server.store.requests.find_one_and_delete(
+        {"_id": tx, "csrf": digest(secret), "offer": {"$exists": True}}
+    )
+    if doc is None or expired(doc):
+        return _error(EXPIRED)
+    req = _rebuild(server, doc)
+    state = req.payload.data.get("state")
+    if deny:
+        return _deny(doc["redirect_uri"], state)
+    offer = doc["offer"]
+    chosen = set(chosen_scopes)
+    granted = [s for s in offer["resource_scopes"] if s in chosen]
+    words = list(offer["identity"]) + granted
+    if offer["refresh"] and offer["refresh"] in chosen:
+        words.append(offer["refresh"])
+    patient_ok, patient_ref = _patient(offer, patient)
+    if not patient_ok:
+        return _error("Choose one of the listed patients.")
+    launch = doc.get("launch") or {}
+    account = offer["account"]
+    scope = " ".join(dict.fromkeys(words))
+    subject = GrantSubject(
+        username=account["username"],
+        fhir_user=account["fhir_user"],
+        level=account["level"],
+        acts_for=tuple(account["acts_for"]),
+        patient=patient_ref.removeprefix("Patient/") if patient_ref else None,
+        encounter=launch.get("encounter"),
+        need_patient_banner=bool(launch.get("need_patient_banner", True)) if launch else True,
+        auth_time=offer["auth_time"],
+        nonce=req.payload.data.get("nonce"),
+        grant_id=server.new_grant(doc["client_id"], account["username"], scope),
+    )
+    req.granted_scope = scope
+    try:
+        grant = server.oauth.get_consent_grant(req)
+    except OAuth2Error as error:
+        return _from_oauth_error(error)
+    response: OAuthResponse = server.oauth.create_authorization_response(
+        req, grant_user=subject, grant=grant
+    )
+    return FlowResult("redirect", location=response.location, status=302)
+
+
+def _patient(offer: dict[str, Any], chosen: str | None) -> tuple[bool, str | None]:
+    """(valid, the chosen ``Patient/<id>`` or None when no patient context is needed)."""
+    patients: list[str] = offer["patients"]
+    if offer["patient_free_text"]:
+        value = (chosen or "").strip().removeprefix("Patient/")
+        return (True, f"Patient/{value}") if ID_RE.fullmatch(value) else (False, None)
+    if not patients:
+        return True, None
+    if chosen is None:  # the first choice is preselected: the user themself
+        return True, patients[0]
+    return (True, chosen) if chosen in patients else (False, None)
+
+
+def _deny(redirect_uri: str, state: str | None) -> FlowResult:
+    from authlib.common.urls import add_params_to_uri
+
+    params = [("error", "access_denied"), ("error_description", "The user denied access.")]
+    if state:
+        params.append(("state", state))
+    return FlowResult("redirect", location=add_params_to_uri(redirect_uri, params), status=302)
+
+
+def _rebuild(server: AuthServer, doc: dict[str, Any]) -> SmartRequest:
+    pairs = [(k, v) for k, v in doc["params"]]
+    uri = server.config.url("/auth/authorize")
+    if doc["method"] == "POST":
+        return SmartRequest("POST", uri, {}, form=pairs)
+    return SmartRequest("GET", uri, {}, query=pairs)
+
+
+def card_login(
+    server: AuthServer, tx: str, secret: str | None, subject: str | None, context: dict[str, Any]
+) -> FlowResult:
+    """Production CAC/PIV: the proxy-verified certificate subject names the account."""
+    doc = _pending(server, tx, secret)
+    if doc is None:
+        return _error(EXPIRED)
+    ctx = {**context, "client_id": doc["client_id"], "method": "certificate"}
+    account = accounts.find_by_certificate(server.store, subject) if subject else None
+    if account is None:
+        accounts.record_event(
+            server.store, "failure", account=False, reason="certificate", subject=subject, **ctx
+        )
+        return FlowResult(
+            "login", LoginView(tx, doc["client_name"], accounts.GENERIC_FAILURE), status=401
+        )
+    accounts.record_event(
+        server.store,
+        "success",
+        account=True,
+        username=account.username,
+        level=account.level,
+        fhirUser=account.fhir_user,
+        **ctx,
+    )
+    return _offer(server, doc, account)

@@ -1,0 +1,236 @@
+"""The authorization server: MongoDB state, signing keys, policy and authlib, wired once.
+
+One :class:`AuthServer` per app process, created by :func:`smart_auth.install`. It opens
+its synchronous MongoDB client lazily (the embedded database's URI is only known after the
+app's lifespan started it) and every method that touches MongoDB is synchronous: routes
+call them through ``anyio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from fhir_server.config import Settings
+from smart_auth import accounts, clients
+from smart_auth.config import SEED_DIR, AuthConfig
+from smart_auth.grants import AuthorizationCodeGrant, ClientCredentialsGrant, RefreshTokenGrant
+from smart_auth.keys import SigningKeys
+from smart_auth.launch import Launches
+from smart_auth.models import AuthContext, GrantSubject
+from smart_auth.oauth import SmartAuthorizationServerBase
+from smart_auth.oidc import id_token
+from smart_auth.policy import AccessPolicy
+from smart_auth.rfc7009 import RevocationEndpoint
+from smart_auth.rfc7523 import JwksFetcher, PrivateKeyJWT
+from smart_auth.rfc7636 import S256CodeChallenge
+from smart_auth.rfc7662 import IntrospectionEndpoint
+from smart_auth.rfc9068 import issue_access_token, verify
+from smart_auth.scopes import split
+from smart_auth.store import AuthStore, digest, later, now
+
+log = logging.getLogger("smart_auth")
+
+
+class _OAuth(SmartAuthorizationServerBase):
+    """authlib's server with our client lookup and token generator."""
+
+    def __init__(self, smart: AuthServer) -> None:
+        super().__init__()
+        self.smart = smart
+
+    def query_client(self, client_id: str) -> clients.SmartClient | None:
+        return clients.load_client(self.smart.store, client_id)
+
+    def save_token(self, token: dict[str, Any], request: Any) -> None:
+        # Tokens are recorded as they are generated (rfc9068.issue_access_token and
+        # AuthServer.generate_token), so a token never exists without its record.
+        return None
+
+
+class AuthServer:
+    def __init__(
+        self,
+        settings: Settings,
+        config: AuthConfig | None = None,
+        *,
+        jwks_fetcher: JwksFetcher | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = config or AuthConfig.from_settings(settings)
+        self.policy = AccessPolicy.load(
+            self.config.policy_dir,
+            max_failures=self.config.max_failures,
+            lock_days=self.config.lock_days,
+        )
+        self._jwks_fetcher = jwks_fetcher
+        self._lock = threading.Lock()
+        self._store: AuthStore | None = None
+        self._keys: SigningKeys | None = None
+        self.oauth = _OAuth(self)
+        # Optional: maps ["Patient/<id>", ...] to display names (e.g. from the FHIR store).
+        self.patient_name_resolver: Callable[[list[str]], dict[str, str]] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self._store is not None
+
+    def start(self, mongo_uri: str) -> None:
+        """Open the database, create indexes, load (or create) signing keys. Idempotent."""
+        with self._lock:
+            if self._store is not None:
+                return
+            store = AuthStore(mongo_uri, self.config.database)
+            store.ensure_indexes()
+            keys = SigningKeys(store, self.config.retired_key_keep_s)
+            keys.bootstrap()
+            self._keys = keys
+            self.launches = Launches(store)
+            self._register(store)
+            self._store = store
+        if self.settings.auto_seed and not self.config.production:
+            try:
+                self.seed_development()
+            except Exception:  # the FHIR server stays useful without the dev logins
+                log.exception("creating the development logins and clients failed")
+
+    def _register(self, store: AuthStore) -> None:
+        oauth = self.oauth
+        oauth.register_client_auth_method(
+            "private_key_jwt", PrivateKeyJWT(store, self.config, self._jwks_fetcher)
+        )
+        oauth.register_token_generator("default", self.generate_token)
+        oauth.register_grant(AuthorizationCodeGrant, [S256CodeChallenge()])
+        oauth.register_grant(RefreshTokenGrant)
+        oauth.register_grant(ClientCredentialsGrant)
+        oauth.register_endpoint(RevocationEndpoint)
+        oauth.register_endpoint(IntrospectionEndpoint)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+    @property
+    def store(self) -> AuthStore:
+        if self._store is None:
+            raise RuntimeError("the authorization server has not started")
+        return self._store
+
+    @property
+    def keys(self) -> SigningKeys:
+        if self._keys is None:
+            raise RuntimeError("the authorization server has not started")
+        return self._keys
+
+    # -- development data ---------------------------------------------------------------
+
+    def seed_development(self) -> tuple[int, int]:
+        """Create the logins of seed_data/logins.json and the clients of clients.json."""
+        if self.config.production:
+            raise RuntimeError("refusing to create development logins and clients in production")
+        n_users = accounts.seed_accounts(
+            self.store, SEED_DIR / "logins.json", production=self.config.production
+        )
+        n_clients = clients.register_clients_file(self.store, SEED_DIR / "clients.json")
+        return n_users, n_clients
+
+    # -- tokens -------------------------------------------------------------------------
+
+    def generate_token(
+        self,
+        grant_type: str,
+        client: clients.SmartClient,
+        user: GrantSubject | None = None,
+        scope: str | None = None,
+        expires_in: int | None = None,
+        include_refresh_token: bool = True,
+    ) -> dict[str, Any]:
+        """The token response (SMART 2.2 "Response body": ``access_token token_type
+        expires_in scope`` plus ``patient``, ``encounter``, ``need_patient_banner``,
+        ``smart_style_url``, ``id_token`` and ``refresh_token`` as they apply)."""
+        cfg, words = self.config, split(scope)
+        granted = " ".join(words)
+        lifetime = expires_in or cfg.access_token_lifetime_s
+        grant_id = user.grant_id if user else self.new_grant(client.client_id, None, granted)
+        token: dict[str, Any] = {
+            "access_token": issue_access_token(
+                self.keys,
+                self.store,
+                cfg,
+                client_id=client.client_id,
+                scope=granted,
+                grant_id=grant_id,
+                subject=user,
+                lifetime_s=lifetime,
+            ),
+            "token_type": "Bearer",
+            "expires_in": lifetime,
+            "scope": granted,
+        }
+        if user is None:
+            return token
+        if user.patient:
+            token["patient"] = user.patient
+        if user.encounter:
+            token["encounter"] = user.encounter
+        token["need_patient_banner"] = user.need_patient_banner
+        token["smart_style_url"] = cfg.smart_style_url or cfg.url("/auth/smart-style.json")
+        if "openid" in words:
+            token["id_token"] = id_token(self.keys, cfg, user, client.client_id, words)
+        offline = "offline_access" in words
+        if include_refresh_token and (offline or "online_access" in words):
+            refresh = secrets.token_urlsafe(32)
+            life = cfg.offline_refresh_lifetime_s if offline else cfg.online_refresh_lifetime_s
+            self.store.refresh.insert_one(
+                {
+                    "_id": digest(refresh),
+                    "grant_id": grant_id,
+                    "client_id": client.client_id,
+                    "scope": granted,
+                    "subject": user.to_doc(),
+                    "status": "active",
+                    "issued_at": now(),
+                    "expires_at": later(life),
+                }
+            )
+            token["refresh_token"] = refresh
+        return token
+
+    def new_grant(self, client_id: str, username: str | None, scope: str) -> str:
+        grant_id = secrets.token_urlsafe(18)
+        self.store.grants.insert_one(
+            {
+                "_id": grant_id,
+                "client_id": client_id,
+                "username": username,
+                "scope": scope,
+                "created": now(),
+                "revoked": False,
+            }
+        )
+        return grant_id
+
+    def verify_access_token(self, token: str) -> AuthContext:
+        """Synchronous validation; see :func:`smart_auth.verify_access_token`."""
+        return verify(self.keys, self.store, self.config, token)
+
+    def patient_names(self, refs: list[str]) -> dict[str, str]:
+        """Display names for patient choices: the resolver the app set, else account names."""
+        if self.patient_name_resolver is not None:
+            try:
+                return self.patient_name_resolver(refs)
+            except Exception:
+                log.exception("patient name resolver failed")
+        names = {ref: ref.removeprefix("Patient/") for ref in refs}
+        for doc in self.store.users.find(
+            {"fhirUser": {"$in": refs}}, projection={"fhirUser": 1, "name": 1}
+        ):
+            names[doc["fhirUser"]] = doc.get("name") or names[doc["fhirUser"]]
+        return names

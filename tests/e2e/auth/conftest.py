@@ -1,0 +1,111 @@
+"""A live authorization server (uvicorn in a thread) and a loopback redirect catcher."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import uvicorn
+
+from fhir_server.db.embedded import free_port
+from tests.conftest import make_settings
+from tests.integration.auth.conftest import build_app
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def require_browser() -> None:
+    """Skip where no browser is installed; in CI (CI=1) a missing browser is a failure."""
+    missing = []
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        missing.append("the playwright package")
+    if not shutil.which(CHROMIUM):
+        missing.append(CHROMIUM + " (apt-get install -y chromium)")
+    if missing:
+        message = "browser tests need " + " and ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@dataclass
+class Live:
+    base: str
+    app: Any
+
+
+@pytest.fixture(scope="module")
+def live_auth(mongo_uri: str) -> Iterator[Live]:
+    port = free_port()
+    settings = make_settings(mongo_uri, port=port)
+    app = build_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    auth = app.state.smart_auth
+    auth.seed_development()
+    yield Live(f"http://127.0.0.1:{port}", app)
+    server.should_exit = True
+    thread.join(timeout=10)
+    auth_store = getattr(auth, "_store", None)
+    if auth_store is None:
+        from smart_auth.store import AuthStore
+
+        auth_store = AuthStore(mongo_uri, settings.database)
+    auth_store.client.drop_database(settings.database)
+
+
+@dataclass
+class Catcher:
+    url: str
+    hits: list[dict[str, str]] = field(default_factory=list)
+
+
+@pytest.fixture
+def catcher() -> Iterator[Catcher]:
+    """The app's loopback redirect URI (RFC 8252 section 7.3): records the query string."""
+    hits: list[dict[str, str]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            if url.path == "/callback":  # not /favicon.ico
+                hits.append({k: v[0] for k, v in parse_qs(url.query).items()})
+            body = b"<!doctype html><title>Done</title><p>You can close this window.</p>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            return None
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield Catcher(f"http://127.0.0.1:{httpd.server_address[1]}/callback", hits)
+    httpd.shutdown()
+    httpd.server_close()
