@@ -79,7 +79,7 @@ def capability_statement(ctx: ServerContext) -> Doc:
         "rest": [
             {
                 "mode": "server",
-            "security": smart_auth.security_element(ctx.settings),
+                "security": smart_auth.security_element(ctx.settings),
                 "resource": [_resource(ctx, rt) for rt in sorted(ctx.known_types)],
                 "interaction": [
                     {"code": "transaction"},

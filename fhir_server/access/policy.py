@@ -54,9 +54,7 @@ class AccessPolicy:
         if self.auth is None:
             return
         if not allows(self.auth.scopes, resource_type, INTERACTION[interaction]):
-            raise Forbidden(
-                f"the access token does not grant {interaction} on {resource_type}"
-            )
+            raise Forbidden(f"the access token does not grant {interaction} on {resource_type}")
 
     def type_filter(self, resource_type: str) -> Doc:
         """The filter ANDed into every query on `resource_type` ("*": any type)."""
@@ -83,8 +81,9 @@ class AccessPolicy:
         if self.compartments is None:
             return
         if not set(compartments) & set(self.compartments):
-            raise Forbidden("the resource is outside the patient compartments this "
-                            "access token may write to")
+            raise Forbidden(
+                "the resource is outside the patient compartments this access token may write to"
+            )
 
 
 OPEN = AccessPolicy()

@@ -169,7 +169,11 @@ async def process(ctx: ServerContext, req: FhirRequest, dispatch: Dispatch) -> F
 
 
 async def _batch(
-    ctx: ServerContext, entries: list[Any], dispatch: Dispatch, want_resource: bool, policy: AccessPolicy
+    ctx: ServerContext,
+    entries: list[Any],
+    dispatch: Dispatch,
+    want_resource: bool,
+    policy: AccessPolicy,
 ) -> list[Doc]:
     out = []
     for i, entry in enumerate(entries):
@@ -231,7 +235,9 @@ async def _resolve(
         if sub.method == "POST" and len(sub.path) == 1:
             rt = sub.path[0]
             condition = sub.header("if-none-exist")
-            existing = await searching.conditional_matches(ctx, rt, condition, sub) if condition else []
+            existing = (
+                await searching.conditional_matches(ctx, rt, condition, sub) if condition else []
+            )
             if len(existing) > 1:
                 raise PreconditionFailed(f"entry {i}: ifNoneExist matches {len(existing)}")
             if existing:
@@ -263,7 +269,11 @@ async def _resolve(
 
 
 async def _transaction(
-    ctx: ServerContext, entries: list[Any], dispatch: Dispatch, want_resource: bool, policy: AccessPolicy
+    ctx: ServerContext,
+    entries: list[Any],
+    dispatch: Dispatch,
+    want_resource: bool,
+    policy: AccessPolicy,
 ) -> list[Doc]:
     reqs: list[FhirRequest] = []
     for i, entry in enumerate(entries):

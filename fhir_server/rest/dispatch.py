@@ -12,7 +12,6 @@ from fhir_server.errors import BadRequest, MethodNotAllowed, NotFound
 from fhir_server.rest import bundle, history, interactions, searching
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 
-
 # The scope interaction each method needs (https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html).
 _TYPE_LEVEL = {"GET": "search", "POST": "create", "PUT": "update", "DELETE": "delete"}
 _INSTANCE_LEVEL = {"GET": "read", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}

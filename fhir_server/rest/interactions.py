@@ -86,9 +86,11 @@ async def _admit(
     _, comps = ctx.store.indexer({**resource, "resourceType": rt, "id": rid or "new"})
     policy.check_write(comps)
     filt = visible(req, rt)
-    if rid is not None and filt and await ctx.store.current(rt, rid, session=req.session):
-        if not await ctx.store.resources.find_one({"_id": f"{rt}/{rid}", **filt}):
-            raise Forbidden(f"the access token may not write {rt}/{rid}")
+    if rid is None or not filt:
+        return
+    exists = await ctx.store.current(rt, rid, session=req.session)
+    if exists and not await ctx.store.resources.find_one({"_id": f"{rt}/{rid}", **filt}):
+        raise Forbidden(f"the access token may not write {rt}/{rid}")
 
 
 async def create(

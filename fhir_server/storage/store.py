@@ -152,8 +152,7 @@ class ResourceStore:
         A resource the policy hides answers exactly as a missing one (404, never 410).
         """
         if visible:
-            doc = await self.resources.find_one({"_id": f"{rt}/{rid}", **visible},
-                                                session=session)
+            doc = await self.resources.find_one({"_id": f"{rt}/{rid}", **visible}, session=session)
             if doc is None:
                 raise NotFound(f"{rt}/{rid} is not known")
             return Version.from_doc(doc)

@@ -37,12 +37,16 @@ class Server:
             return str(r.json()["access_token"])
 
     async def get(self, token: str, url: str, **params: str) -> httpx.Response:
-        return await self.http.get(f"/fhir/{url}", params=params,
-                                   headers={"Authorization": f"Bearer {token}"})
+        return await self.http.get(
+            f"/fhir/{url}", params=params, headers={"Authorization": f"Bearer {token}"}
+        )
 
     async def post(self, token: str, url: str, body: dict) -> httpx.Response:
-        return await self.http.post(f"/fhir/{url}", json=body, headers={
-            "Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"})
+        return await self.http.post(
+            f"/fhir/{url}",
+            json=body,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"},
+        )
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +60,17 @@ async def server(mongo_uri: str) -> AsyncIterator[Server]:
         report = await seed(app.state.ctx)
         assert report.failed == []
         await anyio.to_thread.run_sync(app.state.smart_auth.seed_development)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url=BASE) as http:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as http:
             yield Server(http)
         await app.state.ctx.store.client.drop_database(settings.database)
 
 
 def ids(bundle: dict) -> set[str]:
-    return {f"{e['resource']['resourceType']}/{e['resource']['id']}"
-            for e in bundle.get("entry", []) if e.get("search", {}).get("mode", "match") == "match"}
+    return {
+        f"{e['resource']['resourceType']}/{e['resource']['id']}"
+        for e in bundle.get("entry", [])
+        if e.get("search", {}).get("mode", "match") == "match"
+    }
 
 
 def subjects(bundle: dict) -> set[str]:
@@ -82,8 +88,7 @@ async def test_no_token_is_401_but_metadata_is_open(server: Server):
     meta = await server.http.get("/fhir/metadata")
     assert meta.status_code == 200
     security = meta.json()["rest"][0]["security"]
-    uris = [x for x in security["extension"]
-            if x["url"].endswith("StructureDefinition/oauth-uris")]
+    uris = [x for x in security["extension"] if x["url"].endswith("StructureDefinition/oauth-uris")]
     assert uris, security
 
 
@@ -105,15 +110,22 @@ async def test_patient_token_sees_only_its_patient(server: Server):
     chained = (await server.get(token, "Observation", **{"subject:Patient.family": "Ortiz"})).json()
     assert ids(chained) == set()
     history = (await server.get(token, "Observation/_history", _count="500")).json()
-    assert all(e["resource"]["subject"]["reference"] == SPONSOR
-               for e in history["entry"] if "resource" in e)
+    assert all(
+        e["resource"]["subject"]["reference"] == SPONSOR
+        for e in history["entry"]
+        if "resource" in e
+    )
     assert (await server.get(token, f"{OTHER}/_history")).status_code == 404
 
 
 async def test_patient_token_writes_only_into_its_compartment(server: Server):
     token = await server.token("sponsor", "launch/patient patient/*.cruds", patient=SPONSOR)
-    obs = {"resourceType": "Observation", "status": "final", "code": {"text": "steps"},
-           "subject": {"reference": SPONSOR}}
+    obs = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "steps"},
+        "subject": {"reference": SPONSOR},
+    }
     assert (await server.post(token, "Observation", obs)).status_code == 201
     elsewhere = {**obs, "subject": {"reference": OTHER}}
     r = await server.post(token, "Observation", elsewhere)
@@ -122,19 +134,29 @@ async def test_patient_token_writes_only_into_its_compartment(server: Server):
 
 
 async def test_type_or_interaction_not_granted_is_403(server: Server):
-    token = await server.token("sponsor", "launch/patient patient/Observation.rs",
-                               patient=SPONSOR)
+    token = await server.token("sponsor", "launch/patient patient/Observation.rs", patient=SPONSOR)
     assert (await server.get(token, "Observation")).status_code == 200
     assert (await server.get(token, SPONSOR)).status_code == 403
-    write = await server.post(token, "Observation", {
-        "resourceType": "Observation", "status": "final", "code": {"text": "x"},
-        "subject": {"reference": SPONSOR}})
+    write = await server.post(
+        token,
+        "Observation",
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "x"},
+            "subject": {"reference": SPONSOR},
+        },
+    )
     assert write.status_code == 403
     # Inside a batch each entry is checked on its own.
-    batch = {"resourceType": "Bundle", "type": "batch", "entry": [
-        {"request": {"method": "GET", "url": "Observation?_count=1"}},
-        {"request": {"method": "GET", "url": SPONSOR}},
-    ]}
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {"request": {"method": "GET", "url": "Observation?_count=1"}},
+            {"request": {"method": "GET", "url": SPONSOR}},
+        ],
+    }
     out = (await server.post(token, "", batch)).json()
     assert [e["response"]["status"][:3] for e in out["entry"]] == ["200", "403"]
     # Included resources of a type not granted stay out.
@@ -143,16 +165,19 @@ async def test_type_or_interaction_not_granted_is_403(server: Server):
 
 
 async def test_query_qualified_scope_narrows_search_and_read(server: Server):
-    token = await server.token("sponsor", f"launch/patient patient/Observation.rs?category={LAB}",
-                               patient=SPONSOR)
-    full = await server.token("sponsor", "launch/patient patient/Observation.rs",
-                              patient=SPONSOR)
+    token = await server.token(
+        "sponsor", f"launch/patient patient/Observation.rs?category={LAB}", patient=SPONSOR
+    )
+    full = await server.token("sponsor", "launch/patient patient/Observation.rs", patient=SPONSOR)
     everything = (await server.get(full, "Observation", _count="200")).json()
     labs = (await server.get(token, "Observation", _count="200")).json()
     assert ids(labs) and ids(labs) < ids(everything)
     for e in labs["entry"]:
-        codes = {c.get("code") for cat in e["resource"].get("category", [])
-                 for c in cat.get("coding", [])}
+        codes = {
+            c.get("code")
+            for cat in e["resource"].get("category", [])
+            for c in cat.get("coding", [])
+        }
         assert "laboratory" in codes
     not_lab = sorted(ids(everything) - ids(labs))[0]
     assert (await server.get(full, not_lab)).status_code == 200

@@ -31,9 +31,17 @@ async def test_seed_contract_files_match_the_loaded_data(mongo_uri: str):
 
         logins = json.loads((SEED_DIR / "logins.json").read_text())
         roles = {entry["role"] for entry in logins["logins"]}
-        assert {"sponsor", "spouse", "adult-dependent-no-grant", "adult-dependent-granted",
-                "basic-user", "managed-account", "cac-user", "piv-user",
-                "practitioner"} <= roles
+        assert {
+            "sponsor",
+            "spouse",
+            "adult-dependent-no-grant",
+            "adult-dependent-granted",
+            "basic-user",
+            "managed-account",
+            "cac-user",
+            "piv-user",
+            "practitioner",
+        } <= roles
         for entry in logins["logins"]:
             for ref in [entry["fhirUser"], *entry["acts_for"]]:
                 r = await client.get(ref)
@@ -46,8 +54,11 @@ async def test_seed_contract_files_match_the_loaded_data(mongo_uri: str):
             assert (age < 12) if key == "child-under-12" else (12 <= age <= 17)
 
         clients = json.loads((SEED_DIR / "clients.json").read_text())
-        assert {c["role"] for c in clients["clients"]} >= {"public-app", "confidential-app",
-                                                           "backend-service"}
+        assert {c["role"] for c in clients["clients"]} >= {
+            "public-app",
+            "confidential-app",
+            "backend-service",
+        }
 
         # Loading twice changes nothing: no new versions anywhere.
         versions = await ctx.store.history.count_documents({})
