@@ -18,6 +18,8 @@ from pymongo import ASCENDING, IndexModel, MongoClient
 from pymongo.collection import Collection
 from pymongo.database import Database
 
+from fhir_server.db.client import client_options
+
 Doc = dict[str, Any]
 
 TTL = IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0, name="ttl")
@@ -59,16 +61,8 @@ class AuthStore:
     """Named collections of one database; opened once per process."""
 
     def __init__(self, uri: str, database: str, *, timeout_ms: int = 5000) -> None:
-        self.client: MongoClient[Doc] = MongoClient(
-            uri,
-            serverSelectionTimeoutMS=timeout_ms,
-            connectTimeoutMS=timeout_ms,
-            retryWrites=True,
-            retryReads=True,
-            w="majority",
-            tz_aware=True,
-            uuidRepresentation="standard",
-        )
+        # authlib is synchronous: this is the sync client, with the FHIR server's options.
+        self.client: MongoClient[Doc] = MongoClient(uri, **client_options(timeout_ms))
         self.db: Database[Doc] = self.client[database]
 
     def __getitem__(self, name: str) -> Collection[Doc]:

@@ -25,22 +25,26 @@ HISTORY_INDEXES = [
 ]
 
 
-def open_client(uri: str, *, timeout_ms: int = 3000) -> AsyncMongoClient[Doc]:
-    """A client whose failures surface quickly (so requests answer 503, not hang).
+def client_options(timeout_ms: int) -> dict[str, Any]:
+    """Options every client of the project uses, async (FHIR) or sync (authorization).
 
-    Retryable writes and majority write concern: every write path must survive a
-    primary step-down on a replica set (DESIGN.md, "Storage shape").
+    Failures surface quickly (requests answer 503, not hang); retryable writes and
+    majority write concern, so every write path survives a primary step-down on a replica
+    set (DESIGN.md, "Storage shape").
     """
-    return AsyncMongoClient(
-        uri,
-        serverSelectionTimeoutMS=timeout_ms,
-        connectTimeoutMS=timeout_ms,
-        retryWrites=True,
-        retryReads=True,
-        w="majority",
-        tz_aware=True,
-        uuidRepresentation="standard",
-    )
+    return {
+        "serverSelectionTimeoutMS": timeout_ms,
+        "connectTimeoutMS": timeout_ms,
+        "retryWrites": True,
+        "retryReads": True,
+        "w": "majority",
+        "tz_aware": True,
+        "uuidRepresentation": "standard",
+    }
+
+
+def open_client(uri: str, *, timeout_ms: int = 3000) -> AsyncMongoClient[Doc]:
+    return AsyncMongoClient(uri, **client_options(timeout_ms))
 
 
 def merged_indexes(extra: list[IndexModel]) -> list[IndexModel]:
