@@ -25,11 +25,27 @@ def _search_params(ctx: ServerContext, rt: str) -> list[Doc]:
         url = getattr(sp, "url", None)
         if url:
             entry["definition"] = url
-        doc = getattr(sp, "description", None)
+        doc = _documentation(sp.description, rt)
         if doc:
             entry["documentation"] = doc
         out.append(entry)
     return out
+
+
+def _documentation(description: str, rt: str) -> str:
+    """The part of an HL7 description about `rt`.
+
+    Shared parameters describe every base type in one text ("Multiple Resources: ...
+    * [Patient](patient.html): The patient's date of birth"); keep the line for `rt`.
+    """
+    text = description.strip()
+    if not text.startswith("Multiple Resources"):
+        return text
+    marker = f"[{rt}]("
+    for line in text.splitlines():
+        if marker in line and "): " in line:
+            return line.split("): ", 1)[1].strip()
+    return text
 
 
 def _resource(ctx: ServerContext, rt: str) -> Doc:

@@ -43,6 +43,8 @@ class SearchParam:
     modifiers: tuple[str, ...] = ()
     comparators: tuple[str, ...] = ()
     components: tuple[Component, ...] = ()
+    # Shown as the CapabilityStatement's searchParam.documentation.
+    description: str = ""
 
     @staticmethod
     def from_resource(sp: dict[str, Any]) -> SearchParam:
@@ -53,6 +55,7 @@ class SearchParam:
                 type=sp["type"],
                 expression=sp.get("expression", "") or "",
                 url=sp.get("url", ""),
+                description=sp.get("description", "") or "",
                 target=tuple(sp.get("target", ())),
                 modifiers=tuple(sp.get("modifier", ())),
                 comparators=tuple(sp.get("comparator", ())),

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 KEEP = ("url", "code", "base", "type", "expression", "target", "modifier", "comparator",
-        "multipleOr", "multipleAnd", "chain", "component")
+        "multipleOr", "multipleAnd", "chain", "component", "description")
 
 
 def main(pkg: Path) -> None:

@@ -245,5 +245,11 @@ async def test_metadata(client: httpx.AsyncClient):
         "search-type",
         "history-type",
     } <= codes
-    assert any(p["name"] == "birthdate" for p in types["Patient"]["searchParam"])
+    params = {p["name"]: p for p in types["Patient"]["searchParam"]}
+    assert params["birthdate"]["type"] == "date"
+    assert params["birthdate"]["documentation"] == "The patient's date of birth"
+    assert params["identifier"]["type"] == "token"
+    assert params["birthdate"]["definition"].startswith("http://hl7.org/fhir/SearchParameter/")
+    documented = [p for res in types.values() for p in res["searchParam"] if p.get("documentation")]
+    assert len(documented) > 1000
     assert {i["code"] for i in cs["rest"][0]["interaction"]} >= {"transaction", "batch"}
