@@ -6,6 +6,7 @@ No module-level clients or settings, so tests build as many apps as they like.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -108,6 +109,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.ctx = ctx
         prepare = asyncio.create_task(_prepare_database(ctx))
         app.state.ready = prepare
+        # Serve once indexes (and development seed data) are in place; if the database is
+        # slow to come up, serve anyway (503 until it answers) and finish in the background.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(prepare), timeout=60)
         try:
             yield
         finally:

@@ -91,3 +91,92 @@ def _run_sync(browser: httpx.Client, fn, *args, **kwargs):
     import asyncio
 
     return asyncio.run(fn(_SyncAdapter(browser), *args, **kwargs))
+
+
+def _wait_for_login_page(browser: httpx.Client, url: str) -> httpx.Response:
+    for _ in range(100):  # the development accounts are created at start-up
+        page = browser.get(url)
+        if page.status_code == 200 and "password" in page.text:
+            return page
+        time.sleep(0.2)
+    raise AssertionError(page.text)
+
+
+def test_ehr_launch_with_python_fhirclient(live_server, tmp_path):
+    from fhirclient.models.patient import Patient
+
+    server = live_server(DATA_DIR=str(tmp_path / "ehr"), AUTH_REQUIRED="1", AUTO_SEED="1")
+    origin = f"http://127.0.0.1:{server.port}"
+    with httpx.Client(base_url=origin, timeout=30) as browser:
+        # The development EHR records a context and opens the app's launch URL.
+        launch = browser.get(
+            "/auth/ehr-launch",
+            params={"launch_uri": "http://127.0.0.1:53999/launch", "patient": "child-liam-carter"},
+        )
+        assert launch.status_code == 302
+        params = query(launch.headers["location"])
+        assert params["iss"] == server.base
+        client = fhirclient.FHIRClient(
+            settings={
+                "app_id": PUBLIC["client_id"],
+                "api_base": params["iss"],
+                "launch_token": params["launch"],
+                "redirect_uri": "http://127.0.0.1:53999/callback",
+                "scope": "launch openid fhirUser patient/*.rs",
+            }
+        )
+        page = _wait_for_login_page(browser, client.authorize_url)
+        who = login_for("practitioner")
+        consent = submit_login_sync(browser, page.text, who["username"], who["password"])
+        assert consent.status_code == 200, consent.text
+        done = approve_sync(browser, consent.text, patient="Patient/child-liam-carter")
+        assert done.status_code == 302, done.text
+    client.handle_callback(done.headers["location"])
+    assert client.patient_id == "child-liam-carter"
+    assert Patient.read("child-liam-carter", client.server).id == "child-liam-carter"
+
+
+def test_backend_service_with_python_fhirclient(live_server, tmp_path):
+    import uuid
+
+    from fhirclient.models.patient import Patient
+    from joserfc import jwt
+    from joserfc.jwk import RSAKey
+
+    from tests.integration.auth.conftest import BACKEND
+
+    server = live_server(DATA_DIR=str(tmp_path / "backend"), AUTH_REQUIRED="1", AUTO_SEED="1")
+    key = RSAKey.import_key(BACKEND["jwk"])
+    token_url = f"http://127.0.0.1:{server.port}/auth/token"
+    now = int(time.time())
+    assertion = jwt.encode(
+        {"alg": "RS384", "typ": "JWT", "kid": key.kid},
+        {
+            "iss": BACKEND["client_id"],
+            "sub": BACKEND["client_id"],
+            "aud": token_url,
+            "exp": now + 240,
+            "jti": str(uuid.uuid4()),
+        },
+        key,
+        algorithms=["RS384"],
+    )
+    client = fhirclient.FHIRClient(
+        settings={
+            "app_id": BACKEND["client_id"],
+            "api_base": server.base,
+            "jwt_token": assertion,
+            "scope": "system/*.rs",
+        }
+    )
+    for _ in range(100):  # wait for the seeded client registration
+        try:
+            client.prepare()
+            client.server.authorize()
+            break
+        except Exception:
+            time.sleep(0.2)
+    assert client.server.auth.access_token
+    # A system token reads any patient.
+    for pid in ("sponsor-james-carter", "veteran-samuel-ortiz"):
+        assert Patient.read(pid, client.server).id == pid
