@@ -224,6 +224,16 @@ def plan(filt: dict[str, Any], secantus: bool) -> tuple[dict[str, Any], str | No
     collection scan. MongoDB gets no hint: its planner bounds `$elemMatch` tightly."""
     if not secantus or not isinstance(filt.get("rt"), str):
         return filt, None
+    if isinstance(filt.get("ix.k"), str | dict) and (
+        isinstance(filt["ix.k"], str) or "$all" in filt["ix.k"]
+    ):
+        # An equality on the key array bounds the (rt, ix.k) index to the matching keys;
+        # a range index would walk every resource of the type (bench/search.py: 75x slower).
+        has_range = any(
+            isinstance(filt.get(f), dict) and ("$regex" in filt[f] or "$elemMatch" in filt[f])
+            for f in RANGE_FIELDS
+        )
+        return filt, "rt_ix_k" if has_range else None
     groups: list[dict[str, Any]] = [filt] + [g for g in filt.get("$and", []) if isinstance(g, dict)]
     for g in groups:
         for fname in RANGE_FIELDS:

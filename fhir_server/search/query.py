@@ -50,6 +50,8 @@ def all_of(filters: list[dict[str, Any]]) -> dict[str, Any]:
     for f in filters:
         if not f:
             continue
+        if _merge_equalities(merged, f):
+            continue
         if any(k in merged or k.startswith("$") for k in f):
             rest.append(f)
         else:
@@ -57,6 +59,40 @@ def all_of(filters: list[dict[str, Any]]) -> dict[str, Any]:
     if not rest:
         return merged
     return {"$and": ([merged] if merged else []) + rest}
+
+
+def _equality_keys(cond: Any) -> list[str] | None:
+    """The key strings a condition requires all of: "k" or {"$all": [...]}; else None."""
+    if isinstance(cond, str):
+        return [cond]
+    if isinstance(cond, dict) and set(cond) == {"$all"}:
+        return list(cond["$all"])
+    return None
+
+
+def _merge_equalities(merged: dict[str, Any], f: dict[str, Any]) -> bool:
+    """Fold `f` into `merged` when its only overlap is equalities on a key array.
+
+    Two keys required of one multikey field become `{field: {"$all": [a, b]}}`: MongoDB
+    bounds the index on the first and checks the rest; SecantusDB uses the index for `$all`
+    but scans the collection for the equivalent `$and` (bench/search.py measured 18 ms
+    against 726 ms at 10k resources). Returns False, changing nothing, otherwise.
+    """
+    overlap = [k for k in f if k in merged]
+    if not overlap or any(k.startswith("$") for k in f):
+        return False
+    for k in overlap:
+        if _equality_keys(merged[k]) is None or _equality_keys(f[k]) is None:
+            return False
+    for k, cond in f.items():
+        if k in merged:
+            keys = list(
+                dict.fromkeys((_equality_keys(merged[k]) or []) + (_equality_keys(cond) or []))
+            )
+            merged[k] = keys[0] if len(keys) == 1 else {"$all": keys}
+        else:
+            merged[k] = cond
+    return True
 
 
 def keys_in(field: str, keys: list[str], negate: bool = False) -> dict[str, Any]:
