@@ -23,6 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 import smart_auth
+from fhir_server.access.audit import AuditRecord, AuditSink
+from fhir_server.access.family import load_table
 from fhir_server.access.policy import build_policy
 from fhir_server.config import Settings
 from fhir_server.context import ServerContext
@@ -92,6 +94,7 @@ async def _prepare_database(ctx: ServerContext) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
+    load_table()  # a malformed profiles/access/family.json stops the server here
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -113,10 +116,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # slow to come up, serve anyway (503 until it answers) and finish in the background.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(prepare), timeout=60)
+        # Audit only where there is someone to audit: with tokens required (docs/access.md).
+        audit = AuditSink(ctx.store) if settings.auth_required else None
+        app.state.audit = audit
+        if audit is not None:
+            audit.start()
         try:
             yield
         finally:
             prepare.cancel()
+            if audit is not None:
+                await audit.close()
             await client.close()
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
@@ -135,6 +145,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.api_route("/fhir", methods=FHIR_METHODS, include_in_schema=False)
     @app.api_route("/fhir/{path:path}", methods=FHIR_METHODS, include_in_schema=False)
     async def fhir(request: Request, path: str = "") -> Response:
+        audit: AuditSink | None = request.app.state.audit
+        parts = [p for p in path.split("/") if p]
+        if audit is None or parts == ["metadata"]:
+            return await _fhir(request, path, None)
+        record = AuditRecord(method=request.method, path=parts, query=request.url.query)
+        try:
+            response = await _fhir(request, path, record)
+            record.status = response.status_code
+            return response
+        except FhirError as exc:
+            record.status = exc.status
+            raise
+        finally:
+            await audit.record(record)
+
+    async def _fhir(request: Request, path: str, record: AuditRecord | None) -> Response:
         ctx: ServerContext = request.app.state.ctx
         try:
             freq = await to_fhir_request(request, path, ctx.settings)
@@ -143,6 +169,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 auth = await smart_auth.verify_access_token(
                     request.app, smart_auth.bearer_token(request.headers.get("authorization"))
                 )
+                if record is not None:
+                    record.fhir_user, record.client_id = auth.fhir_user, auth.client_id
+                    record.subject, record.token_id = auth.subject, auth.token_id
+                    record.patient = _audit_patient(freq.path, auth.patient)
                 freq.policy = await build_policy(ctx.store.db, ctx.registry, auth)
             resp = await dispatch(ctx, freq)
             return render(freq, resp, media)
@@ -166,6 +196,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise FhirError("internal error; the request was not completed") from None
 
     return app
+
+
+def _audit_patient(path: list[str], launch_patient: str | None) -> str | None:
+    """The patient an interaction is about, for the audit (BALP patient entity)."""
+    if len(path) >= 2 and path[0] == "Patient" and not path[1].startswith(("_", "$")):
+        return f"Patient/{path[1]}"
+    return f"Patient/{launch_patient}" if launch_patient else None
 
 
 async def to_fhir_request(request: Request, path: str, settings: Settings) -> FhirRequest:

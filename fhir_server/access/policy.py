@@ -10,13 +10,17 @@ Scopes: https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import Any
 
+from fhir_server.access.family import Band, FamilyTable, compartment_rules, load_table
+from fhir_server.access.rules import CompartmentRule, rules_admit, rules_filter
 from fhir_server.errors import Forbidden
 from fhir_server.search.execute import criteria_filter
 from fhir_server.search.parse import parse_search
-from fhir_server.search.query import any_of
+from fhir_server.search.query import any_of, criterion_filter
 from smart_auth import AuthContext, allows, query_filters
 
 Doc = dict[str, Any]
@@ -43,6 +47,8 @@ class AccessPolicy:
     compartments: tuple[str, ...] | None = None
     # Per type, the query-qualified scope restriction already built as a Mongo filter.
     scope_filters: dict[str, Doc] = field(default_factory=dict)
+    # Per compartment, what a Patient user sees there (family.py); None = `compartments` whole.
+    rules: tuple[CompartmentRule, ...] | None = None
 
     @property
     def restricted(self) -> bool:
@@ -67,7 +73,9 @@ class AccessPolicy:
             # Not granted at all: included or chained resources of this type stay out.
             return {"_id": {"$in": []}}
         parts: list[Doc] = []
-        if self.compartments is not None:
+        if self.rules is not None:
+            parts.append(rules_filter(self.rules, resource_type))
+        elif self.compartments is not None:
             parts.append({"comp": {"$in": list(self.compartments)}})
         scoped = self.scope_filters.get(resource_type)
         if scoped is not None:
@@ -76,14 +84,41 @@ class AccessPolicy:
             return {}
         return parts[0] if len(parts) == 1 else {"$and": parts}
 
-    def check_write(self, compartments: list[str]) -> None:
-        """A confined request may only write into its own patient compartments."""
+    def admits(self, resource_type: str, compartments: Iterable[str], keys: Iterable[str]) -> bool:
+        """The compartment rules evaluated in memory on one resource (its type, compartments
+        and `ix.k` keys): what `type_filter` does in the database, minus scope filters."""
+        if self.rules is not None:
+            return rules_admit(self.rules, resource_type, compartments, keys)
+        if self.compartments is not None:
+            return bool(set(compartments) & set(self.compartments))
+        return True
+
+    def check_write(
+        self,
+        compartments: list[str],
+        *,
+        resource_type: str | None = None,
+        keys: Iterable[str] = (),
+        labels_before: frozenset[tuple[str, str]] = frozenset(),
+        labels_after: frozenset[tuple[str, str]] = frozenset(),
+    ) -> None:
+        """A confined request may only write into its own patient compartments, only what it
+        could then read, and a proxy may not add, change or remove security labels."""
         if self.compartments is None:
             return
         if not set(compartments) & set(self.compartments):
             raise Forbidden(
                 "the resource is outside the patient compartments this access token may write to"
             )
+        if self.rules is None or resource_type is None:
+            return
+        if not self.admits(resource_type, compartments, keys):
+            raise Forbidden(
+                "the resource is outside the patient compartments this access token may write to"
+            )
+        by_proxy = any(r.proxy and r.compartment in compartments for r in self.rules)
+        if by_proxy and labels_before != labels_after:
+            raise Forbidden("a proxy may not add, change or remove security labels")
 
 
 OPEN = AccessPolicy()
@@ -121,4 +156,79 @@ async def build_policy(db: Any, registry: Any, auth: AuthContext) -> AccessPolic
             req = parse_search(rt, list(params), registry, strict=True)
             built.append(await criteria_filter(db, registry, req))
         scope_filters[rt] = any_of(built)
-    return AccessPolicy(auth=auth, compartments=_confinement(auth), scope_filters=scope_filters)
+    confined = _confinement(auth)
+    rules = await _rules(db, registry, auth, confined) if confined is not None else None
+    if rules is not None:
+        confined = tuple(r.compartment for r in rules)
+    return AccessPolicy(auth=auth, compartments=confined, scope_filters=scope_filters, rules=rules)
+
+
+def _keys(filt: Any) -> list[str]:
+    """The `ix.k` keys a search filter tests (equality, `$in` or `$nin`)."""
+    out: list[str] = []
+    if isinstance(filt, dict):
+        for k, v in filt.items():
+            if k == "ix.k":
+                if isinstance(v, str):
+                    out.append(v)
+                elif isinstance(v, dict):
+                    for op in ("$in", "$nin", "$eq"):
+                        val = v.get(op)
+                        out += [val] if isinstance(val, str) else list(val or [])
+            else:
+                out += _keys(v)
+    elif isinstance(filt, list):
+        for v in filt:
+            out += _keys(v)
+    return out
+
+
+def label_keys(registry: Any, table: FamilyTable) -> tuple[str, ...]:
+    """The sensitive labels as index keys, by parsing `_security:not=<sys>|<code>,...`
+    (a policy rule is a search)."""
+    value = ",".join(f"{system}|{code}" for system, code in table.labels)
+    req = parse_search(None, [("_security:not", value)], registry, strict=True)
+    return tuple(_keys(criterion_filter(req.criteria[0], resource_type=None, elem_match=True)))
+
+
+def message_keys(registry: Any, table: FamilyTable, patient: str) -> tuple[str, ...]:
+    """Keys of messages sent by or to `patient` (`sender=<patient>`, `recipient=<patient>`)."""
+    out: list[str] = []
+    for rt, params in table.message_params.items():
+        for code in params:
+            req = parse_search(rt, [(code, patient)], registry, strict=True)
+            c = req.criteria[0]
+            out += _keys(criterion_filter(c, resource_type=rt, elem_match=True))
+    return tuple(out)
+
+
+def today() -> date:
+    return datetime.now(UTC).date()
+
+
+async def _rules(
+    db: Any, registry: Any, auth: AuthContext, confined: tuple[str, ...]
+) -> tuple[CompartmentRule, ...]:
+    fhir_user = auth.fhir_user or ""
+    if not fhir_user.startswith("Patient/"):
+        # A clinician launched on a patient: that compartment whole (care-team confinement
+        # is a separate rule).
+        return tuple(CompartmentRule.of(c, "clinician", None, ()) for c in confined)
+    table = load_table()
+    labels = label_keys(registry, table)
+
+    def hidden(band: Band, patient: str) -> list[str]:
+        keys = list(labels) if band.hide_labelled else []
+        if band.hide_care_team_messages:
+            keys += message_keys(registry, table, patient)
+        return keys
+
+    return await compartment_rules(
+        db,
+        table,
+        fhir_user=fhir_user,
+        level=auth.acr,
+        compartments=confined,
+        hidden_keys=hidden,
+        today=today(),
+    )

@@ -9,9 +9,12 @@ from urllib.parse import urlencode
 
 import orjson
 
+from fhir_server.access.screen import screen
+from fhir_server.access.versions import history_filter
 from fhir_server.context import ServerContext
 from fhir_server.errors import BadRequest, Forbidden
 from fhir_server.rest.headers import http_date
+from fhir_server.rest.interactions import read_visible
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 from fhir_server.storage.store import Version, instant
 
@@ -56,15 +59,18 @@ def _entry(ctx: ServerContext, doc: Doc) -> Doc:
     return entry
 
 
-def _history_filter(ctx: ServerContext, req: FhirRequest, rt: str | None) -> dict[str, Any]:
+def _screened(ctx: ServerContext, req: FhirRequest, doc: Doc) -> bool:
+    res = doc.get("res")
+    return res is None or screen(req.policy, ctx.store.indexer, res, where="history")
+
+
+async def _history_filter(ctx: ServerContext, req: FhirRequest, rt: str | None) -> dict[str, Any]:
     """The policy as a filter on history versions, which keep compartments but no search
     entries: a query-restricted scope cannot be applied to them, so it gets no history."""
     policy = req.policy
     if policy.scope_filters and (rt is None or rt in policy.scope_filters):
         raise Forbidden("history is not available under a query-restricted scope")
-    if policy.compartments is None:
-        return {}
-    return {"comp": {"$in": list(policy.compartments)}}
+    return await history_filter(ctx.store.db, policy, rt)
 
 
 async def history(
@@ -80,11 +86,11 @@ async def history(
         raise BadRequest(f"_count {raw_count!r} is not a number")
     count = max(1, min(int(raw_count), MAX_COUNT))
     before = _decode_cursor(req.param("_cursor") or "") if req.param("_cursor") else None
-    hidden = _history_filter(ctx, req, rt) if req.policy.restricted else None
+    hidden = await _history_filter(ctx, req, rt) if req.policy.restricted else None
     if rid is not None and hidden is not None:
         assert rt is not None
         # An instance's history shows only while its current version is visible.
-        await ctx.store.read(rt, rid, visible=req.policy.type_filter(rt) or None)
+        await read_visible(ctx, req, rt, rid)
     docs = await ctx.store.history_page(
         rt=rt, rid=rid, since=since, before=before, count=count + 1, visible=hidden
     )
@@ -106,7 +112,7 @@ async def history(
         "type": "history",
         "total": total,
         "link": links,
-        "entry": [_entry(ctx, d) for d in docs],
+        "entry": [_entry(ctx, d) for d in docs if _screened(ctx, req, d)],
     }
     headers = {"Last-Modified": http_date(docs[0]["lu"])} if docs else {}
     return FhirResponse(status=200, body=bundle, headers=headers)

@@ -12,6 +12,7 @@ from typing import Any
 
 import jsonpatch
 
+from fhir_server.access.screen import admitted, screen, security_labels
 from fhir_server.context import ServerContext
 from fhir_server.errors import BadRequest, Forbidden, NotFound, PreconditionFailed, Unprocessable
 from fhir_server.rest import searching
@@ -59,16 +60,32 @@ def visible(req: FhirRequest, rt: str) -> Doc | None:
     return req.policy.type_filter(rt) or None
 
 
-async def read(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> FhirResponse:
+async def read_visible(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Version:
+    """A read is a search on `_id` under the policy, then the post-check: hidden and
+    missing answer alike."""
     v = await ctx.store.read(rt, rid, session=req.session, visible=visible(req, rt))
-    return resource_response(ctx, v)
+    if not screen(req.policy, ctx.store.indexer, v.resource, where="read"):
+        raise NotFound(f"{rt}/{rid} is not known")
+    return v
+
+
+async def read(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> FhirResponse:
+    return resource_response(ctx, await read_visible(ctx, req, rt, rid))
 
 
 async def vread(ctx: ServerContext, req: FhirRequest, rt: str, rid: str, vid: str) -> FhirResponse:
     if req.policy.restricted:
         # Earlier versions are shown only while the current one is visible.
-        await ctx.store.read(rt, rid, session=req.session, visible=visible(req, rt))
+        await read_visible(ctx, req, rt, rid)
     v = await ctx.store.vread(rt, rid, vid, session=req.session)
+    # An old version is itself checked: one labelled then (and relabelled since) stays
+    # hidden, answering as a version that does not exist.
+    if (
+        req.policy.restricted
+        and v.resource is not None
+        and not admitted(req.policy, ctx.store.indexer, v.resource)
+    ):
+        raise NotFound(f"{rt}/{rid} has no version {vid}")
     return resource_response(ctx, v)
 
 
@@ -76,17 +93,33 @@ async def _admit(
     ctx: ServerContext, req: FhirRequest, rt: str, rid: str | None, resource: Doc
 ) -> None:
     """Validate a resource about to be written, and check the policy allows writing it:
-    a confined token writes only into its patients' compartments, and never over a
-    resource it cannot see."""
+    a confined token writes only into its patients' compartments, only what it could read
+    back, never over a resource it cannot see, and a proxy never touches security labels."""
     if not req.validated:
         ctx.validator.validate(resource)
     policy = req.policy
     if not policy.restricted:
         return
-    _, comps = ctx.store.indexer({**resource, "resourceType": rt, "id": rid or "new"})
-    policy.check_write(comps)
+    ix, comps = ctx.store.indexer({**resource, "resourceType": rt, "id": rid or "new"})
     filt = visible(req, rt)
-    if rid is None or not filt:
+    before: frozenset[tuple[str, str]] = frozenset()
+    if rid is not None and policy.compartments is not None:
+        current = await ctx.store.resources.find_one(
+            {"_id": f"{rt}/{rid}", **(filt or {})}, session=req.session
+        )
+        if current is None:
+            # A patient token updates only what it can see and creates with POST: so a
+            # hidden id answers exactly as a missing one.
+            raise NotFound(f"{rt}/{rid} is not known")
+        before = security_labels(current.get("res"))
+    policy.check_write(
+        comps,
+        resource_type=rt,
+        keys=ix.get("k", ()),
+        labels_before=before,
+        labels_after=security_labels(resource),
+    )
+    if rid is None or not filt or policy.compartments is not None:
         return
     exists = await ctx.store.current(rt, rid, session=req.session)
     if exists and not await ctx.store.resources.find_one({"_id": f"{rt}/{rid}", **filt}):
@@ -110,8 +143,7 @@ async def create(
                 f"If-None-Exist {condition!r} matches {len(matches)} resources"
             )
         if matches:
-            v = await ctx.store.read(rt, matches[0], session=req.session, visible=visible(req, rt))
-            return resource_response(ctx, v, 200)
+            return resource_response(ctx, await read_visible(ctx, req, rt, matches[0]), 200)
     resource = dict(resource)
     resource.pop("id", None)
     await _admit(ctx, req, rt, None, resource)
@@ -249,7 +281,8 @@ async def validate(ctx: ServerContext, req: FhirRequest, rt: str, rid: str | Non
     if mode == "delete":
         if rid is None:
             raise BadRequest("$validate mode=delete needs an instance")
-        await ctx.store.read(rt, rid)
+        # Under the policy: a hidden resource validates exactly as a missing one.
+        await read_visible(ctx, req, rt, rid)
         return _outcome_response([])
     if not isinstance(body, dict):
         raise BadRequest("$validate needs a resource in the body", code="structure")

@@ -6,14 +6,17 @@ create/update/delete. See https://hl7.org/fhir/R4/search.html.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from urllib.parse import parse_qsl, urlencode
 
+from fhir_server.access.screen import screen
 from fhir_server.context import ServerContext
 from fhir_server.rest.headers import prefer
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 from fhir_server.search.bundle import searchset_bundle
 from fhir_server.search.execute import find_matches, run_search
 from fhir_server.search.parse import parse_search
+from fhir_server.search.summary import apply
 
 
 async def conditional_matches(
@@ -46,14 +49,28 @@ async def search(
         params += parse_qsl(req.body, keep_blank_values=True)
     params = [(k, v) for k, v in params if k not in ("_format", "_pretty")]
     parsed = parse_search(rt, params, ctx.registry, strict=_strict(req))
+    policy = req.policy
+    # Under a policy, resources come back whole, are post-checked, and only then trimmed by
+    # _summary/_elements (a trimmed resource cannot be checked).
+    trim = (
+        policy.restricted and parsed.summary != "count" and bool(parsed.summary or parsed.elements)
+    )
+    run = replace(parsed, summary=None, elements=()) if trim else parsed
     page = await run_search(
         ctx.store.db,
         ctx.registry,
-        parsed,
+        run,
         compartment=compartment,
-        type_filter=req.policy.type_filter if req.policy.restricted else None,
+        type_filter=policy.type_filter if policy.restricted else None,
         max_time_ms=ctx.settings.query_max_time_ms,
     )
+    if policy.restricted:
+        indexer = ctx.store.indexer
+        page.resources = [r for r in page.resources if screen(policy, indexer, r, where="search")]
+        page.included = [r for r in page.included if screen(policy, indexer, r, where="include")]
+    if trim:
+        page.resources = [apply(r, parsed.summary, parsed.elements) for r in page.resources]
+        page.included = [apply(r, parsed.summary, parsed.elements) for r in page.included]
     base = ctx.base_url
     if compartment:
         base = f"{base}/{compartment}"

@@ -1,0 +1,59 @@
+"""Defence in depth: every outgoing resource is checked again, in memory, against the rules.
+
+The database query is already narrowed by the same rules (`AccessPolicy.type_filter`), so
+this check should never fire; when it does, the resource is withheld and the event logged
+at ERROR level, since it means a query path escaped the narrowing (HAPI's
+AuthorizationInterceptor after SearchNarrowingInterceptor). Scope filters (query-qualified
+scopes) are enforced by the query alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fhir_server.access.policy import AccessPolicy
+
+Doc = dict[str, Any]
+Indexer = Callable[[Doc], tuple[Doc, list[str]]]
+log = logging.getLogger("fhir_server.access")
+
+
+def security_labels(resource: Any) -> frozenset[tuple[str, str]]:
+    """`meta.security` as (system, code) pairs."""
+    if not isinstance(resource, dict):
+        return frozenset()
+    meta = resource.get("meta")
+    labels = meta.get("security") if isinstance(meta, dict) else None
+    return frozenset(
+        (str(c.get("system", "")), str(c.get("code", "")))
+        for c in labels or []
+        if isinstance(c, dict)
+    )
+
+
+def admitted(policy: AccessPolicy, indexer: Indexer, resource: Doc) -> bool:
+    """The compartment rules evaluated on one resource (no logging)."""
+    if policy.compartments is None and policy.rules is None:
+        return True
+    ix, comps = indexer(resource)
+    return policy.admits(str(resource.get("resourceType")), comps, ix.get("k", ()))
+
+
+def screen(policy: AccessPolicy, indexer: Indexer, resource: Any, *, where: str) -> bool:
+    """True when `resource` may leave the server; False (and a loud log) when the
+    post-check catches what the narrowed query should have kept out."""
+    if not isinstance(resource, dict) or not policy.restricted:
+        return True
+    if admitted(policy, indexer, resource):
+        return True
+    who = policy.auth.subject if policy.auth is not None else "?"
+    log.error(
+        "access post-check fired: %s would have returned %s/%s to %s; withheld",
+        where,
+        resource.get("resourceType"),
+        resource.get("id"),
+        who,
+    )
+    return False

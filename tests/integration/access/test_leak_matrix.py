@@ -1,0 +1,396 @@
+"""The leak matrix: actors x resources x paths, expectations derived from the policy table.
+
+Every expected outcome comes from `profiles/access/family.json` (age thresholds, band types,
+labels) and the seed's declared facts (who is whose parent, ages, grants: seed_data/README.md),
+never from the server. A hidden resource must be indistinguishable from a missing one on
+every path: same status, same issue code, no count, no include, no history entry.
+https://hl7.org/fhir/R4/security.html
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from joserfc.jwk import RSAKey
+
+from fhir_server.seeding import seed
+from tests.conftest import make_settings
+from tests.integration.access.test_smart_enforcement import Server, ids
+from tests.integration.auth.conftest import BACKEND, BASE
+from tests.integration.auth.test_backend_services import assertion, request_token
+
+ROOT = Path(__file__).resolve().parents[3]
+TABLE = json.loads((ROOT / "profiles/access/family.json").read_text())
+LABELS = {(g["system"], c) for g in TABLE["sensitive_labels"] for c in g["codes"]}
+ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+CONF = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
+MESSAGE_TYPES = set(TABLE["care_team_messages"]["types"])
+
+# Declared seed facts (seed_data/README.md): ages and relationships, not read from the server.
+AGE = {"sophia": 15, "liam": 8, "daniel": 19, "emma": 20}
+PATIENT = {
+    "james": "sponsor-james-carter",
+    "maria": "spouse-maria-carter",
+    "sophia": "adolescent-sophia-carter",
+    "liam": "child-liam-carter",
+    "daniel": "dependent-daniel-carter",
+    "emma": "dependent-emma-carter",
+    "robert": "retiree-robert-alvarez",
+    "eleanor": "managed-eleanor-brooks",
+}
+# (actor role) -> (its own person, login level, {dependent: relation})
+ACTORS: dict[str, tuple[str | None, str | None, dict[str, str]]] = {
+    "sponsor": (
+        "james",
+        "dslogon-premium",
+        {"sophia": "guardian", "liam": "guardian", "daniel": "grantee", "emma": "guardian"},
+    ),
+    "spouse": ("maria", "dslogon-premium", {"sophia": "guardian", "liam": "guardian"}),
+    "adult-dependent-no-grant": ("emma", "dslogon-premium", {}),
+    "adult-dependent-granted": ("daniel", "dslogon-premium", {}),
+    "basic-user": ("robert", "dslogon-basic", {}),
+    "managed-account": (None, "managed", {"eleanor": "appointee"}),
+    "practitioner": (None, "cac", {}),
+    "backend": (None, None, {}),
+}
+BASIC_TYPES = {"Patient", "Appointment", "Immunization", "AllergyIntolerance"}
+
+
+@dataclass(frozen=True)
+class Target:
+    owner: str
+    rt: str
+    id: str
+    labelled: bool = False
+    message: bool = False
+
+    @property
+    def ref(self) -> str:
+        return f"{self.rt}/{self.id}"
+
+
+TARGETS = [
+    Target("sophia", "Observation", "obs-sophia-chlamydia-naat", labelled=True),
+    Target("sophia", "Appointment", "appt-sophia-reproductive-health", labelled=True),
+    Target("sophia", "Appointment", "appt-sophia-well-visit"),
+    Target("sophia", "Immunization", "imm-sophia-hpv"),
+    Target("sophia", "AllergyIntolerance", "allergy-sophia-dust-mite"),
+    Target("sophia", "Observation", "obs-sophia-weight"),
+    Target("sophia", "Communication", "msg-sophia-followup-1", message=True),
+    Target("sophia", "Immunization", "imm-sophia-v2-psy-probe", labelled=True),
+    Target("liam", "Observation", "obs-liam-peanut-ige"),
+    Target("liam", "Communication", "msg-liam-sports-form-2"),
+    Target("daniel", "Condition", "cond-daniel-alcohol-use", labelled=True),
+    Target("daniel", "Condition", "cond-daniel-mcl-injury"),
+    Target("emma", "Condition", "cond-emma-allergic-rhinitis"),
+    Target("robert", "Immunization", "imm-robert-flu"),
+    Target("robert", "Appointment", "appt-robert-psy-probe", labelled=True),
+    Target("eleanor", "Condition", "cond-eleanor-osteoporosis"),
+    Target("eleanor", "Immunization", "imm-eleanor-psy-probe", labelled=True),
+]
+
+
+def band_of(actor: str, owner: str) -> dict[str, Any] | None:
+    """The table's band for what `actor` sees of `owner` (None: nothing)."""
+    me, level, relations = ACTORS[actor]
+    if actor in ("backend", "practitioner"):
+        return {"types": "*", "hide_labelled": False, "hide_care_team_messages": False}
+    if owner == me:
+        return {
+            "types": "*",
+            "hide_labelled": level in TABLE["labels_hidden_from_basic_logins"],
+            "hide_care_team_messages": False,
+        }
+    relation = relations.get(owner)
+    if relation == "appointee":
+        return TABLE["bands"]["managed"]
+    if relation is None:
+        return None
+    age = AGE[owner]
+    if age >= TABLE["ages"]["adult_from"]:
+        return TABLE["bands"]["adult-granted"] if relation == "grantee" else None
+    if age >= TABLE["ages"]["restricted_from"]:
+        return TABLE["bands"]["adolescent"] if relation == "guardian" else None
+    return TABLE["bands"]["child"] if relation == "guardian" else None
+
+
+def expected_visible(actor: str, t: Target) -> bool:
+    band = band_of(actor, t.owner)
+    if band is None:
+        return False
+    if band["types"] != "*" and t.rt not in band["types"]:
+        return False
+    if t.labelled and band["hide_labelled"]:
+        return False
+    return not (t.message and band["hide_care_team_messages"] and t.rt in MESSAGE_TYPES)
+
+
+def type_granted(actor: str, rt: str) -> bool:
+    return not (actor == "basic-user" and rt not in BASIC_TYPES)
+
+
+def can_write(actor: str) -> bool:
+    return actor not in ("basic-user", "backend")
+
+
+# --- fixtures ---------------------------------------------------------------------------
+
+SENSITIVE = [
+    {"system": ACT, "code": "PSY"},
+    {"system": CONF, "code": "R"},
+]
+
+
+async def _probes(store: Any) -> None:
+    """Resources the seed lacks: a labelled record of the Basic user and of the managed
+    beneficiary, a record labelled only in its second version, and one unlabelled
+    Appointment per owner pointing at every target (for _include and chains)."""
+    await store.update(
+        "Appointment",
+        "appt-robert-psy-probe",
+        {
+            "resourceType": "Appointment",
+            "meta": {"security": SENSITIVE},
+            "status": "booked",
+            "participant": [
+                {"actor": {"reference": f"Patient/{PATIENT['robert']}"}, "status": "accepted"}
+            ],
+        },
+    )
+    imm = {
+        "resourceType": "Immunization",
+        "status": "completed",
+        "vaccineCode": {"text": "probe"},
+        "occurrenceDateTime": "2025-01-01",
+    }
+    await store.update(
+        "Immunization",
+        "imm-eleanor-psy-probe",
+        {
+            **imm,
+            "meta": {"security": SENSITIVE},
+            "patient": {"reference": "Patient/" + PATIENT["eleanor"]},
+        },
+    )
+    sophia = {**imm, "patient": {"reference": "Patient/" + PATIENT["sophia"]}}
+    await store.update("Immunization", "imm-sophia-v2-psy-probe", sophia)
+    await store.update(
+        "Immunization", "imm-sophia-v2-psy-probe", {**sophia, "meta": {"security": SENSITIVE}}
+    )
+    for owner in {t.owner for t in TARGETS}:
+        await store.update(
+            "Appointment",
+            f"probe-{owner}",
+            {
+                "resourceType": "Appointment",
+                "status": "booked",
+                "participant": [
+                    {"actor": {"reference": f"Patient/{PATIENT[owner]}"}, "status": "accepted"}
+                ],
+                "supportingInformation": [
+                    {"reference": t.ref} for t in TARGETS if t.owner == owner
+                ],
+            },
+        )
+
+
+@dataclass
+class Matrix:
+    server: Server
+    tokens: dict[str, str]
+    checks: list[int]
+
+
+@pytest.fixture(scope="module")
+async def matrix(mongo_uri: str) -> AsyncIterator[Matrix]:
+    from fhir_server.app import create_app
+
+    settings = make_settings(mongo_uri, auth_required=True)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        await app.state.ready
+        report = await seed(app.state.ctx)
+        assert report.failed == []
+        await _probes(app.state.ctx.store)
+        await anyio.to_thread.run_sync(app.state.smart_auth.seed_development)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as http:
+            server = Server(http)
+            tokens = {}
+            for actor in ACTORS:
+                if actor == "backend":
+                    key = RSAKey.import_key(BACKEND["jwk"])
+                    r = await request_token(server, assertion(key, BACKEND["client_id"], "RS384"))
+                    assert r.status_code == 200, r.text
+                    tokens[actor] = r.json()["access_token"]
+                else:
+                    tokens[actor] = await server.token(actor, "openid fhirUser user/*.cruds")
+            m = Matrix(server, tokens, [0])
+            yield m
+            print(f"\nleak matrix: {m.checks[0]} checks")
+        await app.state.ctx.store.client.drop_database(settings.database)
+
+
+# --- the matrix -------------------------------------------------------------------------
+
+
+def _same_as_missing(hidden: httpx.Response, missing: httpx.Response) -> None:
+    assert hidden.status_code == missing.status_code, (hidden.text, missing.text)
+    if hidden.status_code >= 400:
+        h, m = hidden.json(), missing.json()
+        assert [i["code"] for i in h["issue"]] == [i["code"] for i in m["issue"]]
+        text = hidden.text.lower()
+        for word in ("suppress", "hidden", "label", "consent", "restricted", "sensitive"):
+            assert word not in text, hidden.text
+
+
+def _match_ids(bundle: dict[str, Any]) -> set[str]:
+    return ids(bundle)
+
+
+def _all_ids(bundle: dict[str, Any]) -> set[str]:
+    return {
+        f"{e['resource']['resourceType']}/{e['resource']['id']}"
+        for e in bundle.get("entry", [])
+        if "resource" in e and "id" in e["resource"]
+    }
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=lambda t: t.ref)
+@pytest.mark.parametrize("actor", list(ACTORS))
+async def test_leak_matrix(matrix: Matrix, actor: str, target: Target) -> None:
+    s, token = matrix.server, matrix.tokens[actor]
+    visible = expected_visible(actor, target)
+    rt, rid, ref = target.rt, target.id, target.ref
+    owner = f"Patient/{PATIENT[target.owner]}"
+    missing_ref = f"{rt}/no-such-{rid}"
+    granted = type_granted(actor, rt)
+    failures: list[str] = []
+
+    def check(path: str, ok: bool, detail: Any = "") -> None:
+        matrix.checks[0] += 1
+        if not ok:
+            failures.append(f"{path}: {detail}")
+
+    async def get(url: str, **params: str) -> httpx.Response:
+        return await s.get(token, url, **params)
+
+    # read and vread: 200 when visible; otherwise exactly the answer for a missing id.
+    for path, suffix in (("read", ""), ("vread", "/_history/1"), ("history-instance", "/_history")):
+        r = await get(ref + suffix)
+        if visible and granted:
+            check(path, r.status_code == 200, r.text[:200])
+        else:
+            m = await get(missing_ref + suffix)
+            try:
+                _same_as_missing(r, m)
+                check(path, True)
+            except AssertionError as exc:
+                check(path, False, exc)
+    if not granted:
+        r = await get(rt)
+        check("search-type", r.status_code == 403, r.status_code)
+        assert not failures, failures
+        return
+    shown = visible
+    r = await get(rt, _count="500")
+    check(
+        "search-type",
+        r.status_code == 200 and (ref in _match_ids(r.json())) == shown,
+        r.status_code,
+    )
+    r = await get(rt, _id=rid)
+    body = r.json()
+    check(
+        "search-id",
+        (ref in _match_ids(body)) == shown and body.get("total") == int(shown),
+        body.get("total"),
+    )
+    r = await get(f"Patient/{PATIENT[target.owner]}/{rt}", _count="500")
+    check("compartment", (ref in _match_ids(r.json())) == shown, r.text[:200])
+    r = await s.http.post(
+        f"/fhir/{rt}/_search",
+        content=f"_id={rid}&_total=accurate",
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "application/x-www-form-urlencoded",
+        },
+    )
+    check("post-search", r.json().get("total") == int(shown), r.text[:200])
+    r = await get(rt, _id=rid, _summary="count")
+    check("summary-count", r.json().get("total") == int(shown), r.text[:200])
+    r = await get(rt, _id=rid, _elements="meta")
+    check("elements", (ref in _match_ids(r.json())) == shown, r.text[:200])
+    r = await get("Patient", _id=PATIENT[target.owner], _revinclude=f"{rt}:patient")
+    check("revinclude", (ref in _all_ids(r.json())) == shown, r.text[:200])
+    probe = f"probe-{target.owner}"
+    r = await get("Appointment", _id=probe, _include="Appointment:supporting-info")
+    check("include", (ref in _all_ids(r.json())) == shown, r.text[:300])
+    r = await get(
+        "Patient",
+        _id=PATIENT[target.owner],
+        _revinclude="Appointment:patient",
+        **{"_include:iterate": "Appointment:supporting-info"},
+    )
+    check("include-iterate", (ref in _all_ids(r.json())) == shown, r.text[:300])
+    r = await get("Patient", **{"_id": PATIENT[target.owner], f"_has:{rt}:patient:_id": rid})
+    check("has", (owner in _match_ids(r.json())) == shown, r.text[:300])
+    r = await get("Appointment", **{"_id": probe, f"supporting-info:{rt}._id": rid})
+    check("chain", (f"Appointment/{probe}" in _match_ids(r.json())) == shown, r.text[:300])
+    r = await get(f"{rt}/_history", _count="500")
+    check("history-type", (ref in _all_ids(r.json())) == shown, r.status_code)
+    if target.labelled:
+        labels = ",".join(f"{s_}|{c}" for s_, c in sorted(LABELS))
+        r = await get(rt, _security=labels, _id=rid)
+        check("security-search", (ref in _match_ids(r.json())) == shown, r.text[:200])
+
+    # A GET inside a transaction answers as on its own.
+    def tx(url: str) -> dict[str, Any]:
+        return {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"request": {"method": "GET", "url": url}}],
+        }
+
+    r = await s.post(token, "", tx(ref))
+    if shown:
+        check("transaction-get", r.status_code == 200, r.text[:300])
+    else:
+        # A failing GET fails the whole transaction, exactly as for a missing id.
+        m = await s.post(token, "", tx(missing_ref))
+        check("transaction-get", r.status_code == m.status_code, (r.text[:200], m.text[:200]))
+    # Conditional update guard: PUT rt?_id=<id> with the resource unchanged.
+    if can_write(actor):
+        backend = matrix.tokens["backend"]
+        current = (await s.get(backend, ref)).json()
+        put = await s.http.put(
+            f"/fhir/{rt}",
+            params={"_id": rid},
+            json=current,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"},
+        )
+        if shown:
+            check("conditional-update", put.status_code == 200, put.text[:300])
+        else:
+            ghost = {**current, "id": f"no-such-{rid}"}
+            m = await s.http.put(
+                f"/fhir/{rt}",
+                params={"_id": f"no-such-{rid}"},
+                json=ghost,
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": "application/fhir+json",
+                },
+            )
+            try:
+                _same_as_missing(put, m)
+                check("conditional-update", True)
+            except AssertionError as exc:
+                check("conditional-update", False, exc)
+    assert not failures, failures
