@@ -46,7 +46,6 @@ import json
 import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -65,8 +64,9 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
 
+from bench.crud import start_server
 from fhir_server.db.client import ensure_indexes, open_client
-from fhir_server.db.embedded import EmbeddedDatabase, free_port
+from fhir_server.db.embedded import EmbeddedDatabase
 from fhir_server.search.execute import _sort, _targets, criteria_filter, plan, uses_elem_match
 from fhir_server.search.extract import compartments, index_entries
 from fhir_server.search.indexes import index_models
@@ -478,30 +478,6 @@ async def measure(
 
 
 # -- server and reporting ---------------------------------------------------------------
-
-
-def start_server(uri: str, database: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "AUTH_REQUIRED": "0",
-        "MONGODB_URI": uri,
-        "MONGODB_DATABASE": database,
-        "AUTO_SEED": "0",
-        "PORT": str(port),
-    }
-    script = str(Path(sys.executable).parent / "fhir-server")
-    with log.open("wb") as out:
-        proc = subprocess.Popen([script, "serve"], env=env, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/fhir"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{base}/metadata", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"server did not start; see {log}")
 
 
 def rss_mb(pid: int | None) -> float | None:
