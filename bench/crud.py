@@ -69,9 +69,12 @@ async def run_pool(n: int, concurrency: int, job: Any) -> float:
     return n / (time.perf_counter() - start)
 
 
-def start_server(uri: str, database: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    uri: str, database: str, log: Path, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    # AUTH_REQUIRED=0: this measures the REST core without SMART token verification.
+    # AUTH_REQUIRED=0: this measures the REST core without SMART token verification
+    # (bench/audit.py turns tokens and seeding on through extra_env).
     env = {
         **os.environ,
         "AUTH_REQUIRED": "0",
@@ -79,6 +82,7 @@ def start_server(uri: str, database: str, log: Path) -> tuple[subprocess.Popen[b
         "MONGODB_DATABASE": database,
         "AUTO_SEED": "0",
         "PORT": str(port),
+        **(extra_env or {}),
     }
     script = str(Path(sys.executable).parent / "fhir-server")
     with log.open("wb") as out:

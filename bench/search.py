@@ -2,25 +2,28 @@
 
     python -m bench.search [--sizes 10000,100000] [--samples 30] [--budget 40]
 
-Starts a database (SecantusDB on disk in a temporary directory, or MONGODB_URI), loads it directly with the raw
-driver and a real `fhir-server serve` process reads it. Measured, in one run:
+Starts a database (SecantusDB standalone, on disk in a temporary directory, or MONGODB_URI),
+loads it directly with the raw driver and a real `fhir-server serve` process reads it.
+Measured, in one run:
 
 - four typical portal queries, for the same patients at every size:
-    lab Observations  Observation?subject=Patient/X&category=<lab>&_sort=-date&_count=50
+    lab Observations  Observation?patient=X&category=laboratory&_sort=-date&_count=50
     DiagnosticReport  DiagnosticReport?patient=Patient/X&_include=DiagnosticReport:result
     active meds       MedicationRequest?subject=Patient/X&status=active
     upcoming appts    Appointment?patient=Patient/X&date=ge<today>
 - each through HTTP (GET on the server, response read in full) and through the raw driver
   doing the same database work as `execute.run_search`: the filter built by the project's
-  own code (`parse_search` + `criteria_filter`), the SecantusDB index hint of
-  `execute.plan`, the sort of `execute._sort`, `find(...).sort(...).limit(count + 1)`,
+  own code (`parse_search` + `execute.search_filter`, with its implied `comp` clause),
+  shaped by `execute.plan`, the sort of `execute.sort_keys`, `find(...).sort(...).limit(count + 1)`,
   `count_documents` when there is a next page (the first page's total), and the
   `_id: {$in: ...}` include query. The filter is built outside the timed part: it is
   the server's CPU, not database work;
 - p50 / p95 latency of both sides (sequential requests, one at a time), the p50 ratio
   server / raw and how p50 grows from the smallest to the largest size (goal: flat within
   1.5x), with the planner's facts (stages, index, keys and documents examined) from
-  `explain` for one patient;
+  `explain` for one patient (on SecantusDB also what its `find` really executes, which its
+  explain does not say), and the raw time of the same query as the server shaped it before
+  (no implied `comp`, `rt` first, and its old SecantusDB hint);
 - how long loading takes (documents/s), the database's memory, and what 1,000,000
   resources would cost at that rate.
 
@@ -30,6 +33,8 @@ does), plus 6 Appointments per patient (3 past, 3 upcoming: Synthea writes none)
 resource is stored as the server stores it (`ResourceStore._document`: `res` with meta,
 `ix`, `comp`, `sk`, version 1) with its `history` version, in batches of 1,000
 (`insert_many`), on the indexes the server creates at start-up (`ensure_indexes`).
+Progress goes to stderr every 5,000 resources, so a run stopped early still tells how far
+and how fast it loaded.
 The store grows from one size to the next; the queried patients are those of the first
 copy, so every size answers the same rows and only the store around them grows.
 The server runs with AUTH_REQUIRED=0 (no token checks) and its default 5 s query budget:
@@ -46,6 +51,7 @@ import json
 import os
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -59,15 +65,21 @@ from typing import Any
 
 import httpx
 import orjson
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import OperationFailure, PyMongoError
 
 from bench.crud import start_server
 from fhir_server.db.client import ensure_indexes, open_client
-from fhir_server.db.embedded import EmbeddedDatabase
-from fhir_server.search.execute import _sort, _targets, criteria_filter, plan, uses_elem_match
+from fhir_server.db.embedded import free_port, uri_for
+from fhir_server.search.execute import (
+    include_targets,
+    plan,
+    search_filter,
+    sort_keys,
+    uses_elem_match,
+)
 from fhir_server.search.extract import compartments, index_entries
 from fhir_server.search.indexes import index_models
 from fhir_server.search.parse import SearchRequest, parse_search
@@ -78,9 +90,9 @@ Doc = dict[str, Any]
 SYNTHEA = Path(__file__).resolve().parent.parent / "tests" / "data" / "synthea-r4"
 URN = re.compile(rb"urn:uuid:([0-9a-f-]{36})")
 BATCH = 1000
+PROGRESS = 5000  # a progress line on stderr every so many resources loaded
 MAX_TIME_MS = 5000  # the server's query_max_time_ms default
 APPOINTMENT_DAYS = (-400, -60, -7, 3, 30, 120)  # relative to today; 3 upcoming
-LAB = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory"
 
 
 # -- population -------------------------------------------------------------------------
@@ -161,7 +173,7 @@ class Population:
         resources += appointments(patient, practitioner, self.today)
         docs, hist = [], []
         for r in resources:
-            doc = self.store._document(r["resourceType"], r["id"], 1, r)
+            doc = self.store.document(r["resourceType"], r["id"], 1, r)
             h = {k: doc[k] for k in ("rt", "id", "vid", "lu", "comp", "sk", "res")}
             h["_id"] = f"{doc['_id']}/1"
             h["method"] = "POST"
@@ -198,6 +210,14 @@ async def grow(db: AsyncDatabase[Doc], pop: Population, target: int, stats: Load
         await db.resources.insert_many(docs, ordered=False)
         await db.history.insert_many(hist, ordered=False)
         stats.written += len(docs)
+        if stats.written // PROGRESS != (stats.written - len(docs)) // PROGRESS:
+            spent = stats.seconds + time.perf_counter() - start
+            print(
+                f"  loaded {stats.written:,} resources in {spent:.0f} s"
+                f" ({stats.written / spent:,.0f}/s)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     start = time.perf_counter()
     have = stats.docs
@@ -234,8 +254,8 @@ QUERIES = [
         "lab Observations -date",
         "Observation",
         lambda p, _: [
-            ("subject", f"Patient/{p}"),
-            ("category", LAB),
+            ("patient", p),
+            ("category", "laboratory"),
             ("_sort", "-date"),
             ("_count", "50"),
         ],
@@ -267,17 +287,19 @@ class RawPlan:
     hint: str | None
     sort: list[tuple[str, int]]
     projection: Doc
+    built: Doc  # the filter before `plan` (field order as built, implied `comp` included)
 
 
 async def raw_plan(
     db: AsyncDatabase[Doc], registry: Registry, rt: str, params: list[tuple[str, str]]
 ) -> RawPlan:
     req = parse_search(rt, params, registry)
-    filt, hint = plan(await criteria_filter(db, registry, req), not await uses_elem_match(db))
+    built = await search_filter(db, registry, req)
+    filt, hint = plan(built, not await uses_elem_match(db))
     proj: Doc = {"res": 1, "lu": 1, "ix.o": 1}
     if req.includes:
         proj["ix.k"] = 1
-    return RawPlan(req, filt, hint, _sort(req), proj)
+    return RawPlan(req, filt, hint, sort_keys(req), proj, built)
 
 
 @dataclass
@@ -304,7 +326,7 @@ async def raw_search(coll: AsyncCollection[Doc], registry: Registry, p: RawPlan)
     included = 0
     if p.req.includes:
         seen = {d["_id"] for d in docs}
-        ids = [t for d in docs for i in p.req.includes for t in _targets(registry, d, i)]
+        ids = [t for d in docs for i in p.req.includes for t in include_targets(registry, d, i)]
         ids = [i for i in dict.fromkeys(ids) if i not in seen]
         by_type: dict[str, list[str]] = {}
         for i in ids:
@@ -339,35 +361,55 @@ class Result:
     alternatives: str = ""
 
 
-def alternatives(p: RawPlan) -> list[tuple[str, Doc, str | None]]:
-    """Other shapes of the same query, timed raw to show what the planner does with them:
-    the hinted filter without its hint, and two equalities on `ix.k` as one `$all`."""
+RANGE_FIELDS = ("ix.lo", "ix.hi", "ix.s")
+
+
+def old_hint(filt: Doc) -> str | None:
+    """The SecantusDB hint `execute.plan` gave before it reordered filters instead: the
+    `(rt, ix.k)` index when there was a key equality, else the first range field's index."""
+    ranged = [f for f in RANGE_FIELDS if isinstance(filt.get(f), dict) and "$elemMatch" in filt[f]]
+    if not ranged:
+        return None
+    k = filt.get("ix.k")
+    if isinstance(k, str) or (isinstance(k, dict) and "$all" in k):
+        return "rt_ix_k"
+    return "rt_" + ranged[0].replace(".", "_")
+
+
+def alternatives(p: RawPlan, secantus: bool) -> list[tuple[str, Doc, str | None]]:
+    """Other shapes of the same query, timed raw to show what the plan is worth: the filter
+    as the server built it before this plan (no implied `comp`, `rt` first), with the hint
+    it had then on SecantusDB, and the built filter in its built order (`rt` first)."""
     out: list[tuple[str, Doc, str | None]] = []
-    if p.hint:
-        out.append(("same filter, no hint", p.filt, None))
-    parts = p.filt.get("$and")
-    if isinstance(parts, list) and all(set(x) <= {"rt", "ix.k"} for x in parts):
-        keys = [x["ix.k"] for x in parts if isinstance(x.get("ix.k"), str)]
-        rts = [x["rt"] for x in parts if "rt" in x]
-        if len(keys) == len(parts) and len(rts) == 1:
-            out.append(("ix.k $all", {"rt": rts[0], "ix.k": {"$all": keys}}, None))
+    before = {k: v for k, v in p.built.items() if k != "comp"}
+    if before != p.filt or list(before) != list(p.filt):
+        out.append(("no comp, rt first", before, None))
+    hint = old_hint(before) if secantus else None
+    if hint:
+        out.append((f"no comp, hint {hint}", before, hint))
+    if "comp" in p.built and list(p.built) != list(p.filt):
+        out.append(("comp, rt first", p.built, None))
     return out
 
 
-async def time_alternatives(coll: AsyncCollection[Doc], p: RawPlan) -> str:
+async def time_alternatives(coll: AsyncCollection[Doc], p: RawPlan, secantus: bool) -> str:
     """Median of 3 runs of each alternative shape (find + sort + limit only)."""
     out = []
-    for label, filt, hint in alternatives(p):
+    for label, filt, hint in alternatives(p, secantus):
         times = []
         n = 0
-        for _ in range(3):
-            c = coll.find(filt, p.projection, max_time_ms=MAX_TIME_MS)
-            c = c.sort(p.sort).limit(p.req.count + 1)
-            if hint:
-                c = c.hint(hint)
-            t0 = time.perf_counter()
-            n = len([d async for d in c])
-            times.append(time.perf_counter() - t0)
+        try:
+            for _ in range(3):
+                c = coll.find(filt, p.projection, max_time_ms=MAX_TIME_MS)
+                c = c.sort(p.sort).limit(p.req.count + 1)
+                if hint:
+                    c = c.hint(hint)
+                t0 = time.perf_counter()
+                n = len([d async for d in c])
+                times.append(time.perf_counter() - t0)
+        except PyMongoError as e:
+            out.append(f"{label}: failed ({type(e).__name__}, budget {MAX_TIME_MS} ms)")
+            continue
         out.append(f"{label}: {ms(statistics.median(times))} ms ({n} rows)")
     return "; ".join(out)
 
@@ -425,7 +467,34 @@ async def explain(db: AsyncDatabase[Doc], p: RawPlan) -> str:
             out = await c.explain()
         except Exception:  # noqa: BLE001
             return f"explain failed: {e}"
+    if not await uses_elem_match(db):
+        # SecantusDB's explain reports COLLSCAN for filters that it still serves from an
+        # index (one clause looked up, the rest checked per document): say which.
+        return f"explain: {summarise_explain(out)}; executes: {await secantus_access(db, p.filt)}"
     return summarise_explain(out)
+
+
+async def secantus_access(db: AsyncDatabase[Doc], filt: Doc) -> str:
+    """What SecantusDB 0.7.0b3's `find` executes (docs/database.md): the whole filter on an
+    index when its planner can bound it, else the index lookup of the first top-level clause
+    that one can bound alone (found the same way, by explaining that clause alone), else a
+    collection scan. A top-level `$and`/`$or` is always scanned."""
+
+    async def index_of(f: Doc) -> str | None:
+        out = await db.resources.find(f).explain()
+        names = re.findall(r"'indexName': '([^']+)'", str(out))
+        return names[0] if names else None
+
+    whole = await index_of(filt)
+    if whole:
+        return f"IXSCAN {whole} (whole filter)"
+    if any(k.startswith("$") for k in filt):
+        return "COLLSCAN (top-level operator)"
+    for k, v in filt.items():
+        name = await index_of({k: v})
+        if name:
+            return f"IXSCAN {name} by {k} only, rest per document"
+    return "COLLSCAN"
 
 
 async def measure(
@@ -473,7 +542,9 @@ async def measure(
     # Planner facts for the patient with the most rows.
     big = max(range(len(patients)), key=lambda j: rows_of.get(j, 0))
     res.explain = f"{patients[big][0]}: " + await explain(db, plans[big])
-    res.alternatives = await time_alternatives(db.resources, plans[big])
+    res.alternatives = await time_alternatives(
+        db.resources, plans[big], not await uses_elem_match(db)
+    )
     return res
 
 
@@ -587,7 +658,7 @@ async def bench(
                 mem = rss_mb(db_pid)
                 if size == sizes[0]:
                     print(
-                        "queries (filter built by parse_search + criteria_filter, as the server does):"
+                        "queries (filter built by parse_search + search_filter + plan, as the server does):"
                     )
                     for q in QUERIES:
                         p = await raw_plan(
@@ -640,6 +711,35 @@ async def bench(
         proc.wait(timeout=30)
 
 
+def start_secantus(path: Path, memory: bool) -> tuple[subprocess.Popen[bytes], str]:
+    """SecantusDB for loading in bulk: as the server's embedded database, but standalone (no
+    replica set, so no oplog). With an oplog every 1,000th write runs a prune check that opens
+    all 17 oplog tables and steps each to its first row; past about 10,000 resources
+    (+ history) that check took 80-100% of the insert time (py-spy), with or without
+    `--oplog-max-entries`. The benchmark's server only reads, so it needs no transactions."""
+    path.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    exe = Path(sys.executable).parent / "secantusd-py"
+    cmd = [str(exe), "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING"]
+    cmd += ["--storage-path", ":memory:" if memory else str(path)]
+    # A 4 GB cache (default 1 GB) keeps the indexes of 100,000+ resources in memory.
+    cmd += ["--standalone", "--cache-size", "4G"]
+    with (path / "secantus.log").open("ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    uri = uri_for(port)
+    for _ in range(300):
+        if proc.poll() is not None:
+            break
+        with contextlib.suppress(PyMongoError):
+            c: MongoClient[Doc] = MongoClient(uri, serverSelectionTimeoutMS=500)
+            with c:
+                c.admin.command("ping")
+            return proc, uri
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit(f"SecantusDB did not start; see {path / 'secantus.log'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -671,20 +771,20 @@ def main() -> None:
     sizes = sorted(int(s.replace("_", "")) for s in args.sizes.split(",") if s)
     with tempfile.TemporaryDirectory() as tmp:
         uri = os.environ.get("MONGODB_URI")
-        embedded = None
+        secantus = None
         if not uri:
             # On disk in a temporary directory: in memory, SecantusDB keeps everything in its
             # 1 GB WiredTiger cache and fails with WT_CACHE_FULL at about 20,000 resources
             # (+ history) on these indexes.
-            embedded = EmbeddedDatabase((args.log_dir or Path(tmp)) / "db", memory=args.memory)
-            uri = embedded.start()
-        pid = embedded._proc.pid if embedded and embedded._proc else None
+            secantus, uri = start_secantus((args.log_dir or Path(tmp)) / "db", args.memory)
+        pid = secantus.pid if secantus else None
         try:
             log = (args.log_dir or Path(tmp)) / "server.log"
             asyncio.run(bench(uri, sizes, args.samples, args.budget, log, pid))
         finally:
-            if embedded:
-                embedded.stop()
+            if secantus:
+                secantus.terminate()
+                secantus.wait(timeout=120)
 
 
 if __name__ == "__main__":

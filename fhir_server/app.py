@@ -23,7 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 import smart_auth
-from fhir_server.access.audit import AuditRecord, AuditSink
+from fhir_server.access.audit import AuditRecord, AuditSink, note_response, query_patients
+from fhir_server.access.care_team import load_table as clinician_table
 from fhir_server.access.family import load_table
 from fhir_server.access.policy import build_policy
 from fhir_server.config import Settings
@@ -35,6 +36,7 @@ from fhir_server.errors import (
     NotFound,
     ServiceUnavailable,
 )
+from fhir_server.exchange.bulk_tasks import exports
 from fhir_server.rest.body import (
     FORM_TYPE,
     JSON_TYPES,
@@ -54,6 +56,8 @@ from fhir_server.validation import KNOWN_RESOURCE_TYPES, Validator
 
 log = logging.getLogger("fhir_server")
 FHIR_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+# The header a clinician states a break-the-glass reason in (profiles/access/clinicians.json).
+BREAK_GLASS = clinician_table().break_glass_header
 
 
 def build_context(settings: Settings, db: Any) -> ServerContext:
@@ -77,6 +81,8 @@ async def _prepare_database(ctx: ServerContext) -> None:
     while True:
         try:
             await ensure_indexes(ctx.store.db, index_models())
+            # $export jobs: their indexes, and jobs a dead process left running marked failed.
+            await exports(ctx).prepare(ctx)
             break
         except (ConnectionFailure, ServerSelectionTimeoutError) as exc:
             # Only an unreachable database is worth waiting for; other errors are bugs.
@@ -117,14 +123,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(prepare), timeout=60)
         # Audit only where there is someone to audit: with tokens required (docs/access.md).
-        audit = AuditSink(ctx.store) if settings.auth_required else None
+        # AUDIT=0 (settings.audit) is a benchmark and diagnostic switch only: production
+        # forces it on.
+        audit = AuditSink(ctx.store) if settings.auth_required and settings.audit else None
         app.state.audit = audit
         if audit is not None:
             audit.start()
+            # Logins (smart_auth, in worker threads) go through the same batched sink.
+            app.state.smart_auth.audit_hook = audit.record_threadsafe
         try:
             yield
         finally:
             prepare.cancel()
+            # Running exports stop before the client closes, recording why they failed.
+            await exports(ctx).close(ctx)
             if audit is not None:
                 await audit.close()
             await client.close()
@@ -173,8 +185,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     record.fhir_user, record.client_id = auth.fhir_user, auth.client_id
                     record.subject, record.token_id = auth.subject, auth.token_id
                     record.patient = _audit_patient(freq.path, auth.patient)
-                freq.policy = await build_policy(ctx.store.db, ctx.registry, auth)
+                freq.policy = await build_policy(
+                    ctx.store.db, ctx.registry, auth, break_glass=freq.header(BREAK_GLASS)
+                )
+                if record is not None and freq.policy.break_glass:
+                    record.break_glass_reason = freq.policy.break_glass
             resp = await dispatch(ctx, freq)
+            if record is not None:
+                await _audit_answer(record, ctx, freq, resp)
             return render(freq, resp, media)
         except FhirError:
             raise
@@ -196,6 +214,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise FhirError("internal error; the request was not completed") from None
 
     return app
+
+
+async def _audit_answer(
+    record: AuditRecord, ctx: ServerContext, freq: FhirRequest, resp: Any
+) -> None:
+    """The patients and labels of the answer, for the audit; an audit bug must not fail the
+    request (it is logged, and the event is still written with what is known)."""
+    record.status = resp.status
+    try:
+        record.patients = query_patients(freq.path, freq.params)
+        await note_response(record, ctx.store, ctx.registry, resp.body, resp.location, resp.headers)
+    except Exception:
+        log.exception("describing %s %s for the audit failed", freq.method, freq.path)
 
 
 def _audit_patient(path: list[str], launch_patient: str | None) -> str | None:

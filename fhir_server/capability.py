@@ -10,12 +10,14 @@ from typing import Any
 
 import smart_auth
 from fhir_server.context import ServerContext
+from fhir_server.search.parse import FULL_TEXT_DOC
 
 Doc = dict[str, Any]
 
 INSTANCE_INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance"]
 TYPE_INTERACTIONS = ["create", "search-type", "history-type"]
 SOFTWARE_VERSION = "0.1.0"
+BULK_EXPORT = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
 
 
 def _search_params(ctx: ServerContext, rt: str) -> list[Doc]:
@@ -25,7 +27,7 @@ def _search_params(ctx: ServerContext, rt: str) -> list[Doc]:
         url = getattr(sp, "url", None)
         if url:
             entry["definition"] = url
-        doc = _documentation(sp.description, rt)
+        doc = FULL_TEXT_DOC.get(code) or _documentation(sp.description, rt)
         if doc:
             entry["documentation"] = doc
         out.append(entry)
@@ -68,6 +70,18 @@ def _resource(ctx: ServerContext, rt: str) -> Doc:
             }
         ],
     }
+    if rt in ("Patient", "Group"):
+        # Bulk Data $export at Patient and Group level (fhir_server/exchange/bulk_routes.py).
+        kind = rt.lower()
+        r["operation"].append({"name": "export", "definition": f"{BULK_EXPORT}{kind}-export"})
+    if rt == "Patient":
+        # fhir_server/exchange/everything.py
+        r["operation"].append(
+            {
+                "name": "everything",
+                "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
+            }
+        )
     profiles = [u for u in ctx.validator.profile_urls() if _profile_type(u) == rt]
     if profiles:
         r["supportedProfile"] = profiles
@@ -103,6 +117,9 @@ def capability_statement(ctx: ServerContext) -> Doc:
                     {"code": "search-system"},
                     {"code": "history-system"},
                 ],
+                "operation": [{"name": "export", "definition": BULK_EXPORT + "export"}],
             }
         ],
+        # Bulk Data Access IG 2.0.0 (fhir_server/exchange/bulk_routes.py).
+        "instantiates": ["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"],
     }

@@ -14,6 +14,27 @@ def _env_bool(name: str, default: bool) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _env_int(name: str, default: int, low: int, high: int) -> int:
+    """An integer setting within [low, high]; anything else stops start-up with a clear message
+    (a typo must not silently become the default)."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, not {raw!r}") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
+# Bounds of QUERY_MAX_TIME_MS: below 10 ms almost every search would fail; above 10 minutes a
+# single request could hold a database connection for longer than any client waits.
+QUERY_MAX_TIME_LOW = 10
+QUERY_MAX_TIME_HIGH = 600_000
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -32,10 +53,15 @@ class Settings:
     max_json_depth: int = 64
     # How long a request waits for the database before answering 503.
     db_timeout_ms: int = 3000
+    # Per-query time limit (MongoDB `maxTimeMS`); past it a search answers 503 too-costly.
     query_max_time_ms: int = 5000
     # Every FHIR request needs a SMART access token. Only tests of the REST core turn it
     # off; production refuses to (see from_env).
     auth_required: bool = True
+    # AuditEvents for every interaction and login (docs/access.md, "Audit"). AUDIT=0 is a
+    # benchmark and diagnostic switch (bench/audit.py measures the cost); production
+    # refuses it (see from_env).
+    audit: bool = True
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -50,8 +76,12 @@ class Settings:
             production=env.get("FHIR_ENV", "development").lower() == "production",
             auto_seed=_env_bool("AUTO_SEED", True),
             max_body_bytes=int(env.get("MAX_BODY_BYTES", str(cls.max_body_bytes))),
+            query_max_time_ms=_env_int(
+                "QUERY_MAX_TIME_MS", cls.query_max_time_ms, QUERY_MAX_TIME_LOW, QUERY_MAX_TIME_HIGH
+            ),
             auth_required=_env_bool("AUTH_REQUIRED", True)
             or env.get("FHIR_ENV", "").lower() == "production",
+            audit=_env_bool("AUDIT", True) or env.get("FHIR_ENV", "").lower() == "production",
         )
 
     @property

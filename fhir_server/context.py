@@ -22,6 +22,8 @@ class ServerContext:
     known_types: frozenset[str]
     # The CapabilityStatement, built on first request (see rest/dispatch.py).
     capability: dict[str, Any] | None = None
+    # The running $export tasks of this process (fhir_server/exchange/bulk_tasks.py).
+    bulk: Any = None
 
     @property
     def base_url(self) -> str:

@@ -10,6 +10,7 @@ never shown. Unknown usernames cost the same argon2 work as known ones.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ LEVEL_METHOD = {
 }
 GENERIC_FAILURE = "The username or password is incorrect, or the account cannot sign in now."
 
+log = logging.getLogger("smart_auth")
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("not-a-password: equalises timing for unknown accounts")
 
@@ -114,8 +116,15 @@ def seed_accounts(store: AuthStore, path: Path, *, production: bool) -> int:
 
 
 def record_event(store: AuthStore, outcome: str, **fields: Any) -> None:
-    """One row per login success, failure or lockout (turned into AuditEvents later)."""
-    store.events.insert_one({"at": now(), "type": "login", "outcome": outcome, **fields})
+    """One row per login success, failure or lockout; the FHIR server's audit sink (when
+    installed) also makes each an AuditEvent (fhir_server/access/audit.py)."""
+    row = {"at": now(), "type": "login", "outcome": outcome, **fields}
+    store.events.insert_one(row)
+    if store.on_event is not None:
+        try:
+            store.on_event(row)
+        except Exception:  # the login goes on; the row above is kept
+            log.exception("handing a login event to the audit failed")
 
 
 def authenticate(
@@ -135,6 +144,8 @@ def authenticate(
         _verify(_DUMMY_HASH, password)
         record_event(store, "failure", account=False, reason="unknown-user", **ctx)
         raise LoginFailed()
+    # Failures on a real account name it in the audit (its owner sees them in their log).
+    ctx = {**ctx, "level": doc.get("login"), "fhirUser": doc.get("fhirUser")}
     locked_until = doc.get("locked_until")
     if locked_until is not None and aware(locked_until) > now():
         _verify(doc.get("password_hash", _DUMMY_HASH), password)
@@ -149,9 +160,7 @@ def authenticate(
             {"$set": {"failures": 0, "last_login": now()}, "$unset": {"locked_until": ""}},
         )
         account = Account.from_doc(doc)
-        record_event(
-            store, "success", account=True, level=account.level, fhirUser=account.fhir_user, **ctx
-        )
+        record_event(store, "success", account=True, **ctx)
         return account
     reason = "bad-password" if not password_ok else "wrong-method"
     updated = store.users.find_one_and_update(

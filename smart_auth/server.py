@@ -73,6 +73,9 @@ class AuthServer:
         self.oauth = _OAuth(self)
         # Optional: maps ["Patient/<id>", ...] to display names (e.g. from the FHIR store).
         self.patient_name_resolver: Callable[[list[str]], dict[str, str]] | None = None
+        # Optional: receives each login event row (the FHIR server turns it into an
+        # AuditEvent); set before or after start.
+        self.audit_hook: Callable[[dict[str, Any]], None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -86,6 +89,7 @@ class AuthServer:
             if self._store is not None:
                 return
             store = AuthStore(mongo_uri, self.config.database)
+            store.on_event = self._on_auth_event
             store.ensure_indexes()
             keys = SigningKeys(store, self.config.retired_key_keep_s)
             keys.bootstrap()
@@ -98,6 +102,11 @@ class AuthServer:
                 self.seed_development()
             except Exception:  # the FHIR server stays useful without the dev logins
                 log.exception("creating the development logins and clients failed")
+
+    def _on_auth_event(self, row: dict[str, Any]) -> None:
+        hook = self.audit_hook
+        if hook is not None:
+            hook(row)
 
     def _register(self, store: AuthStore) -> None:
         oauth = self.oauth

@@ -11,6 +11,7 @@ checked for expiry on read (TTL deletion is lazy).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -64,6 +65,8 @@ class AuthStore:
         # authlib is synchronous: this is the sync client, with the FHIR server's options.
         self.client: MongoClient[Doc] = MongoClient(uri, **client_options(timeout_ms))
         self.db: Database[Doc] = self.client[database]
+        # Called with each `auth_events` row once written (the FHIR server's audit sink).
+        self.on_event: Callable[[Doc], None] | None = None
 
     def __getitem__(self, name: str) -> Collection[Doc]:
         return self.db[name]

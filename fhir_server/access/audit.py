@@ -1,19 +1,26 @@
-"""Audit: one AuditEvent per FHIR interaction, allowed or denied, written in bounded batches.
+"""Audit: one AuditEvent per FHIR interaction and per login, allowed or denied, in batches.
 
 The events follow IHE Basic Audit Log Patterns (BALP,
 https://profiles.ihe.net/ITI/BALP/) on the R4 AuditEvent
 (https://hl7.org/fhir/R4/auditevent.html): `type` rest, `subtype` the restful interaction,
 `action` C/R/U/D/E, `outcome` 0/4/8, agents (the user or client as requestor, the client
-application, this server as source role), `source` the server, entities (the patient, the
-resource addressed, the query as base64).
+application, this server as source role), `source` the server, entities (the patients, the
+resource addressed, the query as base64). A login is DICOM "User Authentication" (110114),
+subtype Login (110122), with the login level.
 
 Every event carries the confidentiality label R: an access log says which records exist and
 who looked at them, so proxies and Basic logins never see it (docs/access.md); the patient
-themself, clinicians and system clients do.
+themself, clinicians and system clients do. An event about one resource also carries that
+resource's sensitive labels (profiles/access/family.json), so it stays exactly as hidden as
+the resource if the blanket R is ever lifted. Labels and patients are taken only from what
+the caller was allowed to see (a successful answer): a denied or hidden request names only
+what the caller typed.
 
 Writes are buffered: `record` appends (and, past `max_pending`, waits for a flush: audit is
 never dropped for load); a background task flushes at most `batch` events per insert every
 `interval` seconds or as soon as a batch is full; `close` flushes what is left at shutdown.
+Logins happen in the authorization server's worker threads: `record_threadsafe` hands their
+events to the event loop.
 """
 
 from __future__ import annotations
@@ -25,8 +32,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from pymongo import DESCENDING
 from pymongo.errors import BulkWriteError
 
+from fhir_server.access.family import load_table
+from fhir_server.search.extract import compartments
 from fhir_server.storage.store import ResourceStore, instant, new_id, now_utc
 
 Doc = dict[str, Any]
@@ -40,6 +50,8 @@ DCM = "http://dicom.nema.org/resources/ontology/DCM"
 SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
 ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
+ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+NETWORK_IP = "2"  # AuditEvent.agent.network.type: IP address
 SERVER = "mhs-fhir-server"
 # restful-interaction code -> AuditEvent.action
 ACTION = {
@@ -75,6 +87,14 @@ class AuditRecord:
     token_id: str | None = None
     patient: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Set by `note_response` from a successful answer only (never from a hidden resource):
+    # the resource answered (create: the new one), its patient compartments and its
+    # sensitive labels, which the event copies so it is as hidden as the resource.
+    target: str | None = None
+    patients: list[str] = field(default_factory=list)
+    labels: list[Doc] = field(default_factory=list)
+    # A clinician's stated reason for breaking the glass (BALP purposeOfEvent BTG).
+    break_glass_reason: str | None = None
 
 
 def interaction(method: str, path: list[str]) -> str:
@@ -113,7 +133,7 @@ def _outcome(status: int) -> str:
     return "4" if status < 500 else "8"
 
 
-def audit_event(rec: AuditRecord) -> Doc:
+def audit_event(rec: AuditRecord, *, label_all: bool = True) -> Doc:
     """The BALP-style AuditEvent of one request."""
     code = interaction(rec.method, rec.path)
     who: Doc = (
@@ -129,29 +149,11 @@ def audit_event(rec: AuditRecord) -> Doc:
             **({"altId": rec.subject} if rec.subject else {}),
             **({"policy": [rec.token_id]} if rec.token_id else {}),
         },
-        {
-            "type": {"coding": [{"system": DCM, "code": "110153", "display": "Source Role ID"}]},
-            "who": {"display": rec.client_id or "unknown client"},
-            "requestor": False,
-        },
-        {
-            "type": {
-                "coding": [{"system": DCM, "code": "110152", "display": "Destination Role ID"}]
-            },
-            "who": {"display": SERVER},
-            "requestor": False,
-        },
+        _client_agent(rec.client_id),
+        _server_agent(),
     ]
-    entities: list[Doc] = []
-    if rec.patient:
-        entities.append(
-            {
-                "what": {"reference": rec.patient},
-                "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
-                "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
-            }
-        )
-    target = _target(rec.path)
+    entities: list[Doc] = [_patient_entity(p) for p in _unique([rec.patient, *rec.patients])]
+    target = rec.target or _target(rec.path)
     if target:
         entities.append(
             {
@@ -170,18 +172,16 @@ def audit_event(rec: AuditRecord) -> Doc:
         )
     return {
         "resourceType": "AuditEvent",
-        "meta": {"security": [{"system": CONFIDENTIALITY, "code": "R"}]},
+        "meta": {"security": _security(rec.labels, label_all)},
         "type": {"system": EVENT_TYPE, "code": "rest", "display": "RESTful Operation"},
         "subtype": [{"system": INTERACTION, "code": code}],
         "action": ACTION.get(code, "E"),
         "recorded": instant(now_utc()),
         "outcome": _outcome(rec.status),
         "outcomeDesc": f"HTTP {rec.status}",
+        **_purpose(rec.break_glass_reason),
         "agent": agents,
-        "source": {
-            "observer": {"display": SERVER},
-            "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}],
-        },
+        "source": _source(),
         **({"entity": entities} if entities else {}),
     }
 
@@ -194,6 +194,211 @@ def _target(path: list[str]) -> str | None:
     return None
 
 
+def _unique(refs: list[str | None]) -> list[str]:
+    return list(dict.fromkeys(r for r in refs if r))
+
+
+def _client_agent(client_id: str | None) -> Doc:
+    return {
+        "type": {"coding": [{"system": DCM, "code": "110153", "display": "Source Role ID"}]},
+        "who": {"display": client_id or "unknown client"},
+        "requestor": False,
+    }
+
+
+def _server_agent() -> Doc:
+    return {
+        "type": {"coding": [{"system": DCM, "code": "110152", "display": "Destination Role ID"}]},
+        "who": {"display": SERVER},
+        "requestor": False,
+    }
+
+
+def _source() -> Doc:
+    return {
+        "observer": {"display": SERVER},
+        "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}],
+    }
+
+
+def _patient_entity(ref: str) -> Doc:
+    # entity.what naming a Patient puts the event in that patient's compartment (the R4
+    # AuditEvent `patient` search parameter), so "who looked at my record" finds it.
+    return {
+        "what": {"reference": ref},
+        "type": {"system": ENTITY_TYPE, "code": "1", "display": "Person"},
+        "role": {"system": OBJECT_ROLE, "code": "1", "display": "Patient"},
+    }
+
+
+def _security(labels: list[Doc], label_all: bool) -> list[Doc]:
+    out: list[Doc] = [{"system": CONFIDENTIALITY, "code": "R"}] if label_all else []
+    seen = {(c["system"], c["code"]) for c in out}
+    for c in labels:
+        key = (c.get("system"), c.get("code"))
+        if key not in seen:
+            seen.add(key)
+            out.append({"system": key[0], "code": key[1]})
+    return out
+
+
+def _purpose(reason: str | None) -> Doc:
+    if reason is None:
+        return {}
+    coding = {"system": ACT_REASON, "code": "BTG", "display": "break the glass"}
+    return {"purposeOfEvent": [{"coding": [coding], "text": reason}]}
+
+
+def sensitive_labels(resource: Any) -> list[Doc]:
+    """The resource's `meta.security` codings that profiles/access/family.json calls
+    sensitive (the ones the policy hides), in their order."""
+    meta = resource.get("meta") if isinstance(resource, dict) else None
+    found = meta.get("security") if isinstance(meta, dict) else None
+    wanted = set(load_table().labels)
+    return [
+        {"system": c["system"], "code": c["code"]}
+        for c in found or []
+        if isinstance(c, dict) and (c.get("system"), c.get("code")) in wanted
+    ]
+
+
+# Query parameters whose value names the patient a search is about (base name, no modifier).
+PATIENT_PARAMS = frozenset({"patient", "subject", "beneficiary"})
+
+
+def query_patients(path: list[str], params: list[tuple[str, str]]) -> list[str]:
+    """The patients a search or operation names: `Patient/<id>/...`, `patient=`, a Patient
+    `subject=`, `Patient?_id=`. Only the caller's own words: never a result of the query."""
+    found: list[str | None] = []
+    if len(path) >= 2 and path[0] == "Patient" and not path[1].startswith(("_", "$")):
+        found.append(f"Patient/{path[1]}")
+    for name, value in params:
+        base, _, modifier = name.partition(":")
+        if "." in base or modifier not in ("", "Patient"):
+            continue  # a chain or a modifier (:missing, :not, :identifier): no patient id
+        is_patient_id = base == "_id" and path[:1] == ["Patient"] and len(path) == 1
+        if base not in PATIENT_PARAMS and not is_patient_id:
+            continue
+        for v in value.split(","):
+            v = v.strip()
+            if not v or "?" in v:
+                continue
+            if v.startswith("Patient/"):
+                found.append(v)
+            elif "/" not in v and (base in ("patient", "_id") or modifier == "Patient"):
+                found.append(f"Patient/{v}")
+    return _unique(found)[:20]
+
+
+# Interactions that answer one resource: its labels and compartments go on the event.
+ONE_RESOURCE = frozenset({"read", "vread", "create", "update", "patch", "delete"})
+
+
+async def note_response(
+    rec: AuditRecord,
+    store: ResourceStore,
+    registry: Any,
+    body: Any,
+    location: str | None,
+    headers: dict[str, str],
+) -> None:
+    """Fill in the resource, patients and labels of a successful answer (BALP entities).
+
+    Only a 2xx answer that names a version counts: a hidden resource answers 404 (or, for a
+    delete, a 204 without ETag), so nothing of it is ever copied onto the event, whose
+    requester could otherwise see it in their own compartment."""
+    code = interaction(rec.method, rec.path)
+    if rec.status >= 300 or code not in ONE_RESOURCE:
+        return
+    if code in ("read", "vread") and isinstance(body, dict) and body.get("resourceType"):
+        rec.labels = sensitive_labels(body)  # meta survives _summary and _elements
+        if "_summary" in rec.query or "_elements" in rec.query:
+            # A trimmed body may have lost the references that place it in a compartment.
+            doc = await store.resources.find_one({"_id": "/".join(rec.path[:2])}, {"comp": 1})
+            rec.patients = list((doc or {}).get("comp") or [])
+        else:
+            rec.patients = compartments(body, registry)
+        return
+    # Writes: the stored versions (the body may be absent with Prefer: return=minimal), the
+    # one before the write included, so an update that drops a label does not unhide it.
+    if location:
+        rt, rid = location.split("/")[:2]
+        rec.target = f"{rt}/{rid}"
+    elif code == "delete" and "etag" in {k.lower() for k in headers} and len(rec.path) == 2:
+        rt, rid = rec.path
+    else:
+        return
+    cursor = store.history.find(
+        {"rt": rt, "id": rid}, {"comp": 1, "res.meta.security": 1}, sort=[("vid", DESCENDING)]
+    ).limit(2)
+    patients: list[str | None] = []
+    labels: list[Doc] = []
+    async for h in cursor:
+        patients += h.get("comp") or []
+        labels += sensitive_labels(h.get("res") or {})
+    rec.patients = _unique(patients)
+    rec.labels = labels
+
+
+def login_event(fields: Doc, *, label_all: bool = True) -> Doc:
+    """The BALP "User Authentication" AuditEvent of one row of smart_auth's `auth_events`
+    (success, failure or lockout). An unknown username is not copied: it may be a real
+    user's mistyped name or password, and it names nobody who has an account."""
+    outcome = str(fields.get("outcome", "failure"))
+    known = bool(fields.get("account")) and bool(fields.get("fhirUser"))
+    user = str(fields["fhirUser"]) if known else None
+    lockout = outcome == "lockout"
+    agent: Doc = {
+        "type": {"coding": [{"system": PARTICIPATION, "code": "IRCP"}]},
+        "who": {"reference": user} if user else {"display": "unknown user"},
+        "requestor": True,
+    }
+    if known and fields.get("username"):
+        agent["altId"] = str(fields["username"])
+    if fields.get("ip"):
+        agent["network"] = {"address": str(fields["ip"]), "type": NETWORK_IP}
+    entities: list[Doc] = []
+    if user and user.startswith("Patient/"):
+        entities.append(_patient_entity(user))
+    details = [
+        {"type": name, "valueString": str(fields[key])}
+        for name, key in (("login-level", "level"), ("method", "method"))
+        if fields.get(key) and (known or key == "method")
+    ]
+    if user:
+        entities.append(
+            {
+                "what": {"reference": user},
+                "type": {"system": ENTITY_TYPE, "code": "2", "display": "System Object"},
+                "role": {"system": OBJECT_ROLE, "code": "11", "display": "Security User Entity"},
+                **({"detail": details} if details else {}),
+            }
+        )
+    if lockout:
+        kind = {"system": DCM, "code": "110113", "display": "Security Alert"}
+        sub = {"system": DCM, "code": "110137", "display": "User Security Attributes Changed"}
+        desc = "account locked after repeated failed logins"
+    else:
+        kind = {"system": DCM, "code": "110114", "display": "User Authentication"}
+        sub = {"system": DCM, "code": "110122", "display": "Login"}
+        reason = fields.get("reason") if known else None
+        desc = "login succeeded" if outcome == "success" else "login failed"
+        desc += f" ({reason})" if reason and outcome != "success" else ""
+    return {
+        "resourceType": "AuditEvent",
+        "meta": {"security": _security([], label_all)},
+        "type": kind,
+        "subtype": [sub],
+        "action": "E",
+        "recorded": instant(now_utc()),
+        "outcome": "0" if outcome == "success" else "4",
+        "outcomeDesc": desc,
+        "agent": [agent, _client_agent(fields.get("client_id")), _server_agent()],
+        "source": _source(),
+        **({"entity": entities} if entities else {}),
+    }
+
+
 class AuditSink:
     """Buffers AuditEvents and writes them in bounded batches (see the module docstring)."""
 
@@ -204,8 +409,13 @@ class AuditSink:
         batch: int = 200,
         max_pending: int = 10_000,
         interval: float = 0.5,
+        label_all: bool = True,
     ) -> None:
         self.store = store
+        # The blanket confidentiality R on every event (docs/access.md, "Audit"); only a test
+        # turns it off, to show that the copied labels alone hide what they must.
+        self.label_all = label_all
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.batch = batch
         self.max_pending = max_pending
         self.interval = interval
@@ -216,13 +426,14 @@ class AuditSink:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         if self._task is None:
             self._task = asyncio.create_task(self._run())
 
     async def record(self, rec: AuditRecord) -> None:
         """Queue the event of one request; never raises into the request."""
         try:
-            self.pending.append({**audit_event(rec), "id": new_id()})
+            self.pending.append({**audit_event(rec, label_all=self.label_all), "id": new_id()})
         except Exception:  # an audit bug must not fail the request; it must be seen
             log.exception("building an AuditEvent failed")
             return
@@ -231,6 +442,21 @@ class AuditSink:
         if len(self.pending) >= self.max_pending:
             # Back-pressure rather than loss: the request waits for the log to drain.
             await self.flush()
+
+    def record_threadsafe(self, fields: Doc) -> None:
+        """Queue the AuditEvent of one login (an `auth_events` row) from the authorization
+        server's worker thread; the event loop owns `pending`, so the append runs there.
+        Logins are few: no back-pressure is needed, the timer flushes them."""
+        try:
+            event = {**login_event(fields, label_all=self.label_all), "id": new_id()}
+        except Exception:  # a login must not fail for an audit bug; it must be seen
+            log.exception("building a login AuditEvent failed")
+            return
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self.pending.append(event)  # no loop (not started or stopped): close() flushes it
+            return
+        loop.call_soon_threadsafe(self.pending.append, event)
 
     async def _run(self) -> None:
         while True:
@@ -253,7 +479,7 @@ class AuditSink:
 
     async def _write(self, events: list[Doc]) -> None:
         # The store's own document shape (ix, comp, sk), so AuditEvents search like any other.
-        docs = [self.store._document("AuditEvent", e["id"], 1, e) for e in events]
+        docs = [self.store.document("AuditEvent", e["id"], 1, e) for e in events]
         hist = []
         for d in docs:
             h = {k: d[k] for k in ("rt", "id", "vid", "lu", "comp", "sk", "res")}

@@ -127,13 +127,13 @@ def age_on(birth_date: str | None, today: date) -> int | None:
     return today.year - born.year - ((today.month, today.day) < (born.month, born.day))
 
 
-def _ref(node: Any) -> str | None:
+def reference(node: Any) -> str | None:
     if isinstance(node, dict) and isinstance(node.get("reference"), str):
         return str(node["reference"])
     return None
 
 
-def _period_covers(period: Any, today: date) -> bool:
+def period_covers(period: Any, today: date) -> bool:
     if not isinstance(period, dict):
         return True
     day = today.isoformat()
@@ -144,7 +144,7 @@ def _period_covers(period: Any, today: date) -> bool:
 
 
 def active_relatedperson(rp: Doc, today: date) -> bool:
-    return rp.get("active") is not False and _period_covers(rp.get("period"), today)
+    return rp.get("active") is not False and period_covers(rp.get("period"), today)
 
 
 def is_guardian(rp: Doc, table: FamilyTable) -> bool:
@@ -159,14 +159,16 @@ def is_guardian(rp: Doc, table: FamilyTable) -> bool:
 
 def consent_grants(consent: Doc, patient: str, actors: set[str], today: date) -> bool:
     """An active permit Consent for `patient` naming one of `actors` (RelatedPerson refs)."""
-    if consent.get("status") != "active" or _ref(consent.get("patient")) != patient:
+    if consent.get("status") != "active" or reference(consent.get("patient")) != patient:
         return False
     provision = consent.get("provision")
     if not isinstance(provision, dict) or provision.get("type") != "permit":
         return False
-    if not _period_covers(provision.get("period"), today):
+    if not period_covers(provision.get("period"), today):
         return False
-    named = {_ref(a.get("reference")) for a in provision.get("actor") or [] if isinstance(a, dict)}
+    named = {
+        reference(a.get("reference")) for a in provision.get("actor") or [] if isinstance(a, dict)
+    }
     return bool(named & actors)
 
 
@@ -206,12 +208,12 @@ async def compartment_rules(
         )
     else:
         user = patients.get(fhir_user) or {}
-        links = [_ref(link.get("other")) for link in user.get("link") or []]
+        links = [reference(link.get("other")) for link in user.get("link") or []]
         rp_ids = [r for r in links if r and r.startswith("RelatedPerson/")]
         rps = await _docs(col, {"_id": {"$in": rp_ids}}) if rp_ids else []
     by_patient: dict[str, list[Doc]] = {}
     for rp in rps:
-        target = _ref(rp.get("patient"))
+        target = reference(rp.get("patient"))
         if target and active_relatedperson(rp, today):
             by_patient.setdefault(target, []).append(rp)
     consents = (

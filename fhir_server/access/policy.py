@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from fhir_server.access import care_team
 from fhir_server.access.family import Band, FamilyTable, compartment_rules, load_table
-from fhir_server.access.rules import CompartmentRule, rules_admit, rules_filter
-from fhir_server.errors import Forbidden
+from fhir_server.access.rules import CompartmentRule, DirectoryRule, rules_admit, rules_filter
+from fhir_server.errors import BadRequest, Forbidden
 from fhir_server.search.execute import criteria_filter
 from fhir_server.search.parse import parse_search
 from fhir_server.search.query import any_of, criterion_filter
@@ -49,6 +50,10 @@ class AccessPolicy:
     scope_filters: dict[str, Doc] = field(default_factory=dict)
     # Per compartment, what a Patient user sees there (family.py); None = `compartments` whole.
     rules: tuple[CompartmentRule, ...] | None = None
+    # Directory types a confined token reads besides its compartments (care_team.py).
+    directory: DirectoryRule | None = None
+    # The stated reason when a clinician broke the glass for this request (audited).
+    break_glass: str | None = None
 
     @property
     def restricted(self) -> bool:
@@ -74,7 +79,9 @@ class AccessPolicy:
             return {"_id": {"$in": []}}
         parts: list[Doc] = []
         if self.rules is not None:
-            parts.append(rules_filter(self.rules, resource_type))
+            filt = rules_filter(self.rules, resource_type, self.directory)
+            if filt:
+                parts.append(filt)
         elif self.compartments is not None:
             parts.append({"comp": {"$in": list(self.compartments)}})
         scoped = self.scope_filters.get(resource_type)
@@ -88,7 +95,7 @@ class AccessPolicy:
         """The compartment rules evaluated in memory on one resource (its type, compartments
         and `ix.k` keys): what `type_filter` does in the database, minus scope filters."""
         if self.rules is not None:
-            return rules_admit(self.rules, resource_type, compartments, keys)
+            return rules_admit(self.rules, resource_type, compartments, keys, self.directory)
         if self.compartments is not None:
             return bool(set(compartments) & set(self.compartments))
         return True
@@ -130,9 +137,6 @@ def _confinement(auth: AuthContext) -> tuple[str, ...] | None:
         return None
     contexts = {s.context for s in auth.scopes}
     fhir_user = auth.fhir_user or ""
-    if "user" in contexts and fhir_user.startswith("Practitioner/"):
-        # Clinicians: care-team confinement belongs to the family/care-team policy (issue 5).
-        return None
     allowed: list[str] = []
     if "patient" in contexts and auth.patient:
         allowed.append(f"Patient/{auth.patient}")
@@ -141,8 +145,13 @@ def _confinement(auth: AuthContext) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(allowed))
 
 
-async def build_policy(db: Any, registry: Any, auth: AuthContext) -> AccessPolicy:
-    """Turn a validated token into filters, parsing query-qualified scopes as searches."""
+async def build_policy(
+    db: Any, registry: Any, auth: AuthContext, *, break_glass: str | None = None
+) -> AccessPolicy:
+    """Turn a validated token into filters, parsing query-qualified scopes as searches.
+
+    `break_glass` is the reason a clinician stated for reaching beyond its care teams on this
+    request (the `X-Break-Glass-Reason` header); anyone else stating one is refused."""
     scope_filters: dict[str, Doc] = {}
     types = {s.resource_type for s in auth.scopes if s.query}
     for rt in types:
@@ -156,11 +165,63 @@ async def build_policy(db: Any, registry: Any, auth: AuthContext) -> AccessPolic
             req = parse_search(rt, list(params), registry, strict=True)
             built.append(await criteria_filter(db, registry, req))
         scope_filters[rt] = any_of(built)
-    confined = _confinement(auth)
+    if break_glass is not None:
+        reason = _break_glass_reason(auth, break_glass)
+        # The clinician sees every patient for this one request, as before care teams.
+        return AccessPolicy(auth=auth, scope_filters=scope_filters, break_glass=reason)
+    confined: tuple[str, ...] | None
+    if _is_clinician(auth):
+        confined = await _clinician_compartments(db, auth)
+    else:
+        confined = _confinement(auth)
     rules = await _rules(db, registry, auth, confined) if confined is not None else None
     if rules is not None:
         confined = tuple(r.compartment for r in rules)
-    return AccessPolicy(auth=auth, compartments=confined, scope_filters=scope_filters, rules=rules)
+    return AccessPolicy(
+        auth=auth,
+        compartments=confined,
+        scope_filters=scope_filters,
+        rules=rules,
+        directory=_directory(registry) if confined is not None else None,
+    )
+
+
+def _is_clinician(auth: AuthContext) -> bool:
+    return not auth.is_system and (auth.fhir_user or "").startswith("Practitioner/")
+
+
+async def _clinician_compartments(db: Any, auth: AuthContext) -> tuple[str, ...]:
+    """A practitioner sees the patients of its care teams; launched on a patient (`patient/`
+    scopes) it gets that patient only if the patient is one of them."""
+    table = care_team.load_table()
+    team = await care_team.care_team_patients(db, table, auth.fhir_user or "", today())
+    contexts = {s.context for s in auth.scopes}
+    allowed: list[str] = []
+    if "patient" in contexts and auth.patient and f"Patient/{auth.patient}" in team:
+        allowed.append(f"Patient/{auth.patient}")
+    if "user" in contexts:
+        allowed += team
+    return tuple(dict.fromkeys(allowed))
+
+
+def _break_glass_reason(auth: AuthContext, raw: str) -> str:
+    table = care_team.load_table()
+    if not _is_clinician(auth):
+        raise Forbidden("break-the-glass access is only for practitioners")
+    reason = " ".join(raw.split())
+    if not table.min_reason <= len(reason) <= table.max_reason:
+        raise BadRequest(
+            f"the break-the-glass reason must be {table.min_reason} to "
+            f"{table.max_reason} characters of text",
+            code="value",
+        )
+    return reason
+
+
+def _directory(registry: Any) -> DirectoryRule:
+    types = care_team.load_table().directory_types
+    placed = frozenset(t for t in types if registry.compartment_params(t))
+    return DirectoryRule(types, placed)
 
 
 def _keys(filt: Any) -> list[str]:

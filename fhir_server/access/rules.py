@@ -58,8 +58,48 @@ class CompartmentRule:
         return not (set(self.hidden_keys) & set(keys))
 
 
-def rules_filter(rules: tuple[CompartmentRule, ...], rt: str) -> Doc:
-    """One filter for all rules: plain compartments as one indexed `$in`, the rest as `$or`."""
+@dataclass(frozen=True)
+class DirectoryRule:
+    """Directory types (Practitioner, Organization, Slot...) every confined token may read.
+
+    `compartment_types` are those of them the compartment definition can place in a patient
+    compartment (Schedule via `actor`): such a resource is directory data only when it is in
+    no patient compartment. For the others no condition is needed, so their queries keep
+    their indexes."""
+
+    types: frozenset[str]
+    compartment_types: frozenset[str]
+
+    def to_filter(self, rt: str) -> Doc | None:
+        """The directory part of queries on `rt` ("*": any type); None when it adds nothing,
+        `{}` when every resource of `rt` is directory data."""
+        if rt != "*":
+            if rt not in self.types:
+                return None
+            return {"comp": {"$size": 0}} if rt in self.compartment_types else {}
+        alts: list[Doc] = []
+        free = sorted(self.types - self.compartment_types)
+        if free:
+            alts.append({"rt": {"$in": free}})
+        placed = sorted(self.types & self.compartment_types)
+        if placed:
+            alts.append({"rt": {"$in": placed}, "comp": {"$size": 0}})
+        if not alts:
+            return None
+        return alts[0] if len(alts) == 1 else {"$or": alts}
+
+    def admits(self, rt: str, comps: Iterable[str]) -> bool:
+        return rt in self.types and (rt not in self.compartment_types or not set(comps))
+
+
+def rules_filter(
+    rules: tuple[CompartmentRule, ...], rt: str, directory: DirectoryRule | None = None
+) -> Doc:
+    """One filter for all rules: plain compartments as one indexed `$in`, the rest as `$or`,
+    and the directory types."""
+    shared = directory.to_filter(rt) if directory is not None else None
+    if shared == {}:
+        return {}
     plain = [r.compartment for r in rules if r.plain]
     alts: list[Doc] = [{"comp": {"$in": plain}}] if plain else []
     for r in rules:
@@ -67,13 +107,21 @@ def rules_filter(rules: tuple[CompartmentRule, ...], rt: str) -> Doc:
             f = r.to_filter(rt)
             if f is not None:
                 alts.append(f)
+    if shared is not None:
+        alts.append(shared)
     if not alts:
         return {"_id": {"$in": []}}
     return alts[0] if len(alts) == 1 else {"$or": alts}
 
 
 def rules_admit(
-    rules: tuple[CompartmentRule, ...], rt: str, comps: Iterable[str], keys: Iterable[str]
+    rules: tuple[CompartmentRule, ...],
+    rt: str,
+    comps: Iterable[str],
+    keys: Iterable[str],
+    directory: DirectoryRule | None = None,
 ) -> bool:
     comps, keys = set(comps), set(keys)
+    if directory is not None and directory.admits(rt, comps):
+        return True
     return any(r.admits(rt, comps, keys) for r in rules)

@@ -15,9 +15,21 @@ Doc = dict[str, Any]
 # (docs/database.md, "Known SecantusDB defects").
 RESOURCE_INDEXES = [
     IndexModel([("rt", ASCENDING), ("lu", ASCENDING), ("_id", ASCENDING)], name="rt_lu"),
-    IndexModel([("comp", ASCENDING), ("rt", ASCENDING)], name="comp_rt"),
+    # A patient's resources of one type, newest first by the `date` parameter's sort value
+    # (the portal's hot shape: lab Observations, Encounters, Appointments, reports), with
+    # `_id` last for the tie-break and keyset cursors. `comp` has one entry for most
+    # resources, so this costs about what `(comp, rt)` did; it also serves `$everything`
+    # and compartment searches by its `(comp, rt)` prefix. Search adds the `comp` clause
+    # that reaches it (execute.implied_compartment).
+    IndexModel(
+        [("comp", ASCENDING), ("rt", ASCENDING), ("ix.o.date", ASCENDING), ("_id", ASCENDING)],
+        name="comp_rt_date",
+    ),
     IndexModel([("lu", ASCENDING), ("_id", ASCENDING)], name="lu"),
 ]
+# Indexes that an earlier version created and a later one replaced: dropped at start-up, so an
+# upgraded database does not pay the writes of both (`comp_rt` -> `comp_rt_date`).
+OBSOLETE_RESOURCE_INDEXES = ("comp_rt",)
 HISTORY_INDEXES = [
     IndexModel([("rt", ASCENDING), ("id", ASCENDING), ("vid", ASCENDING)], name="rt_id_vid"),
     IndexModel([("rt", ASCENDING), ("lu", ASCENDING), ("_id", ASCENDING)], name="rt_lu"),
@@ -71,4 +83,8 @@ def merged_indexes(extra: list[IndexModel]) -> list[IndexModel]:
 async def ensure_indexes(db: AsyncDatabase[Doc], extra: list[IndexModel] | None = None) -> None:
     """Create every index idempotently (create_indexes is a no-op for existing ones)."""
     await db.resources.create_indexes(merged_indexes(list(extra or [])))
+    have = {ix["name"] async for ix in await db.resources.list_indexes()}
+    for name in OBSOLETE_RESOURCE_INDEXES:
+        if name in have:
+            await db.resources.drop_index(name)
     await db.history.create_indexes(HISTORY_INDEXES)

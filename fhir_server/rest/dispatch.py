@@ -9,6 +9,8 @@ from __future__ import annotations
 from fhir_server.capability import capability_statement
 from fhir_server.context import ServerContext
 from fhir_server.errors import BadRequest, MethodNotAllowed, NotFound
+from fhir_server.exchange import bulk_routes
+from fhir_server.exchange.everything import everything
 from fhir_server.rest import bundle, history, interactions, searching
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 
@@ -43,6 +45,9 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
             return await bundle.process(ctx, req, dispatch)
         raise _not_allowed(req)
     head = path[0]
+    if bulk_routes.matches(path):
+        # Bulk Data $export kick-off, status and files (docs/exchange.md).
+        return await bulk_routes.route(ctx, req)
     if n == 1 and head == "metadata":
         if method != "GET":
             raise _not_allowed(req)
@@ -80,6 +85,8 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
         if method != "POST":
             raise _not_allowed(req)
         return await interactions.validate(ctx, req, rt, None)
+    if n == 2 and rt == "Patient" and second == "$everything":
+        return await everything(ctx, req, None)
     if second.startswith("$") or second.startswith("_"):
         raise NotFound(f"{second} is not supported on {rt}", code="not-supported")
     rid = second
@@ -92,6 +99,8 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
             return await history.history(ctx, req, rt, rid)
         if n == 4:
             return await interactions.vread(ctx, req, rt, rid, path[3])
+    if n == 3 and rt == "Patient" and third == "$everything":
+        return await everything(ctx, req, rid)
     if n == 3 and third == "$validate" and method == "POST":
         return await interactions.validate(ctx, req, rt, rid)
     if n == 3 and method == "GET" and not third.startswith(("$", "_")):

@@ -54,3 +54,7 @@ class FhirResponse:
     headers: dict[str, str] = field(default_factory=dict)
     # The resource this response is about (for Prefer: return=minimal and bundle entries).
     location: str | None = None
+    # A body that is not FHIR JSON (a $export manifest or ndjson file), sent as is with its
+    # own media type; `body` is then unused.
+    raw: bytes | None = None
+    media_type: str | None = None

@@ -24,6 +24,9 @@ _JSON_FORMATS = {
     "text/json",
 }
 
+# Bulk Data file downloads ask for ndjson; those responses carry their own media type.
+_ACCEPT_ANY = {"*/*", "application/*", "application/fhir+ndjson", "application/ndjson"}
+
 
 class NotAcceptable(FhirError):
     def __post_init__(self) -> None:
@@ -43,7 +46,7 @@ def negotiate(req: FhirRequest) -> str:
     if not accept:
         return FHIR_JSON
     types = [a.split(";")[0].strip().lower() for a in accept.split(",")]
-    if any(t in _JSON_FORMATS or t in ("*/*", "application/*") for t in types):
+    if any(t in _JSON_FORMATS or t in _ACCEPT_ANY for t in types):
         return "application/json" if types[0] == "application/json" else FHIR_JSON
     raise NotAcceptable(f"Accept {accept!r} cannot be met; this server speaks FHIR JSON")
 
@@ -61,6 +64,13 @@ def _write_outcome(resp: FhirResponse) -> dict[str, Any]:
 
 
 def render(req: FhirRequest, resp: FhirResponse, media: str = FHIR_JSON) -> Response:
+    if resp.raw is not None:
+        return Response(
+            content=b"" if req.method == "HEAD" else resp.raw,
+            status_code=resp.status,
+            headers=dict(resp.headers),
+            media_type=resp.media_type,
+        )
     body = resp.body
     is_write = req.method in ("POST", "PUT", "PATCH") and resp.location is not None
     if is_write and body is not None:

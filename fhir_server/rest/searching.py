@@ -32,7 +32,13 @@ async def conditional_matches(
     policy = req.policy if req is not None else None
     type_filter = policy.type_filter if policy is not None and policy.restricted else None
     matches = await find_matches(
-        ctx.store.db, ctx.registry, rt, query, limit=2, type_filter=type_filter
+        ctx.store.db,
+        ctx.registry,
+        rt,
+        query,
+        limit=2,
+        type_filter=type_filter,
+        max_time_ms=ctx.settings.query_max_time_ms,
     )
     return [m["id"] for m in matches]
 
@@ -71,7 +77,5 @@ async def search(
     if trim:
         page.resources = [apply(r, parsed.summary, parsed.elements) for r in page.resources]
         page.included = [apply(r, parsed.summary, parsed.elements) for r in page.included]
-    base = ctx.base_url
-    if compartment:
-        base = f"{base}/{compartment}"
-    return FhirResponse(status=200, body=searchset_bundle(page, parsed, base))
+    # The bundle adds the compartment to its links itself; fullUrls stay at the base.
+    return FhirResponse(status=200, body=searchset_bundle(page, parsed, ctx.base_url))

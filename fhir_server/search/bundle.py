@@ -16,11 +16,15 @@ from fhir_server.search.execute import SearchPage
 from fhir_server.search.parse import SearchRequest
 
 
-def _url(base: str, req: SearchRequest, page: SearchPage, cursor: str | None) -> str:
+def _url(
+    base: str, req: SearchRequest, page: SearchPage, cursor: str | None, link_path: str | None
+) -> str:
     path = base.rstrip("/")
-    if page.compartment:
+    if link_path is not None:
+        path += f"/{link_path}"
+    elif page.compartment:
         path += f"/{page.compartment}"
-    if req.resource_type:
+    if req.resource_type and link_path is None:
         path += f"/{req.resource_type}"
     params = list(req.used)
     if cursor:
@@ -36,12 +40,20 @@ def _entry(base: str, resource: dict[str, Any], mode: str) -> dict[str, Any]:
     }
 
 
-def searchset_bundle(page: SearchPage, req: SearchRequest, base_url: str) -> dict[str, Any]:
-    links = [{"relation": "self", "url": _url(base_url, req, page, req.cursor)}]
+def searchset_bundle(
+    page: SearchPage, req: SearchRequest, base_url: str, *, link_path: str | None = None
+) -> dict[str, Any]:
+    """`link_path` (below the base) replaces the search's own path in the links: an
+    operation answering with a searchset, e.g. `Patient/1/$everything`."""
+
+    def url(cursor: str | None) -> str:
+        return _url(base_url, req, page, cursor, link_path)
+
+    links = [{"relation": "self", "url": url(req.cursor)}]
     if page.next_cursor:
-        links.append({"relation": "next", "url": _url(base_url, req, page, page.next_cursor)})
+        links.append({"relation": "next", "url": url(page.next_cursor)})
     if page.prev_cursor:
-        links.append({"relation": "previous", "url": _url(base_url, req, page, page.prev_cursor)})
+        links.append({"relation": "previous", "url": url(page.prev_cursor)})
     entries = [_entry(base_url, r, "match") for r in page.resources]
     entries += [_entry(base_url, r, "include") for r in page.included]
     notes = [

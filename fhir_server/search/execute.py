@@ -19,9 +19,17 @@ from fhir_server.errors import BadRequest, ServiceUnavailable, TooCostly
 from fhir_server.search import cursor as cur
 from fhir_server.search.extract import reference_targets
 from fhir_server.search.parse import Criterion, Include, SearchRequest, parse_search
-from fhir_server.search.query import NOTHING, all_of, criterion_filter, reference_in, sort_field
+from fhir_server.search.query import (
+    NOTHING,
+    all_of,
+    criterion_filter,
+    in_value_sets,
+    reference_in,
+    sort_field,
+)
 from fhir_server.search.registry import Registry
 from fhir_server.search.summary import apply
+from fhir_server.search.valuesets import stored_lookup
 
 MAX_CHAIN_IDS = 1000  # ids a chain or _has may resolve to before it is too costly
 MAX_INCLUDES = 1000  # included resources per page
@@ -148,9 +156,13 @@ class _Run:
                 if len(targets) > MAX_CHAIN_IDS:
                     raise TooCostly(f"Chained parameter {c.name} matches too many resources")
             return reference_in(c.code, targets)
+        if c.type == "token" and c.modifier in ("in", "not-in"):
+            return await in_value_sets(c, stored_lookup(self.find, self.scoped))
         return criterion_filter(c, resource_type=rt, elem_match=True, comp_types=self.comp_types(c))
 
-    async def base_filter(self, req: SearchRequest, compartment: str | None) -> dict[str, Any]:
+    async def base_filter(
+        self, req: SearchRequest, compartment: str | None, *, narrow: bool = True
+    ) -> dict[str, Any]:
         parts: list[dict[str, Any]] = []
         if req.resource_type:
             parts.append({"rt": req.resource_type})
@@ -162,9 +174,20 @@ class _Run:
             # The access policy narrows the main query too; "*" is its filter for a
             # search across types.
             parts.append(self.type_filter(req.resource_type or "*"))
+        implied: str | None = None
         for c in req.criteria:
-            parts.append(await self.criterion(req.resource_type, c))
-        return all_of(parts)
+            f = await self.criterion(req.resource_type, c)
+            implied = implied or implied_compartment(self.reg, req.resource_type, c, f)
+            parts.append(f)
+        filt = all_of(parts)
+        # SecantusDB serves `{rt, ix.k: key}` whole from `(rt, ix.k, _id)`; a third field
+        # would send it to a lookup of all the patient's resources (bench/search.py: 5x slower).
+        exact = self.secantus and set(filt) == {"rt", "ix.k"} and isinstance(filt["ix.k"], str)
+        if narrow and implied and not exact and "comp" not in filt and "$and" not in filt:
+            # Redundant for the answer, decisive for the plan: it lets both databases
+            # bound the scan by the patient (see `implied_compartment`).
+            filt["comp"] = implied
+        return filt
 
     async def includes(
         self, page: SearchPage, docs: list[dict[str, Any]], req: SearchRequest
@@ -177,7 +200,7 @@ class _Run:
             if not frontier or not (incs or revs):
                 return
             found: list[dict[str, Any]] = []
-            ids = [t for d in frontier for i in incs for t in _targets(self.reg, d, i)]
+            ids = [t for d in frontier for i in incs for t in include_targets(self.reg, d, i)]
             ids = [i for i in dict.fromkeys(ids) if i not in seen]
             by_type: dict[str, list[str]] = {}
             for i in ids:
@@ -213,37 +236,107 @@ class _Run:
                 return
 
 
-RANGE_FIELDS = ("ix.lo", "ix.hi", "ix.s")
+# SecantusDB's order of preference for the one clause it looks up in an index (`plan`): the
+# patient's compartment (hundreds of resources) before a key, which may be any size
+# (`category=laboratory` is every lab result of every patient).
+_POINT_FIELDS = ("_id", "comp", "ix.k")
 
 
 def plan(filt: dict[str, Any], secantus: bool) -> tuple[dict[str, Any], str | None]:
-    """Index hint for SecantusDB (docs/search.md). Its planner scans the whole collection on
-    any `$elemMatch` or regex, yet a range over a key array needs `$elemMatch` to hold key by
-    key. Hinting the `(rt, field, _id)` index of the first such predicate keeps the scan
-    inside the type (index scan on `rt`, predicate checked per document): correct, and no
-    collection scan. MongoDB gets no hint: its planner bounds `$elemMatch` tightly."""
-    if not secantus or not isinstance(filt.get("rt"), str):
+    """The filter as sent, and an index hint (always None now; kept for callers).
+
+    MongoDB's planner chooses among the indexes itself. SecantusDB 0.7.0b3's does not
+    (docs/database.md, "SecantusDB's query planner"): it serves a filter from an index only when
+    every field is a bare equality on an index prefix, or equalities plus one `$in`/range
+    field; otherwise it looks up the FIRST top-level clause that an index can answer alone
+    and checks the rest per document. Our filters start with `rt`, so that was every
+    resource of the type. Moving the most selective point clause first (`_id`, the patient
+    compartment, one key of `ix.k`) bounds the lookup by the patient or the key instead;
+    the conjunction means the same in any order. A `hint()` on SecantusDB walks the WHOLE
+    index (a multikey one: decodes and sorts the whole collection), so none is given.
+    """
+    if not secantus:
         return filt, None
-    if isinstance(filt.get("ix.k"), str | dict) and (
-        isinstance(filt["ix.k"], str) or "$all" in filt["ix.k"]
-    ):
-        # An equality on the key array bounds the (rt, ix.k) index to the matching keys;
-        # a range index would walk every resource of the type (bench/search.py: 75x slower).
-        has_range = any(
-            isinstance(filt.get(f), dict) and ("$regex" in filt[f] or "$elemMatch" in filt[f])
-            for f in RANGE_FIELDS
+    first = next((f for f in _POINT_FIELDS if _point(filt.get(f))), None)
+    if first is None or next(iter(filt)) == first:
+        return filt, None
+    return {first: filt[first], **{k: v for k, v in filt.items() if k != first}}, None
+
+
+def _point(cond: Any) -> bool:
+    """An equality or a short `$in` list of scalars: what SecantusDB looks up key by key."""
+    if isinstance(cond, str):
+        return True
+    if isinstance(cond, dict) and set(cond) == {"$in"} and isinstance(cond["$in"], list):
+        return 0 < len(cond["$in"]) <= MAX_CHAIN_IDS and all(
+            isinstance(v, str) for v in cond["$in"]
         )
-        return filt, "rt_ix_k" if has_range else None
-    groups: list[dict[str, Any]] = [filt] + [g for g in filt.get("$and", []) if isinstance(g, dict)]
-    for g in groups:
-        for fname in RANGE_FIELDS:
-            cond = g.get(fname)
-            if isinstance(cond, dict) and ("$regex" in cond or "$elemMatch" in cond):
-                return filt, "rt_" + fname.replace(".", "_")
-    return filt, None
+    return False
 
 
-def _targets(reg: Registry, doc: dict[str, Any], inc: Include) -> list[str]:
+_PATIENT_ONLY = ".where(resolve() is Patient)"
+_IMPLIES: dict[tuple[int, str, str], tuple[bool, bool]] = {}
+
+
+def _compartment_facts(reg: Registry, rt: str, code: str) -> tuple[bool, bool]:
+    """(implies the compartment, references only Patients) for parameter `code` of `rt`,
+    decided once from the vendored definitions (see `implies_compartment`)."""
+    key = (id(reg), rt, code)
+    if key not in _IMPLIES:
+        comp = reg.compartment_params(rt)
+        params = reg.params_for(rt)
+
+        def paths(c: str) -> set[str]:
+            p = params.get(c)
+            exprs = p.expression.split("|") if p is not None else []
+            return {e.strip() for e in exprs if e.strip().startswith(f"{rt}.")}
+
+        allowed = {x for c in comp for x in paths(c)}
+        mine = paths(code)
+        narrowed = {x.removesuffix(_PATIENT_ONLY) for x in mine}
+        param = params.get(code)
+        only = param is not None and (
+            param.target == ("Patient",)
+            or (bool(mine) and all(x.endswith(_PATIENT_ONLY) for x in mine))
+        )
+        _IMPLIES[key] = (code in comp or (bool(mine) and narrowed <= allowed), only)
+    return _IMPLIES[key]
+
+
+def implies_compartment(reg: Registry, rt: str, code: str) -> bool:
+    """True when every Patient that parameter `code` of `rt` references puts the resource in
+    that Patient's compartment: `code` is one of the type's compartment parameters, or its
+    path (for `rt`) is one of theirs narrowed by `.where(resolve() is Patient)` (Observation
+    `patient` is `subject` narrowed so)."""
+    return _compartment_facts(reg, rt, code)[0]
+
+
+def implied_compartment(
+    reg: Registry, rt: str | None, c: Criterion, filt: dict[str, Any]
+) -> str | None:
+    """`Patient/x` when criterion `c` (built into `filt`) matches only resources in Patient
+    x's compartment: one reference `code=Patient/x` (or `code=x` on a parameter that only
+    references Patients) on a parameter that implies the compartment.
+
+    Adding `comp: Patient/x` changes no answer, but it is what lets the portal's hot queries
+    ("this patient's Observations, newest first") use the `(comp, rt, ix.o.date, _id)`
+    index on MongoDB and the compartment lookup on SecantusDB."""
+    key = filt.get("ix.k")
+    if rt is None or c.type != "reference" or set(filt) != {"ix.k"} or not isinstance(key, str):
+        return None
+    target = key.removeprefix(f"{c.code}=")
+    if target == key or not target:
+        return None
+    implies, patient_only = _compartment_facts(reg, rt, c.code)
+    if "/" not in target and patient_only:
+        target = f"Patient/{target}"  # the id alone: the one type it can be
+    if not implies or not target.startswith("Patient/") or "/" in target[8:]:
+        return None
+    return target
+
+
+def include_targets(reg: Registry, doc: dict[str, Any], inc: Include) -> list[str]:
+    """`Type/id` targets that `_include` `inc` names in stored document `doc`."""
     rt = doc["_id"].split("/", 1)[0]
     if inc.source_type != rt and inc.code != "*":
         return []
@@ -258,10 +351,14 @@ def _targets(reg: Registry, doc: dict[str, Any], inc: Include) -> list[str]:
     return out
 
 
-def _sort(req: SearchRequest) -> list[tuple[str, int]]:
+def sort_keys(req: SearchRequest) -> list[tuple[str, int]]:
+    """The MongoDB sort of `req`, ending in `_id` so the order is total (cursors never skip
+    or repeat a row). The `_id` tie-break runs in the direction of the key before it, so one
+    ascending index `(..., key, _id)` serves `_sort=key` forwards and `_sort=-key`
+    backwards; a mixed `{key: -1, _id: 1}` would need a sort stage on MongoDB."""
     keys = [(sort_field(k.code), -1 if k.descending else 1) for k in req.sort]
     if not any(f == "_id" for f, _ in keys):
-        keys.append(("_id", 1))  # a total order, so cursors never skip or repeat a row
+        keys.append(("_id", keys[-1][1] if keys else 1))
     return keys
 
 
@@ -287,7 +384,7 @@ async def run_search(
     if req.summary == "count" or req.count == 0:
         page.total = await run.count(filt)
         return page
-    sort = _sort(req)
+    sort = sort_keys(req)
     direction = "a"
     query = filt
     if req.cursor:
@@ -334,9 +431,20 @@ async def count(
 
 async def criteria_filter(db: Any, registry: Registry, req: SearchRequest) -> dict[str, Any]:
     """The MongoDB filter of `req`'s criteria alone (for access policies and scope filters:
-    a policy rule is a search, built by the same parser and query builder)."""
+    a policy rule is a search, built by the same parser and query builder). Without the
+    implied compartment of `search_filter`: a policy ANDs this into other filters, where a
+    second `comp` condition would only split the conjunction."""
     run = _Run(db, registry, 5000, None, await uses_elem_match(db))
-    return await run.base_filter(req, None)
+    return await run.base_filter(req, None, narrow=False)
+
+
+async def search_filter(
+    db: Any, registry: Registry, req: SearchRequest, compartment: str | None = None
+) -> dict[str, Any]:
+    """The filter of `run_search`'s main query (before `plan`), for benchmarks and explain
+    tests that must ask the database exactly what the server asks."""
+    run = _Run(db, registry, 5000, None, await uses_elem_match(db))
+    return await run.base_filter(req, compartment)
 
 
 async def find_matches(
@@ -346,6 +454,7 @@ async def find_matches(
     query_string: str,
     limit: int = 2,
     type_filter: TypeFilter | None = None,
+    max_time_ms: int = 5000,
 ) -> list[dict[str, Any]]:
     """Resources matching a conditional-interaction query (`identifier=http://x|123&active=true`),
     parsed strictly (https://hl7.org/fhir/R4/http.html#cond-update). At most `limit` returned:
@@ -355,6 +464,10 @@ async def find_matches(
         raise BadRequest("A conditional interaction needs search parameters")
     req = parse_search(resource_type, params, registry, strict=True)
     page = await run_search(
-        db, registry, replace(req, count=limit, total="none"), type_filter=type_filter
+        db,
+        registry,
+        replace(req, count=limit, total="none"),
+        type_filter=type_filter,
+        max_time_ms=max_time_ms,
     )
     return page.resources

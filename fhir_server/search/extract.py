@@ -5,7 +5,8 @@ each value turned into precomputed keys, by parameter type
 (https://hl7.org/fhir/R4/search.html#ptypes), never by resource type:
 
 - `k`:  equality keys `code=value` (token, reference, uri, `:exact`, `:identifier`,
-        composite) and presence keys `code:present` / `code:missing` (for `:missing`);
+        `:of-type`, composite), presence keys `code:present` / `code:missing` (for
+        `:missing`) and word keys `_text=word` / `_content=word`;
 - `s`:  `code|folded string` for string prefix search, `code:text|...` for token `:text`,
         `code:uri|...` for uri `:below`;
 - `lo`, `hi`: `code|<ordered key>` lower and upper ends of dates, numbers and quantities;
@@ -14,6 +15,7 @@ each value turned into precomputed keys, by parameter type
 
 from __future__ import annotations
 
+import html
 import re
 from typing import Any
 
@@ -27,11 +29,28 @@ from fhir_server.search.values import (
     norm,
     num_key,
     ucum_canonical,
+    words,
 )
 
 STRING_KEY_MAX = 100  # folded strings are cut here; prefix search beyond it is approximate
+_TAG = re.compile(r"<[^>]*>")
 LOCAL_REF = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+MAX_TYPE_CODINGS = 5  # Identifier.type codings indexed for `:of-type`, per identifier
 ANY_UNIT = "="  # marks number keys and unit-less quantity keys (hex digits never start with it)
+# `_text` / `_content` word keys per resource, and characters read to find them: a bound on
+# index size and on write-time CPU whatever the resource (docs/search.md).
+MAX_WORDS = 500
+MAX_TEXT_CHARS = 200_000
+# Types written by the server itself at high volume, searched by their structured parameters:
+# no `_text`/`_content` word keys. For AuditEvent (one per request) the words were a third of
+# its index keys and most of what auditing cost the database (bench/audit.py).
+NO_WORD_KEYS = frozenset({"AuditEvent"})
+
+# Elements whose strings are identifiers or machinery, not content, for `_content`; the
+# narrative (`div`) is `_text`'s.
+CONTENT_SKIP = frozenset(
+    {"id", "meta", "reference", "system", "url", "data", "div", "resourceType", "fullUrl"}
+)
 # Params never indexed in `ix`: served from top-level fields.
 SKIP = frozenset({"_lastUpdated"})
 
@@ -85,6 +104,23 @@ def token_parts(node: Node) -> tuple[list[tuple[str | None, str]], list[str]]:
         if isinstance(v.get("display"), str):
             texts.append(v["display"])
     return codes, texts
+
+
+def identifier_type_frags(node: Node) -> list[str]:
+    """`type-system|type-code|value` of an Identifier with a coded type, for `:of-type`
+    (https://hl7.org/fhir/R4/search.html#token); a type coding without a system or code, or
+    an identifier without a value, cannot be searched that way."""
+    v = node.value
+    if not isinstance(v, dict) or v.get("value") is None or "code" in v:
+        return []
+    t = v.get("type")
+    if not isinstance(t, dict):
+        return []
+    out = []
+    for c in t.get("coding", ())[:MAX_TYPE_CODINGS]:
+        if isinstance(c, dict) and c.get("system") and c.get("code") is not None:
+            out.append(f"{c['system']}|{c['code']}|{v['value']}")
+    return out
 
 
 def token_frags(system: str | None, code: str) -> list[str]:
@@ -224,6 +260,8 @@ def _index_value(out: _Out, p: SearchParam, nodes: list[Node]) -> None:
                 out.sort(code, c)
             for tx in texts:
                 out.s.add(f"{code}:text|{norm(tx)[:STRING_KEY_MAX]}")
+            for f in identifier_type_frags(n):
+                out.k.add(f"{code}:of-type={f}")
     elif t == "reference":
         for n in nodes:
             refs, idents = reference_frags(n)
@@ -310,6 +348,51 @@ def _index_composite(out: _Out, registry: Registry, p: SearchParam, nodes: list[
                     out.k.add(f"{p.code}={h}{f}")
 
 
+def _bounded_words(texts: Any) -> list[str]:
+    found: dict[str, None] = {}
+    budget = MAX_TEXT_CHARS
+    for t in texts:
+        for w in words(t[:budget]):
+            found.setdefault(w, None)
+            if len(found) >= MAX_WORDS:
+                return list(found)
+        budget -= len(t)
+        if budget <= 0:
+            break
+    return list(found)
+
+
+def narrative_words(resource: dict[str, Any]) -> list[str]:
+    """Words of the narrative `text.div` (XHTML: tags dropped, entities decoded), for `_text`
+    (https://hl7.org/fhir/R4/search.html#text)."""
+    div = (
+        (resource.get("text") or {}).get("div") if isinstance(resource.get("text"), dict) else None
+    )
+    if not isinstance(div, str):
+        return []
+    plain = html.unescape(_TAG.sub(" ", div[:MAX_TEXT_CHARS]))
+    return _bounded_words([plain])
+
+
+def _strings(v: Any, key: str = "") -> Any:
+    if isinstance(v, str):
+        yield v
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            if k not in CONTENT_SKIP:
+                yield from _strings(x, k)
+    elif isinstance(v, list):
+        for x in v:
+            yield from _strings(x, key)
+
+
+def content_words(resource: dict[str, Any]) -> list[str]:
+    """Words of every string value of the resource but ids, references, systems, urls,
+    binary data and the narrative, in document order, for `_content`
+    (https://hl7.org/fhir/R4/search.html#content)."""
+    return _bounded_words(_strings(resource))
+
+
 def index_entries(resource: dict[str, Any], registry: Registry) -> dict[str, Any]:
     """The `ix` value of a stored document: keys for every search parameter of its type."""
     rt = resource.get("resourceType", "")
@@ -328,6 +411,9 @@ def index_entries(resource: dict[str, Any], registry: Registry) -> dict[str, Any
             _index_composite(out, registry, p, nodes)
         else:
             _index_value(out, p, nodes)
+    if rt not in NO_WORD_KEYS:
+        out.k.update(f"_text={w}" for w in narrative_words(resource))
+        out.k.update(f"_content={w}" for w in content_words(resource))
     return {
         "k": sorted(out.k),
         "s": sorted(out.s),

@@ -13,8 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from fhir_server.errors import BadRequest, FhirError, NotSupported
-from fhir_server.search.registry import Registry, SearchParam
-from fhir_server.search.values import date_range, parse_decimal
+from fhir_server.search.extract import NO_WORD_KEYS
+from fhir_server.search.registry import Registry, SearchParam, is_identifier_param
+from fhir_server.search.values import WORD_MIN, date_range, parse_decimal, words
+from fhir_server.search.valuesets import subsumed
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 ORDERED = ("date", "number", "quantity")
@@ -24,10 +26,22 @@ MAX_CHAIN_DEPTH = 3
 SUMMARY = ("true", "false", "text", "data", "count")
 TOTAL = ("none", "estimate", "accurate")
 IGNORED = ("_format", "_pretty")  # rendering options, handled by the REST layer
-UNSUPPORTED = ("_text", "_content", "_query", "_filter", "_list", "_contained", "_containedType")
+UNSUPPORTED = ("_query", "_filter", "_list", "_contained", "_containedType")
+# Full-text parameters (type string without an expression in R4; their meaning is the
+# server's), served by word keys (docs/search.md).
+FULL_TEXT = ("_text", "_content")
+MAX_QUERY_WORDS = 20
+# What `_text` / `_content` mean here (R4 leaves it to the server), for the CapabilityStatement.
+FULL_TEXT_DOC = {
+    "_text": "Whole words of the narrative (text.div), case- and accent-insensitive; every "
+    "word of a value must occur; comma-separated values are OR-ed (docs/search.md)",
+    "_content": "Whole words of the resource's string values (not ids, references, systems, "
+    "urls, binary data or the narrative), case- and accent-insensitive; every word of a "
+    "value must occur; comma-separated values are OR-ed (docs/search.md)",
+}
 MODIFIERS = {
     "string": ("exact", "contains", "missing"),
-    "token": ("text", "not", "missing"),
+    "token": ("text", "not", "missing", "of-type", "in", "not-in", "above", "below"),
     "reference": ("identifier", "missing"),
     "uri": ("above", "below", "missing"),
     "date": ("missing",),
@@ -193,6 +207,18 @@ class _Parser:
                     raise BadRequest(f"Invalid number {head!r} for parameter {p.code!r}")
                 if t == "quantity" and len(split_escaped(v, "|")) not in (1, 3):
                     raise BadRequest(f"Quantity value {v!r} must be number or number|system|code")
+            elif modifier == "of-type":
+                parts = split_escaped(v, "|")
+                if len(parts) != 3 or not all(parts):
+                    raise BadRequest(
+                        f":of-type takes type-system|type-code|value, all three present, not {v!r}"
+                    )
+            elif modifier in ("above", "below") and t == "token":
+                parts = split_escaped(v, "|")
+                if len(parts) != 2 or not all(parts):
+                    raise BadRequest(f":{modifier} takes system|code, both present, not {v!r}")
+                # Refused here, not when the query is built, so that lenient handling can drop it.
+                subsumed(unescape(parts[0]), unescape(parts[1]), modifier)
             elif t == "composite" and len(split_escaped(v, "$")) != len(p.components):
                 raise BadRequest(
                     f"Composite {p.code!r} needs {len(p.components)} `$`-separated parts"
@@ -223,9 +249,34 @@ class _Parser:
                 raise NotSupported(
                     f"Modifier :{mod} is not supported on {p.type} parameter {p.code!r}"
                 )
+        if p.code in FULL_TEXT and not p.expression:
+            if rt in NO_WORD_KEYS:
+                raise NotSupported(f"{p.code!r} is not supported on {rt} (no word index)")
+            return self.full_text(name, p, raw, modifier or None)
         if p.type == "special":
             raise NotSupported(f"Parameter {p.code!r} is not supported")
+        if mod == "of-type" and not is_identifier_param(p):
+            raise BadRequest(f":of-type applies to Identifier parameters only, not {p.code!r}")
         return Criterion(name, p.code, p.type, self.values(p, raw, mod), mod, targets, param=p)
+
+    def full_text(self, name: str, p: SearchParam, raw: str, modifier: str | None) -> Criterion:
+        """`_text` / `_content`: each OR-ed value is a list of words that must all occur."""
+        if modifier is not None:
+            raise NotSupported(f"Modifier :{modifier} is not supported on {p.code!r}")
+        if raw == "":
+            raise BadRequest(f"Search parameter {p.code!r} has an empty value")
+        out = []
+        for v in split_escaped(raw, ","):
+            n = len(words(unescape(v)))
+            if n == 0:
+                raise BadRequest(
+                    f"{p.code} needs at least one word of {WORD_MIN} or more letters or digits, "
+                    f"not {v!r}"
+                )
+            if n > MAX_QUERY_WORDS:
+                raise BadRequest(f"{p.code} takes at most {MAX_QUERY_WORDS} words per value")
+            out.append(SearchValue(v))
+        return Criterion(name, p.code, "special", tuple(out), param=p)
 
     def chained(
         self,
@@ -303,7 +354,7 @@ class _Parser:
             desc = part.startswith("-")
             code = part[1:] if desc else part
             p = self.lookup(self.rt, code, types)
-            if p.type in ("composite", "special"):
+            if p.type in ("composite", "special") or (p.code in FULL_TEXT and not p.expression):
                 raise NotSupported(f"Cannot sort on {p.type} parameter {code!r}")
             keys.append(SortKey(code, desc))
         return tuple(keys)

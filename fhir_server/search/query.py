@@ -17,7 +17,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fhir_server.errors import BadRequest, NotSupported
+from fhir_server.errors import BadRequest, NotSupported, TooCostly
 from fhir_server.search.extract import ANY_UNIT, STRING_KEY_MAX, covering_keys
 from fhir_server.search.parse import Criterion, SearchValue, split_escaped, unescape
 from fhir_server.search.values import (
@@ -30,7 +30,9 @@ from fhir_server.search.values import (
     parse_instant,
     precision_range,
     ucum_canonical,
+    words,
 )
+from fhir_server.search.valuesets import MAX_CODES, Expander, Lookup, subsumed
 
 NOTHING: dict[str, Any] = {"_id": {"$in": []}}
 TOP = "\uffff"  # above every key character we write
@@ -269,6 +271,36 @@ def token_keys(code: str, value: str) -> list[str]:
     return [f"{code}={system}|{c}"]
 
 
+def codes_filter(code: str, codes: set[tuple[str, str]], negate: bool = False) -> dict[str, Any]:
+    """Token keys of an expanded value set or a subsumption closure: `$in` (or `$nin` for
+    `:not-in`) over `code=system|code` (https://hl7.org/fhir/R4/search.html#token), plus
+    `code=|code` for values stored without a system: a `code` element (Patient.gender,
+    Observation.status) has its system implied by its binding, so `gender:in=` the
+    administrative-gender value set must find `"gender": "female"`."""
+    if not codes:
+        return {} if negate else NOTHING
+    keys = [k for s, c in sorted(codes) for k in (f"{code}={s}|{c}", f"{code}=|{c}")]
+    return keys_in("ix.k", keys, negate=negate)
+
+
+async def in_value_sets(c: Criterion, lookup: Lookup) -> dict[str, Any]:
+    """Token `:in` / `:not-in`: the union of the value sets' expansions (values are OR-ed).
+    `lookup` finds stored ValueSets (execute passes a time-limited, policy-scoped query)."""
+    expander = Expander(lookup)
+    codes: set[tuple[str, str]] = set()
+    for v in c.values:
+        codes |= await expander.expand(unescape(v.value))
+    if len(codes) > MAX_CODES:
+        raise TooCostly(f"{c.name} expands to {len(codes)} codes, more than {MAX_CODES}")
+    return codes_filter(c.code, codes, negate=c.modifier == "not-in")
+
+
+def of_type_key(code: str, value: str) -> str:
+    """`identifier:of-type=type-system|type-code|value` (parse.py checked the three parts)."""
+    system, type_code, ident = (unescape(x) for x in split_escaped(value, "|"))
+    return f"{code}:of-type={system}|{type_code}|{ident}"
+
+
 def token_frag(value: str) -> str:
     parts = split_escaped(value, "|")
     if len(parts) == 1:
@@ -375,6 +407,14 @@ def criterion_filter(
     if c.code == "_id" and resource_type is not None:
         ids = [f"{resource_type}/{unescape(v.value)}" for v in c.values]
         return keys_in("_id", ids)
+    if c.code in ("_text", "_content") and c.type == "special":
+        # Whole words, all required (`$all` on the key array), values OR-ed.
+        return any_of(
+            [
+                all_of([{"ix.k": f"{c.code}={w}"} for w in words(unescape(v.value))])
+                for v in c.values
+            ]
+        )
     t, code, vals = c.type, c.code, c.values
     if t == "token":
         if c.modifier == "text":
@@ -388,6 +428,16 @@ def criterion_filter(
                     for v in vals
                 ]
             )
+        if c.modifier == "of-type":
+            return keys_in("ix.k", [of_type_key(code, v.value) for v in vals])
+        if c.modifier in ("in", "not-in"):
+            raise ValueError(":in and :not-in are expanded by execute (stored value sets)")
+        if c.modifier in ("above", "below"):
+            found: set[tuple[str, str]] = set()
+            for v in vals:
+                system, tcode = (unescape(x) for x in split_escaped(v.value, "|"))
+                found |= subsumed(system, tcode, c.modifier)
+            return codes_filter(code, found)
         keys = [k for v in vals for k in token_keys(code, v.value)]
         return keys_in("ix.k", keys, negate=c.modifier == "not")
     if t == "string":

@@ -9,6 +9,7 @@ No code here or elsewhere in the search engine is written per resource type.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 from functools import cache
@@ -162,6 +163,17 @@ class Registry:
         """Params of `resource_type` that put it in a Patient's compartment
         (https://hl7.org/fhir/R4/compartmentdefinition-patient.html)."""
         return self.patient_compartment.get(resource_type, ())
+
+
+_IDENTIFIER_PATH = re.compile(r"[iI]dentifier\b")
+
+
+def is_identifier_param(p: SearchParam) -> bool:
+    """A token parameter on an Identifier element (`Patient.identifier`,
+    `Specimen.accessionIdentifier`, `... as Identifier`): the ones `:of-type` applies to
+    (https://hl7.org/fhir/R4/search.html#token). All 86 such R4 parameters name the element
+    `identifier` or `*Identifier`, so the path says it without the StructureDefinitions."""
+    return p.type == "token" and bool(_IDENTIFIER_PATH.search(p.expression))
 
 
 def evaluate(registry: Registry, resource: dict[str, Any], code: str) -> list[Node]:

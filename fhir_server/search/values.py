@@ -117,6 +117,21 @@ def norm(text: str) -> str:
     return " ".join(stripped.casefold().split())
 
 
+_WORD = re.compile(r"[^\W_]+")
+WORD_MIN = 2  # one-letter words ("s" of "driver's") are neither indexed nor searched
+WORD_MAX = 40  # longer runs (hashes, base64) are cut here
+
+
+def words(text: str) -> list[str]:
+    """Whole words of `text`, folded like strings (case and accents ignored), in order of
+    first appearance: the unit of `_text` and `_content` (docs/search.md)."""
+    seen: dict[str, None] = {}
+    for w in _WORD.findall(norm(text)):
+        if len(w) >= WORD_MIN:
+            seen.setdefault(w[:WORD_MAX], None)
+    return list(seen)
+
+
 UCUM = "http://unitsofmeasure.org"
 _PREFIX = {"": 1.0, "k": 1e3, "d": 1e-1, "c": 1e-2, "m": 1e-3, "u": 1e-6, "n": 1e-9, "p": 1e-12}
 _BASE = ("g", "L", "l", "m", "s", "mol", "eq", "[IU]", "U")

@@ -289,7 +289,7 @@ class ResourceStore:
             else:
                 last = await self._last_version(rt, rid, session)
                 vid = (last["vid"] + 1) if last else 1
-            doc = self._document(rt, rid, vid, resource)
+            doc = self.document(rt, rid, vid, resource)
             hist = {k: doc[k] for k in ("rt", "id", "vid", "lu", "comp", "sk", "res")}
             hist["_id"] = f"{rt}/{rid}/{vid}"
             hist["method"] = method
@@ -319,7 +319,9 @@ class ResourceStore:
             return WriteResult(Version.from_doc(hist), created=cur is None)
         raise ServiceUnavailable(f"{rt}/{rid} is under heavy concurrent change; retry")
 
-    def _document(self, rt: str, rid: str, vid: int, resource: Doc) -> Doc:
+    def document(self, rt: str, rid: str, vid: int, resource: Doc) -> Doc:
+        """The stored shape of one version (`res`, `ix`, `comp`, `sk`...), for writers that
+        insert in bulk outside `update` (the audit sink, benchmark loaders)."""
         lu = now_utc()
         res = copy.deepcopy(resource)
         res["resourceType"] = rt

@@ -15,16 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 from joserfc.jwk import RSAKey
 
-from fhir_server.seeding import seed
-from tests.conftest import make_settings
+from seed_data.directory import NURSE_POOLS, PEOPLE
 from tests.integration.access.test_smart_enforcement import Server, ids
-from tests.integration.auth.conftest import BACKEND, BASE
+from tests.integration.auth.conftest import BACKEND
 from tests.integration.auth.test_backend_services import assertion, request_token
+from tests.integration.seeded import seeded_server
 
 ROOT = Path(__file__).resolve().parents[3]
 TABLE = json.loads((ROOT / "profiles/access/family.json").read_text())
@@ -58,7 +57,20 @@ ACTORS: dict[str, tuple[str | None, str | None, dict[str, str]]] = {
     "basic-user": ("robert", "dslogon-basic", {}),
     "managed-account": (None, "managed", {"eleanor": "appointee"}),
     "practitioner": (None, "cac", {}),
+    "nurse": (None, "cac", {}),
     "backend": (None, None, {}),
+}
+# Clinician actors: their login and the seed people whose care team they are on, from the
+# seed's declared directory (each person's PCM and clinic; a clinic's nurse pool sits in the
+# care team of each of its patients), not from the server.
+CLINICIAN_LOGIN = {"practitioner": "dr.rachel.kim", "nurse": "rn.jessica.moore"}
+ON_CARE_TEAM = {
+    "practitioner": {k for k, p in PEOPLE.items() if p.pcm == "rachel"},
+    "nurse": {
+        k
+        for k, p in PEOPLE.items()
+        if p.clinic in {clinic for _, clinic, nurses in NURSE_POOLS.values() if "jessica" in nurses}
+    },
 }
 BASIC_TYPES = {"Patient", "Appointment", "Immunization", "AllergyIntolerance"}
 
@@ -100,8 +112,11 @@ TARGETS = [
 def band_of(actor: str, owner: str) -> dict[str, Any] | None:
     """The table's band for what `actor` sees of `owner` (None: nothing)."""
     me, level, relations = ACTORS[actor]
-    if actor in ("backend", "practitioner"):
-        return {"types": "*", "hide_labelled": False, "hide_care_team_messages": False}
+    clinician = {"types": "*", "hide_labelled": False, "hide_care_team_messages": False}
+    if actor == "backend":
+        return clinician
+    if actor in ON_CARE_TEAM:
+        return clinician if owner in ON_CARE_TEAM[actor] else None
     if owner == me:
         return {
             "types": "*",
@@ -210,31 +225,22 @@ class Matrix:
 
 @pytest.fixture(scope="module")
 async def matrix(mongo_uri: str) -> AsyncIterator[Matrix]:
-    from fhir_server.app import create_app
-
-    settings = make_settings(mongo_uri, auth_required=True)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        await app.state.ready
-        report = await seed(app.state.ctx)
-        assert report.failed == []
+    async with seeded_server(mongo_uri) as (app, http):
         await _probes(app.state.ctx.store)
-        await anyio.to_thread.run_sync(app.state.smart_auth.seed_development)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as http:
-            server = Server(http)
-            tokens = {}
-            for actor in ACTORS:
-                if actor == "backend":
-                    key = RSAKey.import_key(BACKEND["jwk"])
-                    r = await request_token(server, assertion(key, BACKEND["client_id"], "RS384"))
-                    assert r.status_code == 200, r.text
-                    tokens[actor] = r.json()["access_token"]
-                else:
-                    tokens[actor] = await server.token(actor, "openid fhirUser user/*.cruds")
-            m = Matrix(server, tokens, [0])
-            yield m
-            print(f"\nleak matrix: {m.checks[0]} checks")
-        await app.state.ctx.store.client.drop_database(settings.database)
+        server = Server(http)
+        tokens = {}
+        for actor in ACTORS:
+            if actor == "backend":
+                key = RSAKey.import_key(BACKEND["jwk"])
+                r = await request_token(server, assertion(key, BACKEND["client_id"], "RS384"))
+                assert r.status_code == 200, r.text
+                tokens[actor] = r.json()["access_token"]
+            else:
+                role = CLINICIAN_LOGIN.get(actor, actor)
+                tokens[actor] = await server.token(role, "openid fhirUser user/*.cruds")
+        m = Matrix(server, tokens, [0])
+        yield m
+        print(f"\nleak matrix: {m.checks[0]} checks")
 
 
 # --- the matrix -------------------------------------------------------------------------

@@ -10,15 +10,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import anyio
 import httpx
 import pytest
 from joserfc.jwk import RSAKey
 
-from fhir_server.seeding import seed
-from tests.conftest import make_settings
 from tests.integration.auth.conftest import BACKEND, BASE, authorize, exchange
 from tests.integration.auth.test_backend_services import assertion, request_token
+from tests.integration.seeded import seeded_server
 
 SPONSOR = "Patient/sponsor-james-carter"
 OTHER = "Patient/veteran-samuel-ortiz"
@@ -51,18 +49,8 @@ class Server:
 
 @pytest.fixture(scope="module")
 async def server(mongo_uri: str) -> AsyncIterator[Server]:
-    from fhir_server.app import create_app
-
-    settings = make_settings(mongo_uri, auth_required=True)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        await app.state.ready
-        report = await seed(app.state.ctx)
-        assert report.failed == []
-        await anyio.to_thread.run_sync(app.state.smart_auth.seed_development)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as http:
-            yield Server(http)
-        await app.state.ctx.store.client.drop_database(settings.database)
+    async with seeded_server(mongo_uri) as (_, http):
+        yield Server(http)
 
 
 def ids(bundle: dict) -> set[str]:

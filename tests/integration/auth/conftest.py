@@ -39,7 +39,8 @@ BACKEND = CLIENTS["backend-service"]
 
 
 def login_for(role: str) -> dict[str, Any]:
-    return next(x for x in LOGINS if x["role"] == role)
+    """The first seed login with this role, or the login with this username."""
+    return next(x for x in LOGINS if role in (x["role"], x["username"]))
 
 
 def build_app(settings: Any, **overrides: Any) -> FastAPI:

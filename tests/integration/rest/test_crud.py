@@ -253,3 +253,26 @@ async def test_metadata(client: httpx.AsyncClient):
     documented = [p for res in types.values() for p in res["searchParam"] if p.get("documentation")]
     assert len(documented) > 1000
     assert {i["code"] for i in cs["rest"][0]["interaction"]} >= {"transaction", "batch"}
+
+
+async def test_compartment_search_links_and_full_urls(client: httpx.AsyncClient):
+    pid = new_id()
+    assert (await client.put(f"Patient/{pid}", json=patient(id=pid))).status_code == 201
+    for n in range(3):
+        obs = {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": f"probe {n}"},
+            "subject": {"reference": f"Patient/{pid}"},
+        }
+        assert (await client.post("Observation", json=obs, headers=FHIR_JSON)).status_code == 201
+    r = await client.get(f"Patient/{pid}/Observation", params={"_count": "2"})
+    bundle = r.json()
+    links = {link["relation"]: link["url"] for link in bundle["link"]}
+    # https://hl7.org/fhir/R4/http.html#paging: the links repeat the compartment search.
+    assert f"/fhir/Patient/{pid}/Observation?" in links["self"]
+    assert links["self"].count(f"Patient/{pid}") == 1
+    page2 = await client.get(links["next"].split("/fhir/", 1)[1])
+    assert page2.status_code == 200 and len(page2.json()["entry"]) == 1
+    for e in bundle["entry"]:
+        assert e["fullUrl"].endswith(f"/fhir/Observation/{e['resource']['id']}")

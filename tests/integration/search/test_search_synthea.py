@@ -493,7 +493,7 @@ async def test_strict_and_lenient(db: Any, registry: Any) -> None:
     with pytest.raises(BadRequest):
         parse_search("Patient", [("nonsense", "1")], registry)
     with pytest.raises(NotSupported):
-        parse_search("Patient", [("_text", "x")], registry)
+        parse_search("Patient", [("_filter", "name eq x")], registry)
     req = parse_search(
         "Patient",
         [("nonsense", "1"), ("gender", "male"), ("birthdate", "notadate")],

@@ -75,7 +75,7 @@ BAD = [
     ("Patient", [("_total", "exact")], BadRequest),
     ("Patient", [("_sort", "nope")], BadRequest),
     ("Patient", [("_include", "Patient:name")], BadRequest),
-    ("Patient", [("_text", "x")], NotSupported),
+    ("Patient", [("_query", "x")], NotSupported),
     ("Patient", [("_has:Observation:code:code", "x")], BadRequest),
     ("Observation", [("subject:Device.name", "x")], BadRequest),
     ("Observation", [("code-value-quantity", "onlyone")], BadRequest),

@@ -1,0 +1,126 @@
+"""Clinicians: the patients of the care teams a practitioner belongs to, and directory types.
+
+The table is `profiles/access/clinicians.json`. Membership is FHIR data read on each request
+(so removing a practitioner from a team takes effect at once), never code:
+
+- the practitioner's active `PractitionerRole`s (`PractitionerRole.practitioner`) stand for
+  it as well as `Practitioner/<id>` itself;
+- an active `CareTeam` (status in `care_team_statuses`, `period` covering today) whose
+  `participant.member` names one of those (the participant's own `period` covering today)
+  makes its `subject` Patient visible; a team that is itself a member of another team
+  passes the membership on (the seed's clinic nurse pool sits in each patient's team), up
+  to `max_nesting` levels.
+
+Directory types (Practitioner, Organization, Location, Slot...) describe the health system,
+not a patient: every confined token may read them unless the resource is in a patient
+compartment (then the compartment rules decide). See docs/access.md.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from fhir_server.access.family import period_covers, reference
+
+Doc = dict[str, Any]
+TABLE = Path(__file__).resolve().parents[2] / "profiles" / "access" / "clinicians.json"
+
+
+@dataclass(frozen=True)
+class ClinicianTable:
+    care_team_statuses: frozenset[str]
+    max_nesting: int
+    break_glass_header: str
+    min_reason: int
+    max_reason: int
+    directory_types: frozenset[str]
+
+
+def parse_table(raw: Doc) -> ClinicianTable:
+    """Build the table, failing loudly on a malformed one (the server must not start)."""
+    statuses = raw["care_team_statuses"]
+    types = raw["directory"]["types"]
+    if not (isinstance(statuses, list) and all(isinstance(s, str) for s in statuses)):
+        raise ValueError("clinicians.json: care_team_statuses must be a list of codes")
+    if not (isinstance(types, list) and all(isinstance(t, str) for t in types)):
+        raise ValueError("clinicians.json: directory.types must be a list of resource types")
+    nesting = int(raw["max_nesting"])
+    glass = raw["break_glass"]
+    lo, hi = int(glass["min_reason_length"]), int(glass["max_reason_length"])
+    if nesting < 1 or not 1 <= lo <= hi:
+        raise ValueError("clinicians.json: max_nesting >= 1 and 1 <= min <= max reason length")
+    return ClinicianTable(
+        care_team_statuses=frozenset(statuses),
+        max_nesting=nesting,
+        break_glass_header=str(glass["header"]).lower(),
+        min_reason=lo,
+        max_reason=hi,
+        directory_types=frozenset(types),
+    )
+
+
+@lru_cache(maxsize=4)
+def load_table(path: Path = TABLE) -> ClinicianTable:
+    return parse_table(json.loads(path.read_text()))
+
+
+def _active_role(role: Doc, today: date) -> bool:
+    return role.get("active") is not False and period_covers(role.get("period"), today)
+
+
+def _members(team: Doc, today: date) -> set[str]:
+    """References of the team's participants whose participation covers today."""
+    out = set()
+    for p in team.get("participant") or []:
+        if isinstance(p, dict) and period_covers(p.get("period"), today):
+            ref = reference(p.get("member"))
+            if ref:
+                out.add(ref)
+    return out
+
+
+async def _docs(col: Any, filt: Doc) -> list[Doc]:
+    return [d["res"] async for d in col.find(filt, {"res": 1}) if d.get("res")]
+
+
+async def care_team_patients(
+    db: Any, table: ClinicianTable, practitioner: str, today: date
+) -> tuple[str, ...]:
+    """`Patient/<id>` of every active care team `practitioner` belongs to, sorted."""
+    col = db["resources"]
+    roles = await _docs(col, {"rt": "PractitionerRole", "ix.k": f"practitioner={practitioner}"})
+    frontier = {practitioner} | {
+        f"PractitionerRole/{r['id']}" for r in roles if _active_role(r, today)
+    }
+    seen: set[str] = set()
+    patients: set[str] = set()
+    for _ in range(table.max_nesting):
+        keys = sorted(f"participant={m}" for m in frontier)
+        teams = await _docs(col, {"rt": "CareTeam", "ix.k": {"$in": keys}})
+        joined: set[str] = set()
+        for team in teams:
+            ref = f"CareTeam/{team.get('id')}"
+            if ref in seen or not _active_team(team, table, today):
+                continue
+            if not _members(team, today) & frontier:
+                continue  # the key matched a participant whose period has ended
+            seen.add(ref)
+            joined.add(ref)
+            subject = reference(team.get("subject"))
+            if subject and subject.startswith("Patient/"):
+                patients.add(subject)
+        if not joined:
+            break
+        frontier = joined
+    return tuple(sorted(patients))
+
+
+def _active_team(team: Doc, table: ClinicianTable, today: date) -> bool:
+    return team.get("status") in table.care_team_statuses and period_covers(
+        team.get("period"), today
+    )

@@ -1,0 +1,1 @@
+"""Record exchange: Patient $everything and Bulk Data $export (docs/exchange.md)."""

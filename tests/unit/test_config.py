@@ -1,0 +1,37 @@
+"""`Settings.from_env`: the per-query time limit read from QUERY_MAX_TIME_MS."""
+
+from __future__ import annotations
+
+import pytest
+
+from fhir_server.config import Settings
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(None, 5000), ("", 5000), ("250", 250), (" 12000 ", 12000), ("10", 10), ("600000", 600000)],
+)
+def test_query_max_time_ms(monkeypatch: pytest.MonkeyPatch, raw: str | None, expected: int) -> None:
+    if raw is None:
+        monkeypatch.delenv("QUERY_MAX_TIME_MS", raising=False)
+    else:
+        monkeypatch.setenv("QUERY_MAX_TIME_MS", raw)
+    assert Settings.from_env().query_max_time_ms == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("abc", "must be an integer"),
+        ("5s", "must be an integer"),
+        ("1.5", "must be an integer"),
+        ("0", "between 10 and 600000"),
+        ("-5", "between 10 and 600000"),
+        ("9", "between 10 and 600000"),
+        ("600001", "between 10 and 600000"),
+    ],
+)
+def test_query_max_time_ms_refused(monkeypatch: pytest.MonkeyPatch, raw: str, message: str) -> None:
+    monkeypatch.setenv("QUERY_MAX_TIME_MS", raw)
+    with pytest.raises(ValueError, match=message):
+        Settings.from_env()
