@@ -38,8 +38,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 from pymongo import AsyncMongoClient
 
-from bench.crud import cpu_seconds, run_pool, start_server
-from fhir_server.db.embedded import EmbeddedDatabase
+from bench.crud import benchmark_database, cpu_seconds, run_pool, start_server
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -214,20 +213,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        uri = os.environ.get("MONGODB_URI")
-        embedded = None
-        if not uri:
-            embedded = EmbeddedDatabase(Path(tmp) / "db", memory=True)
-            uri = embedded.start()
-        try:
-            # The embedded database's process, to charge its CPU too (none with MONGODB_URI).
-            proc = getattr(embedded, "_proc", None)
-            db_pid = proc.pid if proc is not None else None
-            asyncio.run(bench(uri, args.n, args.rounds, args.concurrency, Path(tmp), db_pid))
-        finally:
-            if embedded:
-                embedded.stop()
+    with tempfile.TemporaryDirectory() as tmp, benchmark_database(Path(tmp)) as (uri, db_pid):
+        asyncio.run(bench(uri, args.n, args.rounds, args.concurrency, Path(tmp), db_pid))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,23 @@ async def run_pool(n: int, concurrency: int, job: Any) -> float:
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return n / (time.perf_counter() - start)
+
+
+@contextmanager
+def benchmark_database(tmp: Path) -> Iterator[tuple[str, int | None]]:
+    """`MONGODB_URI` if set, else an in-memory SecantusDB for the run: its URI and, for
+    the embedded one, its process id (to charge its CPU too)."""
+    uri = os.environ.get("MONGODB_URI")
+    if uri:
+        yield uri, None
+        return
+    embedded = EmbeddedDatabase(tmp / "db", memory=True)
+    uri = embedded.start()
+    try:
+        proc = getattr(embedded, "_proc", None)
+        yield uri, proc.pid if proc is not None else None
+    finally:
+        embedded.stop()
 
 
 def start_server(
@@ -175,17 +194,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=4)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        uri = os.environ.get("MONGODB_URI")
-        embedded = None
-        if not uri:
-            embedded = EmbeddedDatabase(Path(tmp) / "db", memory=True)
-            uri = embedded.start()
-        try:
-            asyncio.run(bench(uri, args.n, args.concurrency, Path(tmp)))
-        finally:
-            if embedded:
-                embedded.stop()
+    with tempfile.TemporaryDirectory() as tmp, benchmark_database(Path(tmp)) as (uri, _):
+        asyncio.run(bench(uri, args.n, args.concurrency, Path(tmp)))
 
 
 if __name__ == "__main__":

@@ -31,8 +31,7 @@ from typing import Any
 import httpx
 from pymongo import AsyncMongoClient
 
-from bench.crud import start_server
-from fhir_server.db.embedded import EmbeddedDatabase
+from bench.crud import benchmark_database, start_server
 
 HIDDEN = "obs-sophia-chlamydia-naat"  # seed_data/logins.json fixtures: adolescent-sti-observation
 
@@ -133,17 +132,8 @@ def main() -> None:
     )
     parser.add_argument("--samples", type=int, default=400)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        uri = os.environ.get("MONGODB_URI")
-        embedded = None
-        if not uri:
-            embedded = EmbeddedDatabase(Path(tmp) / "db", memory=True)
-            uri = embedded.start()
-        try:
-            asyncio.run(bench(uri, args.samples, Path(tmp)))
-        finally:
-            if embedded:
-                embedded.stop()
+    with tempfile.TemporaryDirectory() as tmp, benchmark_database(Path(tmp)) as (uri, _):
+        asyncio.run(bench(uri, args.samples, Path(tmp)))
 
 
 if __name__ == "__main__":

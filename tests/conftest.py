@@ -13,8 +13,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
+from pymongo.errors import AutoReconnect
 
 from fhir_server.config import Settings
 from fhir_server.db.embedded import EmbeddedDatabase
@@ -59,6 +61,20 @@ def make_settings(uri: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+async def drop_test_database(client: Any, name: str) -> None:
+    """Drop a test's database, retrying when the driver reset its pool mid-drop: on a
+    loaded machine the embedded server can answer its monitor late while it drops
+    thousands of documents, and the in-flight drop is then cancelled (AutoReconnect)."""
+    for attempt in range(3):
+        try:
+            await client.drop_database(name)
+            return
+        except AutoReconnect:
+            if attempt == 2:
+                raise
+            await anyio.sleep(1)
+
+
 @asynccontextmanager
 async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The real app with its lifespan, reached through httpx without a socket."""
@@ -73,7 +89,7 @@ async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         ) as client:
             client.app = app  # type: ignore[attr-defined]
             yield client
-        await app.state.ctx.store.client.drop_database(settings.database)
+        await drop_test_database(app.state.ctx.store.client, settings.database)
 
 
 @pytest.fixture(scope="module")

@@ -54,9 +54,11 @@ def all_of(filters: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         if _merge_equalities(merged, f):
             continue
-        if any(k in merged or k.startswith("$") for k in f):
+        if any(k in merged or k == "$and" for k in f):
             rest.append(f)
         else:
+            # A lone `$or` stays beside the fields (an implicit AND on both databases), so
+            # SecantusDB can still look up a field such as the access policy's `comp` first.
             merged.update(f)
     if not rest:
         return merged

@@ -15,7 +15,7 @@ import httpx
 from fastapi import FastAPI
 
 from fhir_server.seeding import seed
-from tests.conftest import make_settings
+from tests.conftest import drop_test_database, make_settings
 from tests.integration.auth.conftest import BASE
 
 
@@ -36,4 +36,4 @@ async def seeded_server(
         await anyio.to_thread.run_sync(app.state.smart_auth.seed_development)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as http:
             yield app, http
-        await app.state.ctx.store.client.drop_database(settings.database)
+        await drop_test_database(app.state.ctx.store.client, settings.database)

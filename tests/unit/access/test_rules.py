@@ -39,10 +39,12 @@ def test_plain_rules_share_one_indexed_in() -> None:
         CompartmentRule.of("Patient/teen", "adolescent", frozenset({"Appointment"}), ("x",)),
     )
     assert rules_filter(rules, "Observation") == {
+        # The compartments of the alternatives, as a superset clause SecantusDB looks up.
+        "comp": {"$in": ["Patient/kid", "Patient/me"]},
         "$or": [
             {"comp": {"$in": ["Patient/me"]}},
             {"comp": "Patient/kid", "ix.k": {"$nin": ["_security=s|R"]}},
-        ]
+        ],
     }
     assert rules_filter(rules, "*")["$or"][2] == {
         "comp": "Patient/teen",

@@ -65,3 +65,14 @@ def test_secantus_plan_puts_the_most_selective_clause_first(filt, first):
     assert next(iter(shaped)) == first  # ... led by the clause SecantusDB looks up
     assert plan(filt, secantus=False) == (filt, None)
     assert list(plan(filt, secantus=False)[0]) == list(filt)  # MongoDB: untouched
+
+
+def test_a_lone_or_stays_beside_the_fields():
+    policy = {"comp": {"$in": ["Patient/a", "Patient/b"]}, "$or": [{"comp": "Patient/a"}, {}]}
+    shaped = all_of([{"rt": "Observation", "ix.k": "code=x"}, policy])
+    assert shaped == {"rt": "Observation", "ix.k": "code=x", **policy}
+    # A second $or cannot share the level: it becomes a conjunct.
+    other = {"$or": [{"ix.k": "a"}, {"ix.k": "b"}]}
+    assert all_of([shaped, other]) == {"$and": [shaped, other]}
+    # SecantusDB then looks up the compartments first.
+    assert next(iter(plan(shaped, secantus=True)[0])) == "comp"
