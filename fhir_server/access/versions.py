@@ -53,6 +53,11 @@ async def history_filter(db: Any, policy: AccessPolicy, rt: str | None) -> Doc:
             if any(r.hidden_keys for r in others):
                 conds += _unlabelled()
             alts.append(all_of(conds))
+    if policy.directory is not None:
+        # Directory data (Practitioner, Slot...): its versions show as the resources do.
+        shared = policy.directory.to_filter(rt or "*")
+        if shared is not None:
+            alts.append({"rt": rt, **shared} if rt else shared)
     if not alts:
         return {"_id": {"$in": []}}
     return {"$and": [alts[0] if len(alts) == 1 else {"$or": alts}]}

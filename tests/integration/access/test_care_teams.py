@@ -99,6 +99,11 @@ async def test_directory_types_are_readable_by_confined_tokens(env: Env):
         assert {"Practitioner/pcm-rachel-kim", "Practitioner/pcm-laura-chen"} <= found, username
         org = await env.server.get(token, "Organization/lakeside-family-medicine")
         assert org.status_code == 200, (username, org.text)
+        # Their versions too: vread and instance history.
+        vread = await env.server.get(token, "Organization/lakeside-family-medicine/_history/1")
+        assert vread.status_code == 200, (username, vread.text)
+        versions = await env.server.get(token, "Practitioner/pcm-rachel-kim/_history")
+        assert versions.status_code == 200 and versions.json()["entry"], username
 
 
 async def test_a_schedule_of_a_patient_is_not_directory_data(env: Env):

@@ -3,10 +3,14 @@ a launch in a dependent's context. Relationships are the seed's FHIR data."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import httpx
 
 from tests.integration.access.test_smart_enforcement import Server, ids, server  # noqa: F401
 
+ROOT = Path(__file__).resolve().parents[3]
 SPONSOR = "Patient/sponsor-james-carter"
 SOPHIA = "Patient/adolescent-sophia-carter"
 LIAM = "Patient/child-liam-carter"
@@ -101,12 +105,15 @@ async def test_launch_in_an_adolescents_context_is_restricted(server: Server) ->
     every = (await server.get(token, "", _type="Appointment,Observation,Immunization")).json()
     assert all(r.startswith(("Appointment/", "Immunization/")) for r in ids(every))
     history = (await server.get(token, "_history", _count="500")).json()
+    # The band's types, plus directory data (Practitioner, Slot...), which everyone reads.
+    directory = json.loads((ROOT / "profiles/access/clinicians.json").read_text())["directory"]
+    band = {"Patient", "Appointment", "Immunization", "AllergyIntolerance"}
     assert all(
-        e["resource"]["resourceType"]
-        in ("Patient", "Appointment", "Immunization", "AllergyIntolerance")
+        e["resource"]["resourceType"] in band | set(directory["types"])
         for e in history["entry"]
         if "resource" in e
     )
+    assert any(e["resource"]["resourceType"] == "Appointment" for e in history["entry"])
     assert history["total"] == len(history["entry"])
 
 
