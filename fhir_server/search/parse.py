@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from fhir_server.errors import BadRequest, FhirError, NotSupported
-from fhir_server.search.extract import NO_WORD_KEYS
+from fhir_server.search.extract import NO_WORD_KEYS, STRING_KEY_MAX
 from fhir_server.search.registry import Registry, SearchParam, is_identifier_param
-from fhir_server.search.values import WORD_MIN, date_range, parse_decimal, words
+from fhir_server.search.values import WORD_MIN, date_range, norm, parse_decimal, words
 from fhir_server.search.valuesets import subsumed
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -207,6 +207,14 @@ class _Parser:
                     raise BadRequest(f"Invalid number {head!r} for parameter {p.code!r}")
                 if t == "quantity" and len(split_escaped(v, "|")) not in (1, 3):
                     raise BadRequest(f"Quantity value {v!r} must be number or number|system|code")
+            elif modifier == "contains" and len(norm(unescape(v))) > STRING_KEY_MAX:
+                # Strings are indexed up to STRING_KEY_MAX folded characters, so a longer
+                # value can never match; refused here rather than sent as a regex that the
+                # database refuses (SecantusDB caps a pattern at 1,000 characters).
+                raise BadRequest(
+                    f":contains takes at most {STRING_KEY_MAX} characters, not {len(v)}",
+                    code="too-long",
+                )
             elif modifier == "of-type":
                 parts = split_escaped(v, "|")
                 if len(parts) != 3 or not all(parts):

@@ -29,6 +29,7 @@ from fhir_server.search.values import (
     parse_decimal,
     parse_instant,
     precision_range,
+    shift,
     ucum_canonical,
     words,
 )
@@ -176,7 +177,7 @@ def date_filter(code: str, sv: SearchValue, elem_match: bool) -> dict[str, Any]:
         now = datetime.now(UTC).replace(tzinfo=None)
         # "ap": within 10% of the distance to now, at least a day (search.html#prefix).
         slack = max(abs(now - lo_dt) * 0.1, timedelta(days=1))
-        ap = (instant(lo_dt - slack), instant(hi_dt + slack))
+        ap = (instant(shift(lo_dt, -slack)), instant(shift(hi_dt, slack)))
     return ordered(f"{code}|", sv.prefix, slo, shi, elem_match, ap)
 
 
@@ -188,7 +189,7 @@ def lu_filter(sv: SearchValue) -> dict[str, Any]:
     lo, hi = parse_instant(r[0]), parse_instant(r[1])
     ops = {
         "eq": {"$gte": lo, "$lte": hi},
-        "ap": {"$gte": lo - timedelta(days=1), "$lte": hi + timedelta(days=1)},
+        "ap": {"$gte": shift(lo, -timedelta(days=1)), "$lte": shift(hi, timedelta(days=1))},
         "gt": {"$gt": hi},
         "sa": {"$gt": hi},
         "ge": {"$gte": lo},
@@ -246,10 +247,10 @@ def quantity_unit_prefix(system: str, code: str, value: str) -> tuple[str, float
     """Key prefix and factor of a `number|system|code` search value, UCUM canonicalised like
     the stored keys."""
     if system == UCUM and code:
-        d = parse_decimal(value)
-        base = float(d) if d is not None and d != 0 else 1.0
-        cv, cc = ucum_canonical(base, code)
-        return f"{UCUM}|{cc}|", cv / base
+        # The conversion is a factor, so it is measured on 1 and not on the value: a value
+        # that underflows to 0.0 as a float (1e-400) would otherwise divide by zero.
+        factor, cc = ucum_canonical(1.0, code)
+        return f"{UCUM}|{cc}|", factor
     if system and code:
         return f"{system}|{code}|", 1.0
     if code:

@@ -30,8 +30,25 @@ _DATE = re.compile(
 )
 
 
+_FIRST = datetime(1, 1, 1)
+_LAST = datetime(9999, 12, 31, 23, 59, 59, 999000)
+
+
 def _fmt(dt: datetime) -> str:
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    # Not strftime: its `%Y` does not zero-pad years below 1000 on glibc ("1-01-01"), which
+    # breaks the fixed width that makes string order value order.
+    return (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
+        f"{dt.second:02d}.{dt.microsecond // 1000:03d}Z"
+    )
+
+
+def shift(dt: datetime, delta: timedelta) -> datetime:
+    """`dt + delta`, held within the instants that can be written (years 1 to 9999)."""
+    try:
+        return dt + delta
+    except OverflowError:
+        return _LAST if delta > timedelta(0) else _FIRST
 
 
 def date_range(text: str) -> tuple[str, str] | None:
@@ -49,28 +66,30 @@ def date_range(text: str) -> tuple[str, str] | None:
             lo, hi = datetime(y, mo, 1), datetime(y, mo, last, 23, 59, 59, 999000)
         elif m["H"] is None:
             lo = datetime(y, int(m["m"]), int(m["d"]))
-            hi = lo + timedelta(days=1) - timedelta(milliseconds=1)
+            hi = lo.replace(hour=23, minute=59, second=59, microsecond=999000)
         else:
             lo = datetime(y, int(m["m"]), int(m["d"]), int(m["H"]), int(m["M"] or 0))
             if m["M"] is None:
-                hi = lo + timedelta(hours=1)
+                width = timedelta(hours=1)
             elif m["S"] is None:
-                hi = lo + timedelta(minutes=1)
+                width = timedelta(minutes=1)
             else:
                 lo = lo.replace(second=int(m["S"]))
                 frac = m["f"]
                 if frac:
                     digits = frac[1:7].ljust(6, "0")
                     lo = lo.replace(microsecond=int(digits) // 1000 * 1000)
-                    hi = lo + timedelta(milliseconds=1)
+                    width = timedelta(milliseconds=1)
                 else:
-                    hi = lo + timedelta(seconds=1)
-            hi -= timedelta(milliseconds=1)
+                    width = timedelta(seconds=1)
+            hi = shift(lo, width - timedelta(milliseconds=1))
             tz = m["tz"]
             if tz and tz != "Z":
                 sign = 1 if tz[0] == "+" else -1
                 off = timedelta(hours=int(tz[1:3]), minutes=int(tz[4:6])) * sign
-                lo, hi = lo - off, hi - off
+                # Year 1 at +14:00 or year 9999 at -14:00 falls outside datetime's range:
+                # held at the first or last instant rather than refused.
+                lo, hi = shift(lo, -off), shift(hi, -off)
     except (ValueError, OverflowError):
         return None
     return _fmt(lo), _fmt(hi)

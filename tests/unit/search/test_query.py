@@ -135,3 +135,23 @@ def test_extract_and_compartments(reg):
     assert "date|2015-05-28T00:00:00.000Z" in ix["lo"]
     assert compartments(obs, reg) == ["Patient/p1"]
     assert compartments({"resourceType": "Patient", "id": "p2"}, reg) == ["Patient/p2"]
+
+
+def test_year_one_and_year_9999_dates_keep_the_fixed_width() -> None:
+    """strftime's %Y does not zero-pad year 1; the keys must still sort as instants."""
+    from fhir_server.search.values import date_range
+
+    assert date_range("0001-01-01") == ("0001-01-01T00:00:00.000Z", "0001-01-01T23:59:59.999Z")
+    assert date_range("9999-12-31") == ("9999-12-31T00:00:00.000Z", "9999-12-31T23:59:59.999Z")
+    # Offsets that leave datetime's range are held at its ends, not refused.
+    first = "0001-01-01T00:00:00.000Z"
+    assert date_range("0001-01-01T00:00:00+14:00") == (first, first)
+    last = "9999-12-31T23:59:59.999Z"
+    assert date_range("9999-12-31T23:59:59-14:00") == (last, last)
+
+
+def test_a_quantity_that_underflows_to_zero_keeps_its_unit_factor() -> None:
+    from fhir_server.search.query import quantity_unit_prefix
+    from fhir_server.search.values import UCUM
+
+    assert quantity_unit_prefix(UCUM, "mg", "1e-400") == (f"{UCUM}|g|", 1e-3)
