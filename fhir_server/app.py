@@ -45,8 +45,10 @@ from fhir_server.rest.body import (
     media_type,
     parse_json,
 )
+from fhir_server.rest.cors import CorsMiddleware, origin_check
 from fhir_server.rest.dispatch import dispatch
 from fhir_server.rest.messages import FhirRequest
+from fhir_server.rest.no_store import NoStoreMiddleware
 from fhir_server.rest.render import negotiate, render, render_error
 from fhir_server.search.extract import compartments, index_entries
 from fhir_server.search.indexes import index_models
@@ -151,6 +153,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     _install_error_handlers(app)
+    # Added innermost first: CORS answers preflights before anything else runs.
+    app.add_middleware(NoStoreMiddleware)
+    app.add_middleware(CorsMiddleware, allowed=origin_check(app, frozenset(settings.cors_origins)))
     # Before the FHIR catch-all, so /fhir/.well-known/smart-configuration is its own route.
     smart_auth.install(app, settings)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -27,6 +28,21 @@ def _env_int(name: str, default: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ValueError(f"{name} must be between {low} and {high}, not {value}")
     return value
+
+
+def _env_origins(name: str) -> tuple[str, ...]:
+    """A comma-separated list of origins (`https://app.example.org`, no path); anything else
+    stops start-up (a typo would silently block a browser app)."""
+    out = []
+    for item in os.environ.get(name, "").split(","):
+        origin = item.strip().rstrip("/")
+        if not origin:
+            continue
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            raise ValueError(f"{name}: {item.strip()!r} is not an origin like https://host[:port]")
+        out.append(origin)
+    return tuple(out)
 
 
 # Bounds of QUERY_MAX_TIME_MS: below 10 ms almost every search would fail; above 10 minutes a
@@ -62,6 +78,9 @@ class Settings:
     # benchmark and diagnostic switch (bench/audit.py measures the cost); production
     # refuses it (see from_env).
     audit: bool = True
+    # Browser origins allowed by CORS besides those of registered redirect URIs
+    # (fhir_server/rest/cors.py).
+    cors_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -82,6 +101,7 @@ class Settings:
             auth_required=_env_bool("AUTH_REQUIRED", True)
             or env.get("FHIR_ENV", "").lower() == "production",
             audit=_env_bool("AUDIT", True) or env.get("FHIR_ENV", "").lower() == "production",
+            cors_origins=_env_origins("CORS_ORIGINS"),
         )
 
     @property

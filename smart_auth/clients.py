@@ -38,10 +38,55 @@ def loopback_match(registered: str, requested: str) -> bool:
     if req.username or req.password:
         return False
     try:
-        req.port  # noqa: B018  (raises on a malformed port)
+        port = req.port  # raises on a malformed port
     except ValueError:
         return False
+    if port == 0:
+        # Port 0 means "any free port" to a socket: no app can listen on it, so a code sent
+        # there could only land wherever a client library or proxy maps it.
+        return False
     return (reg.path or "/") == (req.path or "/") and reg.query == req.query
+
+
+def origin_of(url: str) -> str | None:
+    """The origin (RFC 6454 section 4) of an absolute http(s) URL, as a browser sends it
+    in ``Origin``: ``scheme://host[:port]``, default ports left out."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    default = {"http": 80, "https": 443}[parts.scheme]
+    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
+def origin_allowed(origin: str, redirect_uris: list[str]) -> bool:
+    """Whether a browser page at ``origin`` belongs to a client with one of these redirect
+    URIs: the redirect URI's own origin, or, for a loopback redirect URI, the same loopback
+    host on any port (the port freedom RFC 8252 section 7.3 gives the redirect itself)."""
+    asked = origin_of(origin)
+    if asked is None or asked != origin.rstrip("/"):
+        return False
+    for uri in redirect_uris:
+        if origin_of(uri) == asked:
+            return True
+        reg = urlsplit(uri)
+        if reg.scheme == "http" and reg.hostname in LOOPBACK_HOSTS:
+            req = urlsplit(asked)
+            if req.scheme == "http" and req.hostname == reg.hostname:
+                return True
+    return False
+
+
+def registered_redirect_uris(store: AuthStore) -> list[str]:
+    """Every registered client's redirect URIs (the CORS origins, docs/rest.md)."""
+    out: list[str] = []
+    for doc in store.clients.find({}, {"redirect_uris": 1}):
+        out.extend(u for u in doc.get("redirect_uris", []) if isinstance(u, str))
+    return out
 
 
 def allowed_scope(requested: str | None, registered: str) -> str:

@@ -14,6 +14,7 @@ resource types and offline access, and chooses the patient among those they may 
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from smart_auth import scopes as sc
 from smart_auth.models import GrantSubject
 from smart_auth.oauth import OAuthResponse, SmartRequest
 from smart_auth.store import digest, expired, later, now
+
+log = logging.getLogger("smart_auth")
 
 if TYPE_CHECKING:
     from smart_auth.server import AuthServer
@@ -82,12 +85,42 @@ def _from_oauth_error(error: OAuth2Error) -> FlowResult:
     return _error(error.description or error.error or "invalid request")
 
 
+# The characters RFC 6749 Appendix A allows: response types are words of letters, digits
+# and "_" (A.3); a scope is NQCHAR words (A.4); a redirect URI is a URI (A.6, RFC 3986
+# section 2), which has no space, quote, angle bracket, backslash, caret, backtick or brace.
+_CHECKED_CHARS = {
+    "response_type": re.compile(r"^[A-Za-z0-9_]+( [A-Za-z0-9_]+)*$"),
+    "scope": re.compile(r"^[\x21\x23-\x5B\x5D-\x7E ]*$"),
+    "redirect_uri": re.compile(r"^[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]+$"),
+}
+
+
+def malformed_parameter(req: SmartRequest) -> str | None:
+    """The first authorize parameter with characters its grammar forbids. They are refused
+    here, on an error page: authlib quotes them into an error description, which may not
+    hold them (RFC 6749 section 4.1.2.1), and raises instead of answering."""
+    data = req.payload.data
+    for name, grammar in _CHECKED_CHARS.items():
+        value = data.get(name)
+        if isinstance(value, str) and value and not grammar.match(value):
+            return name
+    return None
+
+
 def start(server: AuthServer, req: SmartRequest, cookie_secret: str | None) -> FlowResult:
     """Validate an authorization request and open a pending login."""
+    bad = malformed_parameter(req)
+    if bad is not None:
+        return _error(f"The authorization request's {bad} has characters it may not contain.")
     try:
         grant = server.oauth.get_consent_grant(req)
     except OAuth2Error as error:
         return _from_oauth_error(error)
+    except ValueError:
+        # authlib refusing to quote a value into an error description: still the client's
+        # malformed request, answered on the error page (never a redirect).
+        log.warning("authorization request refused: a parameter authlib cannot quote")
+        return _error("The authorization request has a parameter with forbidden characters.")
     data = req.payload.data
     launch = server.launches.find(data["launch"]) if data.get("launch") else None
     secret = cookie_secret or secrets.token_urlsafe(32)

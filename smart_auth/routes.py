@@ -37,6 +37,9 @@ HTML_HEADERS = {
         "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
     ),
 }
+# Public documents (discovery, keys, brands) are readable from any origin; the token,
+# introspection and revocation endpoints get theirs from fhir_server.rest.cors, which allows
+# only the registered clients' origins (docs/rest.md, "CORS").
 CORS = {"Access-Control-Allow-Origin": "*"}
 
 
@@ -82,7 +85,7 @@ def oauth_error(error: str, description: str, status: int = 400) -> JSONResponse
     return JSONResponse(
         {"error": error, "error_description": description},
         status_code=status,
-        headers={"Cache-Control": "no-store", "Pragma": "no-cache", **CORS},
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
     )
 
 
@@ -245,7 +248,7 @@ def build_router(server: AuthServer) -> APIRouter:
             return oauth_error("invalid_request", f"the body must be {FORM}")
         req = oauth_request(request, path, form)
         resp: OAuthResponse = await anyio.to_thread.run_sync(call, req)
-        return render_oauth(resp, CORS)
+        return render_oauth(resp)
 
     @router.post("/auth/token")
     async def token(request: Request) -> Response:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,9 @@ from smart_auth.scopes import split
 from smart_auth.store import AuthStore, digest, later, now
 
 log = logging.getLogger("smart_auth")
+# How long the registered redirect URIs (the CORS origins) are kept between lookups: a
+# client registered by another process is allowed from its origin within this.
+REDIRECT_URIS_CACHE_S = 30.0
 
 
 class _OAuth(SmartAuthorizationServerBase):
@@ -76,6 +80,7 @@ class AuthServer:
         # Optional: receives each login event row (the FHIR server turns it into an
         # AuditEvent); set before or after start.
         self.audit_hook: Callable[[dict[str, Any]], None] | None = None
+        self._redirect_uris: tuple[float, list[str]] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -148,7 +153,18 @@ class AuthServer:
             self.store, SEED_DIR / "logins.json", production=self.config.production
         )
         n_clients = clients.register_clients_file(self.store, SEED_DIR / "clients.json")
+        self._redirect_uris = None
         return n_users, n_clients
+
+    def registered_redirect_uris(self) -> list[str]:
+        """Every client's redirect URIs, cached for REDIRECT_URIS_CACHE_S (a CORS check runs
+        on every browser request; registrations change rarely)."""
+        cached, clock = self._redirect_uris, time.monotonic()
+        if cached is not None and cached[0] > clock:
+            return cached[1]
+        uris = clients.registered_redirect_uris(self.store)
+        self._redirect_uris = (clock + REDIRECT_URIS_CACHE_S, uris)
+        return uris
 
     # -- tokens -------------------------------------------------------------------------
 

@@ -35,3 +35,11 @@ def test_query_max_time_ms_refused(monkeypatch: pytest.MonkeyPatch, raw: str, me
     monkeypatch.setenv("QUERY_MAX_TIME_MS", raw)
     with pytest.raises(ValueError, match=message):
         Settings.from_env()
+
+
+def test_cors_origins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORS_ORIGINS", " https://a.example.org, http://127.0.0.1:3000/ ,")
+    assert Settings.from_env().cors_origins == ("https://a.example.org", "http://127.0.0.1:3000")
+    monkeypatch.setenv("CORS_ORIGINS", "https://a.example.org/app")
+    with pytest.raises(ValueError, match="CORS_ORIGINS"):
+        Settings.from_env()

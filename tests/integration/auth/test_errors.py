@@ -271,3 +271,53 @@ async def test_tampered_signature_is_rejected(env):
     forged = f"{head}.{b64(json.dumps(claims).encode())}.{sig}"
     assert (await protected(env, forged)).status_code == 401
     assert (await protected(env, token)).status_code == 200
+
+
+async def test_port_zero_loopback_redirect_is_refused(env):
+    _, challenge = pkce()
+    params = authorize_params(
+        PUBLIC, "openid", challenge, redirect_uri="http://127.0.0.1:0/callback"
+    )
+    r = await env.http.get("/auth/authorize", params=params, follow_redirects=False)
+    assert r.status_code == 400
+    assert "location" not in r.headers  # an error page, never a redirect there
+    assert r.headers["content-type"].startswith("text/html")
+
+
+async def test_quotes_in_authorize_parameters_get_the_error_page(env):
+    """A `"` in redirect_uri or response_type once answered a plain-text 500."""
+    _, challenge = pkce()
+    for name, value in (
+        ("redirect_uri", 'http://127.0.0.1:53682/callback"'),
+        ("redirect_uri", '"'),
+        ("response_type", 'code"'),
+        ("response_type", '"'),
+        ("scope", 'openid"'),
+        ("state", '"><script>'),
+        ("client_id", '"'),
+    ):
+        params = {**authorize_params(PUBLIC, "openid", challenge), name: value}
+        for method in ("GET", "POST"):
+            if method == "GET":
+                r = await env.http.get("/auth/authorize", params=params, follow_redirects=False)
+            else:
+                r = await env.http.post("/auth/authorize", data=params, follow_redirects=False)
+            assert r.status_code < 500, (name, value, method, r.text[:300])
+            if r.status_code != 302:
+                assert r.headers["content-type"].startswith("text/html"), (name, r.text[:200])
+                assert "<script>" not in r.text
+
+
+async def test_quotes_in_token_endpoint_parameters_are_oauth_errors(env):
+    for data in (
+        {"grant_type": '"'},
+        {"grant_type": "authorization_code", "code": '"', "redirect_uri": '"', "client_id": '"'},
+        {"grant_type": "refresh_token", "refresh_token": '"', "scope": '"', "client_id": '"'},
+        {"grant_type": "client_credentials", "scope": 'system/*.rs"'},
+    ):
+        r = await env.http.post("/auth/token", data=data)
+        assert 400 <= r.status_code < 500, (data, r.text[:300])
+        assert "error" in r.json()
+    for path in ("/auth/revoke", "/auth/introspect"):
+        r = await env.http.post(path, data={"token": '"', "token_type_hint": '"'})
+        assert r.status_code < 500, (path, r.text[:300])

@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from smart_auth.clients import SmartClient, allowed_scope, client_doc, loopback_match
+from smart_auth.clients import (
+    SmartClient,
+    allowed_scope,
+    client_doc,
+    loopback_match,
+    origin_allowed,
+)
 from smart_auth.config import SEED_DIR
 
 REG = "http://127.0.0.1/callback"
@@ -18,6 +24,8 @@ REG = "http://127.0.0.1/callback"
         ("http://127.0.0.1:53682/callback", True),
         ("http://127.0.0.1/callback", True),
         ("http://127.0.0.1:1/callback", True),
+        ("http://127.0.0.1:0/callback", False),
+        ("http://127.0.0.1:00/callback", False),
         ("http://127.0.0.1:53682/callback/extra", False),
         ("http://127.0.0.1:53682/other", False),
         ("http://127.0.0.1:53682/callback?x=1", False),
@@ -65,3 +73,23 @@ def test_seed_clients_become_docs_with_hashed_secrets():
     assert not client.check_client_secret(secret + "x")
     assert client.check_endpoint_auth_method("client_secret_basic", "token")
     assert not client.check_endpoint_auth_method("none", "token")
+
+
+@pytest.mark.parametrize(
+    ("origin", "ok"),
+    [
+        ("http://127.0.0.1:5173", True),  # a loopback redirect URI: any port
+        ("http://127.0.0.1", True),
+        ("https://app.example.org", True),  # an https redirect URI: its own origin
+        ("https://app.example.org:443", False),  # browsers never send the default port
+        ("https://app.example.org:8443", False),
+        ("http://app.example.org", False),
+        ("http://localhost:5173", False),
+        ("http://127.0.0.1:5173/callback", False),  # not an origin
+        ("null", False),
+        ("", False),
+    ],
+)
+def test_cors_origins_follow_the_redirect_uris(origin: str, ok: bool) -> None:
+    uris = [REG, "https://app.example.org/cb"]
+    assert origin_allowed(origin, uris) is ok
