@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from pymongo.errors import (
     ConnectionFailure,
+    DocumentTooLarge,
     ExecutionTimeout,
     PyMongoError,
     ServerSelectionTimeoutError,
@@ -34,6 +35,7 @@ from fhir_server.db.embedded import EmbeddedDatabase
 from fhir_server.errors import (
     FhirError,
     NotFound,
+    PayloadTooLarge,
     ServiceUnavailable,
 )
 from fhir_server.exchange.bulk_tasks import exports
@@ -41,9 +43,11 @@ from fhir_server.rest.body import (
     FORM_TYPE,
     JSON_TYPES,
     PATCH_TYPES,
+    check_entry_sizes,
     check_media_type,
     media_type,
     parse_json,
+    read_limited,
 )
 from fhir_server.rest.cors import CorsMiddleware, origin_check
 from fhir_server.rest.dispatch import dispatch
@@ -201,6 +205,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return render(freq, resp, media)
         except FhirError:
             raise
+        except DocumentTooLarge:
+            # The resource fit the body limits but not with its index entries (16 MiB).
+            raise PayloadTooLarge(
+                "the resource is too large to store; MongoDB holds at most 16 MiB per document"
+            ) from None
         except ExecutionTimeout:
             raise ServiceUnavailable("the query ran past its time limit", code="timeout") from None
         except (ServerSelectionTimeoutError, ConnectionFailure) as exc:
@@ -250,28 +259,23 @@ async def to_fhir_request(request: Request, path: str, settings: Settings) -> Fh
         headers=headers,
     )
     if request.method in ("POST", "PUT", "PATCH"):
-        declared = headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
-            from fhir_server.errors import PayloadTooLarge
-
-            raise PayloadTooLarge(
-                f"request body of {declared} bytes exceeds the {settings.max_body_bytes} limit"
-            )
-        raw = await request.body()
+        # A write to a resource URL carries one resource: the lower limit applies. The base
+        # (batch/transaction) and operations take up to max_body_bytes.
+        whole = not freq.path or freq.path[-1].startswith("$")
+        limit = settings.max_body_bytes if whole else settings.max_resource_bytes
+        raw = await read_limited(request.stream(), headers.get("content-length"), limit)
         ctype = headers.get("content-type")
         is_search = freq.path[-1:] == ["_search"]
         if is_search and media_type(ctype) == FORM_TYPE:
             freq.body = raw.decode("utf-8", errors="replace")
         elif request.method == "PATCH":
             check_media_type(ctype, PATCH_TYPES)
-            freq.body = parse_json(
-                raw, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
-            )
+            freq.body = parse_json(raw, max_bytes=limit, max_depth=settings.max_json_depth)
         elif raw.strip() or not is_search:
             check_media_type(ctype, JSON_TYPES | ({FORM_TYPE} if is_search else frozenset()))
-            freq.body = parse_json(
-                raw, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
-            )
+            freq.body = parse_json(raw, max_bytes=limit, max_depth=settings.max_json_depth)
+            if not freq.path:
+                check_entry_sizes(freq.body, settings.max_resource_bytes)
     return freq
 
 

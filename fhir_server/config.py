@@ -45,6 +45,9 @@ def _env_origins(name: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+# MongoDB's BSON document limit: no stored resource can be larger.
+MONGODB_DOCUMENT_LIMIT = 16 * 1024 * 1024
+
 # Bounds of QUERY_MAX_TIME_MS: below 10 ms almost every search would fail; above 10 minutes a
 # single request could hold a database connection for longer than any client waits.
 QUERY_MAX_TIME_LOW = 10
@@ -65,7 +68,10 @@ class Settings:
     production: bool = False
     # Seed an empty database at start-up (embedded development default).
     auto_seed: bool = True
+    # A request body (a Bundle can be large); one resource must also fit MongoDB's 16 MiB
+    # document with its index entries, so a single resource has a lower limit.
     max_body_bytes: int = 64 * 1024 * 1024
+    max_resource_bytes: int = 12 * 1024 * 1024
     max_json_depth: int = 64
     # How long a request waits for the database before answering 503.
     db_timeout_ms: int = 3000
@@ -95,6 +101,9 @@ class Settings:
             production=env.get("FHIR_ENV", "development").lower() == "production",
             auto_seed=_env_bool("AUTO_SEED", True),
             max_body_bytes=int(env.get("MAX_BODY_BYTES", str(cls.max_body_bytes))),
+            max_resource_bytes=_env_int(
+                "MAX_RESOURCE_BYTES", cls.max_resource_bytes, 1024, MONGODB_DOCUMENT_LIMIT
+            ),
             query_max_time_ms=_env_int(
                 "QUERY_MAX_TIME_MS", cls.query_max_time_ms, QUERY_MAX_TIME_LOW, QUERY_MAX_TIME_HIGH
             ),

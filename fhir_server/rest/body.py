@@ -7,6 +7,7 @@ See https://hl7.org/fhir/R4/json.html.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -31,6 +32,46 @@ def check_media_type(content_type: str | None, allowed: frozenset[str]) -> None:
         raise UnsupportedMediaType(
             f"Content-Type {mt!r} is not supported here; use one of: {', '.join(sorted(allowed))}"
         )
+
+
+async def read_limited(chunks: AsyncIterator[bytes], declared: str | None, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to pass `limit`: from its
+    Content-Length before reading, else while it streams in (chunked bodies), so a huge
+    body is never read whole nor parsed."""
+    if declared and declared.strip().isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body of {declared.strip()} bytes exceeds the {limit} limit")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the {limit} byte limit")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def check_entry_sizes(bundle: Any, limit: int) -> None:
+    """Every resource of a Bundle within the one-resource limit, checked before any entry
+    runs: a batch must not store its first entries and then fail on a later one that no
+    database could hold."""
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        return
+    entries = bundle.get("entry")
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict):
+            size = len(orjson.dumps(resource))
+            if size > limit:
+                raise PayloadTooLarge(
+                    f"entry {i}: a resource of {size} bytes exceeds the {limit} byte limit",
+                    issues=[
+                        Issue(
+                            "too-costly",
+                            f"resource of {size} bytes exceeds the {limit} byte limit",
+                            expression=(f"Bundle.entry[{i}].resource",),
+                        )
+                    ],
+                )
 
 
 def parse_json(raw: bytes, *, max_bytes: int, max_depth: int) -> Any:

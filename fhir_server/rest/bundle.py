@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from pymongo.errors import OperationFailure
+from pymongo.errors import DocumentTooLarge, OperationFailure
 
 from fhir_server.access.policy import AccessPolicy
 from fhir_server.context import ServerContext
-from fhir_server.errors import BadRequest, FhirError, Issue, PreconditionFailed
+from fhir_server.errors import BadRequest, FhirError, Issue, PayloadTooLarge, PreconditionFailed
 from fhir_server.rest import searching
 from fhir_server.rest.headers import prefer
 from fhir_server.rest.messages import FhirRequest, FhirResponse
@@ -187,6 +187,8 @@ async def _batch(
             resp = await dispatch(ctx, sub)
         except FhirError as exc:
             resp = _error_response(exc)
+        except DocumentTooLarge:  # this entry's answer, not the whole batch's (docs/rest.md)
+            resp = _error_response(PayloadTooLarge(f"entry {i}: too large to store (16 MiB)"))
         out.append(
             _response_entry(
                 resp,

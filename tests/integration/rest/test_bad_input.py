@@ -184,7 +184,9 @@ async def test_unknown_url_and_method(client: httpx.AsyncClient):
 
 
 async def test_body_over_limit_is_413(mongo_uri: str):
-    async with running_app(make_settings(mongo_uri, max_body_bytes=2000)) as small:
+    async with running_app(
+        make_settings(mongo_uri, max_body_bytes=2000, max_resource_bytes=2000)
+    ) as small:
         big = patient(
             text={
                 "status": "generated",
@@ -195,3 +197,56 @@ async def test_body_over_limit_is_413(mongo_uri: str):
         assert r.status_code == 413
         assert r.json()["issue"][0]["code"] == "too-costly"
         assert (await small.get("_history")).json()["total"] == 0
+
+
+def padded(size: int, **extra: object) -> dict:
+    div = '<div xmlns="http://www.w3.org/1999/xhtml">' + "x" * size + "</div>"
+    return patient(text={"status": "generated", "div": div}, **extra)
+
+
+async def test_a_resource_over_the_document_limit_is_413_at_once(client: httpx.AsyncClient):
+    """17 MiB: over MongoDB's 16 MiB document limit, under the 64 MiB body limit. It once
+    answered 500 after 13-17 s; now 413 from its Content-Length, unread."""
+    import time
+
+    raw = json.dumps(padded(17 * 1024 * 1024)).encode()
+    started = time.monotonic()
+    r = await client.post("Patient", content=raw, headers=FHIR_JSON)
+    assert r.status_code == 413, r.text[:300]
+    assert r.json()["issue"][0]["code"] == "too-costly"
+    assert time.monotonic() - started < 5
+
+
+async def test_resource_and_entry_limits_store_nothing(mongo_uri: str):
+    settings = make_settings(mongo_uri, max_body_bytes=60_000, max_resource_bytes=5_000)
+    async with running_app(settings) as small:
+        big, ok = padded(6_000), patient()
+
+        async def chunks():  # no Content-Length: refused while streaming in
+            raw = json.dumps(big).encode()
+            for i in range(0, len(raw), 1000):
+                yield raw[i : i + 1000]
+
+        r = await small.post("Patient", content=chunks(), headers=FHIR_JSON)
+        assert r.status_code == 413, r.text
+        r = await small.put("Patient/big", json={**big, "id": "big"}, headers=FHIR_JSON)
+        assert r.status_code == 413
+        for kind in ("batch", "transaction"):
+            bundle = {
+                "resourceType": "Bundle",
+                "type": kind,
+                "entry": [
+                    {"resource": ok, "request": {"method": "POST", "url": "Patient"}},
+                    {"resource": big, "request": {"method": "POST", "url": "Patient"}},
+                ],
+            }
+            r = await small.post("", json=bundle, headers=FHIR_JSON)
+            assert r.status_code == 413, r.text
+            outcome = r.json()
+            assert outcome["resourceType"] == "OperationOutcome"
+            assert outcome["issue"][0]["expression"] == ["Bundle.entry[1].resource"]
+        too_long = {"resourceType": "Bundle", "type": "batch", "entry": [{"resource": ok}] * 1000}
+        assert (await small.post("", json=too_long, headers=FHIR_JSON)).status_code == 413
+        assert (await small.get("_history")).json()["total"] == 0  # the first entries too
+        # Within the limits, the same shapes are fine.
+        assert (await small.post("Patient", json=ok, headers=FHIR_JSON)).status_code == 201
