@@ -45,6 +45,7 @@ from fhir_server.rest.body import (
     PATCH_TYPES,
     check_entry_sizes,
     check_media_type,
+    check_query_length,
     media_type,
     parse_json,
     read_limited,
@@ -251,6 +252,7 @@ def _audit_patient(path: list[str], launch_patient: str | None) -> str | None:
 
 
 async def to_fhir_request(request: Request, path: str, settings: Settings) -> FhirRequest:
+    check_query_length(request.scope.get("query_string", b""))
     headers = {k.lower(): v for k, v in request.headers.items()}
     freq = FhirRequest(
         method=request.method,

@@ -108,6 +108,10 @@ class PayloadTooLarge(_kind(413, "too-costly")):  # type: ignore[misc]
     """Body over the size limit (HTTP 413)."""
 
 
+class UriTooLong(_kind(414, "too-long")):  # type: ignore[misc]
+    """A query string over the limit; POST [type]/_search takes long queries (HTTP 414)."""
+
+
 class UnsupportedMediaType(_kind(415, "not-supported")):  # type: ignore[misc]
     """Content-Type the server does not read (HTTP 415)."""
 

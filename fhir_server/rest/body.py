@@ -12,11 +12,14 @@ from typing import Any
 
 import orjson
 
-from fhir_server.errors import BadRequest, Issue, PayloadTooLarge, UnsupportedMediaType
+from fhir_server.errors import BadRequest, Issue, PayloadTooLarge, UnsupportedMediaType, UriTooLong
 
 JSON_TYPES = frozenset({"application/fhir+json", "application/json", "application/json+fhir"})
 PATCH_TYPES = frozenset({"application/json-patch+json"})
 FORM_TYPE = "application/x-www-form-urlencoded"
+# Longer query strings answer 414 (https://hl7.org/fhir/R4/http.html#search: POST
+# [type]/_search takes the same parameters in a form body, with no such limit).
+MAX_QUERY_BYTES = 64 * 1024
 
 
 def media_type(content_type: str | None) -> str | None:
@@ -31,6 +34,14 @@ def check_media_type(content_type: str | None, allowed: frozenset[str]) -> None:
     if mt is not None and mt not in allowed:
         raise UnsupportedMediaType(
             f"Content-Type {mt!r} is not supported here; use one of: {', '.join(sorted(allowed))}"
+        )
+
+
+def check_query_length(query_string: bytes) -> None:
+    if len(query_string) > MAX_QUERY_BYTES:
+        raise UriTooLong(
+            f"the query string of {len(query_string)} bytes exceeds the {MAX_QUERY_BYTES} "
+            "limit; send long searches as POST [type]/_search with a form body"
         )
 
 

@@ -250,3 +250,57 @@ async def test_resource_and_entry_limits_store_nothing(mongo_uri: str):
         assert (await small.get("_history")).json()["total"] == 0  # the first entries too
         # Within the limits, the same shapes are fine.
         assert (await small.post("Patient", json=ok, headers=FHIR_JSON)).status_code == 201
+
+
+def raw_get(port: int, target: bytes) -> tuple[int, dict[str, str], bytes]:
+    """One request on a socket: httpx refuses URLs over 64 KiB itself."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, body
+
+
+async def test_long_query_strings_are_414_through_the_served_http_stack(mongo_uri: str):
+    """`fhir-server serve`'s uvicorn settings: a 300,000-character query string (once
+    uvicorn's plain-text 400) reaches the app and answers 414 with an OperationOutcome."""
+    import threading
+    import time
+
+    import anyio
+    import uvicorn
+
+    from fhir_server.app import create_app
+    from fhir_server.cli import uvicorn_config
+    from fhir_server.db.embedded import free_port
+
+    settings = make_settings(mongo_uri, port=free_port())
+    server = uvicorn.Server(uvicorn_config(settings, create_app(settings)))
+    server.config.log_level = "warning"
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            await anyio.sleep(0.05)
+        for size in (70_000, 300_000):
+            target = b"/fhir/Patient?name=" + b"a" * size
+            status, headers, body = await anyio.to_thread.run_sync(raw_get, settings.port, target)
+            assert status == 414, (size, body[:200])
+            assert headers["content-type"].startswith("application/fhir+json")
+            outcome = json.loads(body)
+            assert outcome["issue"][0]["code"] == "too-long"
+        status, _, body = await anyio.to_thread.run_sync(
+            raw_get, settings.port, b"/fhir/Patient?name=short"
+        )
+        assert status == 200, body[:200]
+    finally:
+        server.should_exit = True
+        await anyio.to_thread.run_sync(thread.join, 30)
