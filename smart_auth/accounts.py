@@ -20,7 +20,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from pymongo import ReturnDocument
 
 from smart_auth.policy import AccessPolicy
-from smart_auth.store import AuthStore, aware, later, now
+from smart_auth.store import AuthStore, later, now
 
 # The sign-in kinds a login form offers; "auto" uses the account's own kind.
 METHODS = ("auto", "dslogon", "cac", "piv")
@@ -136,21 +136,37 @@ def authenticate(
     method: str = "auto",
     context: dict[str, Any] | None = None,
 ) -> Account:
-    """Check a username and password; raise :class:`LoginFailed` on any failure."""
+    """Check a username and password; raise :class:`LoginFailed` on any failure.
+
+    Each attempt first takes one of the account's ``max_failures`` slots in one atomic
+    update (counted as a failure until it proves right), and only an attempt holding a slot
+    has its password checked: however many guesses arrive at once, no more than the limit
+    are ever evaluated, and a right password after them meets the lock. Every refusal
+    still hashes the given password once (against a dummy hash when there is no account
+    to check), so no path answers measurably faster (DESIGN.md, "Lockout")."""
     key = normalise(username)
     ctx = {"username": key, "method": method, **(context or {})}
-    doc = store.users.find_one({"_id": key}) if key else None
+    limit = policy.lockout.max_failures
+    at = now()
+    doc = (
+        store.users.find_one_and_update(
+            {
+                "_id": key,
+                "$and": [
+                    {"$or": [{"failures": {"$exists": False}}, {"failures": {"$lt": limit}}]},
+                    {"$or": [{"locked_until": {"$exists": False}}, {"locked_until": {"$lte": at}}]},
+                ],
+            },
+            {"$inc": {"failures": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if key
+        else None
+    )
     if doc is None:
-        _verify(_DUMMY_HASH, password)
-        record_event(store, "failure", account=False, reason="unknown-user", **ctx)
-        raise LoginFailed()
+        return _refuse(store, key, password, ctx)
     # Failures on a real account name it in the audit (its owner sees them in their log).
     ctx = {**ctx, "level": doc.get("login"), "fhirUser": doc.get("fhirUser")}
-    locked_until = doc.get("locked_until")
-    if locked_until is not None and aware(locked_until) > now():
-        _verify(doc.get("password_hash", _DUMMY_HASH), password)
-        record_event(store, "failure", account=True, reason="locked", **ctx)
-        raise LoginFailed()
     password_ok = _verify(doc.get("password_hash", _DUMMY_HASH), password)
     own_method = LEVEL_METHOD.get(doc["login"])
     method_ok = method in ("auto", own_method)
@@ -163,15 +179,31 @@ def authenticate(
         record_event(store, "success", account=True, **ctx)
         return account
     reason = "bad-password" if not password_ok else "wrong-method"
-    updated = store.users.find_one_and_update(
-        {"_id": key}, {"$inc": {"failures": 1}}, return_document=ReturnDocument.AFTER
-    )
     record_event(store, "failure", account=True, reason=reason, **ctx)
-    if updated is not None and updated.get("failures", 0) >= policy.lockout.max_failures:
+    if doc.get("failures", 0) >= limit:
         until = later(policy.lockout.lock_seconds)
         store.users.update_one({"_id": key}, {"$set": {"locked_until": until, "failures": 0}})
         record_event(store, "lockout", account=True, locked_until=until, **ctx)
     raise LoginFailed()
+
+
+def _refuse(store: AuthStore, key: str, password: str, ctx: dict[str, Any]) -> Account:
+    """No slot: an unknown account, a locked one, or one whose last slots are taken by
+    attempts still running. The password is hashed anyway (equal timing) and never
+    compared with the account's."""
+    doc = store.users.find_one({"_id": key}, {"login": 1, "fhirUser": 1}) if key else None
+    verify_dummy(password)
+    if doc is None:
+        record_event(store, "failure", account=False, reason="unknown-user", **ctx)
+    else:
+        ctx = {**ctx, "level": doc.get("login"), "fhirUser": doc.get("fhirUser")}
+        record_event(store, "failure", account=True, reason="locked", **ctx)
+    raise LoginFailed()
+
+
+def verify_dummy(password: str) -> None:
+    """An argon2 verification that always fails, as costly as a real one."""
+    _verify(_DUMMY_HASH, password)
 
 
 def find_by_certificate(store: AuthStore, subject: str) -> Account | None:
