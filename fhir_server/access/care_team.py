@@ -38,6 +38,7 @@ class ClinicianTable:
     break_glass_header: str
     min_reason: int
     max_reason: int
+    min_reason_words: int
     directory_types: frozenset[str]
 
 
@@ -52,14 +53,18 @@ def parse_table(raw: Doc) -> ClinicianTable:
     nesting = int(raw["max_nesting"])
     glass = raw["break_glass"]
     lo, hi = int(glass["min_reason_length"]), int(glass["max_reason_length"])
-    if nesting < 1 or not 1 <= lo <= hi:
-        raise ValueError("clinicians.json: max_nesting >= 1 and 1 <= min <= max reason length")
+    words = int(glass["min_reason_words"])
+    if nesting < 1 or not 1 <= lo <= hi or words < 1:
+        raise ValueError(
+            "clinicians.json: max_nesting >= 1, 1 <= min <= max reason length, min words >= 1"
+        )
     return ClinicianTable(
         care_team_statuses=frozenset(statuses),
         max_nesting=nesting,
         break_glass_header=str(glass["header"]).lower(),
         min_reason=lo,
         max_reason=hi,
+        min_reason_words=words,
         directory_types=frozenset(types),
     )
 

@@ -205,14 +205,17 @@ async def _clinician_compartments(db: Any, auth: AuthContext) -> tuple[str, ...]
 
 
 def _break_glass_reason(auth: AuthContext, raw: str) -> str:
+    from fhir_server.access.break_glass import stated_reason  # its rules: that module
+
     table = care_team.load_table()
     if not _is_clinician(auth):
         raise Forbidden("break-the-glass access is only for practitioners")
-    reason = " ".join(raw.split())
-    if not table.min_reason <= len(reason) <= table.max_reason:
+    reason = stated_reason(raw, table)
+    if reason is None:
         raise BadRequest(
             f"the break-the-glass reason must be {table.min_reason} to "
-            f"{table.max_reason} characters of text",
+            f"{table.max_reason} characters of text in at least {table.min_reason_words} "
+            "words",
             code="value",
         )
     return reason
