@@ -154,22 +154,37 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
     INCLUDE_NEW_REFRESH_TOKEN = True
 
     def authenticate_refresh_token(self, refresh_token: str) -> RefreshRecord | None:
+        """Claim the token (rotate it) only once the request is known to be good: a
+        refresh asking for a scope outside the grant is refused with the token still
+        active (RFC 6749 section 6: the scope "MUST NOT include any scope not originally
+        granted"), so a client's mistake does not cost it the grant."""
         store = _auth(self).store
         client_id = self.request.client.get_client_id()
         key = digest(refresh_token)
-        doc = store.refresh.find_one_and_update(
-            {"_id": key, "client_id": client_id, "status": "active"},
-            {"$set": {"status": "rotated", "rotated_at": now()}},
-        )
+        doc = store.refresh.find_one({"_id": key, "client_id": client_id, "status": "active"})
         if doc is None:
-            old = store.refresh.find_one({"_id": key})
-            if old is not None and old["client_id"] == client_id:
-                # A rotated token used again: someone holds a copy. Revoke the grant.
-                store.revoke_grant(old["grant_id"], "refresh token replayed")
+            self._replayed(key, client_id)
             return None
         if aware(doc["expires_at"]) <= now():
             return None
+        requested = self.request.payload.scope
+        if requested and not set(sc.split(requested)) <= set(sc.split(doc["scope"])):
+            raise InvalidScopeError()
+        claimed = store.refresh.find_one_and_update(
+            {"_id": key, "client_id": client_id, "status": "active"},
+            {"$set": {"status": "rotated", "rotated_at": now()}},
+        )
+        if claimed is None:  # used by a concurrent request in between: a copy exists
+            self._replayed(key, client_id)
+            return None
         return RefreshRecord(doc["client_id"], doc["scope"], GrantSubject.from_doc(doc["subject"]))
+
+    def _replayed(self, key: str, client_id: str) -> None:
+        store = _auth(self).store
+        old = store.refresh.find_one({"_id": key})
+        if old is not None and old["client_id"] == client_id:
+            # A rotated token used again: someone holds a copy. Revoke the grant.
+            store.revoke_grant(old["grant_id"], "refresh token replayed")
 
     def authenticate_user(self, refresh_token: RefreshRecord) -> GrantSubject:
         return refresh_token.subject

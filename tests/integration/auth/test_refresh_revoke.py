@@ -140,3 +140,15 @@ async def test_introspection(env):
     assert after.json() == {"active": False}
     junk = await env.http.post("/auth/introspect", data={"token": "junk"}, auth=creds)
     assert junk.json() == {"active": False}
+
+
+async def test_a_refresh_outside_the_grant_keeps_the_token(env):
+    """The refresh token was once rotated (destroyed) before the scope was checked, so the
+    refused request cost the client its grant."""
+    first = await tokens(env, "launch/patient patient/Patient.rs offline_access")
+    for scope in ("patient/*.cruds", "patient/Patient.rs user/*.rs", "openid"):
+        wider = await refresh(env, first["refresh_token"], scope=scope)
+        assert wider.status_code == 400 and wider.json()["error"] == "invalid_scope", scope
+    again = await refresh(env, first["refresh_token"])
+    assert again.status_code == 200, again.text  # still active, and no replay was seen
+    assert (await fhir(env, again.json()["access_token"])).status_code == 200
