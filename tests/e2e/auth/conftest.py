@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,6 +21,9 @@ from fhir_server.db.embedded import free_port
 from tests.conftest import make_settings
 from tests.integration.auth.conftest import build_app
 
+ROOT = Path(__file__).resolve().parents[3]
+CLIENT_JS_CACHE = ROOT / ".cache" / "client-js"
+CLIENT_JS_VERSION = "2.6.3"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -44,6 +49,31 @@ def require_browser() -> None:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def node_modules() -> Path:
+    """client-js (npm `fhirclient`) installed once into a git-ignored cache (npm registry):
+    its Node adapter for client_js/app.js, its browser build for the CORS page."""
+    target = CLIENT_JS_CACHE / "node_modules"
+    if not (target / "fhirclient" / "package.json").exists():
+        assert shutil.which("npm"), "npm is needed for the client-js tests"
+        CLIENT_JS_CACHE.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [
+                "npm",
+                "install",
+                "--silent",
+                "--no-audit",
+                "--no-fund",
+                "--prefix",
+                str(CLIENT_JS_CACHE),
+                f"fhirclient@{CLIENT_JS_VERSION}",
+            ],
+            check=True,
+            timeout=300,
+        )
+    return target
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,34 +22,7 @@ from fhir_server.db.embedded import free_port
 from tests.e2e.auth.test_python_fhirclient import approve_sync, submit_login_sync
 from tests.integration.auth.conftest import PUBLIC, login_for
 
-ROOT = Path(__file__).resolve().parents[3]
 APP = Path(__file__).parent / "client_js" / "app.js"
-CACHE = ROOT / ".cache" / "client-js"
-VERSION = "2.6.3"
-
-
-@pytest.fixture(scope="module")
-def node_modules() -> Path:
-    """client-js installed once into a git-ignored cache (npm registry)."""
-    target = CACHE / "node_modules"
-    if not (target / "fhirclient" / "package.json").exists():
-        assert shutil.which("npm"), "npm is needed for the client-js tests"
-        CACHE.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [
-                "npm",
-                "install",
-                "--silent",
-                "--no-audit",
-                "--no-fund",
-                "--prefix",
-                str(CACHE),
-                f"fhirclient@{VERSION}",
-            ],
-            check=True,
-            timeout=300,
-        )
-    return target
 
 
 @pytest.fixture
