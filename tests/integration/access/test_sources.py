@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.integration.access.test_care_teams import patients_of_nurse, patients_of_pcm
 from tests.integration.access.test_smart_enforcement import Server, ids
 from tests.integration.auth.conftest import BASE, authorize, exchange
 from tests.integration.seeded import seeded_server
@@ -133,3 +134,35 @@ async def test_basic_login_scopes_are_cut_to_the_types_it_may_read(server: Serve
     assert refused.json()["issue"][0]["code"] == "forbidden"
     premium = await server.token("sponsor", "openid fhirUser user/Patient.cruds")
     assert (await server.post(premium, "Patient/$validate", body)).status_code == 200
+
+
+def _team(subject: str, *members: str) -> dict[str, Any]:
+    return {
+        "resourceType": "CareTeam",
+        "status": "active",
+        "subject": {"reference": subject},
+        "participant": [{"member": {"reference": m}} for m in members],
+    }
+
+
+async def test_a_self_made_care_team_confers_no_access(server: Server):
+    rachel = "Practitioner/pcm-rachel-kim"
+    hers = sorted(patients_of_pcm("rachel"))
+    assert ROBERT not in hers and SAMUEL not in hers
+    kim = await server.token("dr.rachel.kim", "openid fhirUser user/*.cruds")
+    made = await server.post(kim, "CareTeam", _team(SAMUEL, rachel, hers[0]))
+    assert made.status_code in (201, 403), made.text  # the write rules may refuse it outright
+    for url in (SAMUEL, "Condition/cond-samuel-va-ptsd"):
+        assert (await server.get(kim, url)).status_code == 404, url
+    # A patient naming a nurse on a team for another patient gives the nurse nothing.
+    nurse = "rn.jessica.moore"
+    stranger = next(p for p in (ROBERT, SAMUEL) if p not in patients_of_nurse("jessica"))
+    james = await server.token("sponsor", "openid fhirUser user/*.cruds")
+    made = await server.post(
+        james, "CareTeam", _team(stranger, SPONSOR, "Practitioner/rn-jessica-moore")
+    )
+    assert made.status_code in (201, 403), made.text
+    token = await server.token(nurse, "openid fhirUser user/*.rs")
+    assert (await server.get(token, stranger)).status_code == 404
+    # The organisation's own teams still confer access.
+    assert (await server.get(kim, hers[0])).status_code == 200
