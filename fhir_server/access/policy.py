@@ -66,6 +66,19 @@ class AccessPolicy:
         if not allows(self.auth.scopes, resource_type, INTERACTION[interaction]):
             raise Forbidden(f"the access token does not grant {interaction} on {resource_type}")
 
+    def sees_compartment(self, compartment: str) -> bool:
+        """Whether the request may look into `compartment` at all: a confined token only into
+        its own (a compartment search or an export of another patient answers as for a
+        patient that does not exist)."""
+        return self.compartments is None or compartment in self.compartments
+
+    def shows_reference(self, reference: str) -> bool:
+        """Whether a reference `Type/id` may be shown to the caller: a Patient whose
+        compartment the rules show Patients of, or a directory resource."""
+        rt = reference.split("/", 1)[0]
+        comps = [reference] if rt == "Patient" else []
+        return self.admits(rt, comps, ())
+
     def type_filter(self, resource_type: str) -> Doc:
         """The filter ANDed into every query on `resource_type` ("*": any type)."""
         if self.auth is None:

@@ -166,3 +166,43 @@ async def test_a_self_made_care_team_confers_no_access(server: Server):
     assert (await server.get(token, stranger)).status_code == 404
     # The organisation's own teams still confer access.
     assert (await server.get(kim, hers[0])).status_code == 200
+
+
+def _members(group: dict[str, Any]) -> set[str]:
+    return {m["entity"]["reference"] for m in group.get("member", [])}
+
+
+async def test_group_members_show_only_as_far_as_the_caller_sees(server: Server):
+    token = await server.token("sponsor", "openid fhirUser user/*.rs")
+    r = await server.get(token, "Group/group-seed-population")
+    assert r.status_code == 200, r.text
+    group = r.json()
+    shown = _members(group)
+    visible = set()
+    for m in shown | {"Patient/dependent-emma-carter", SAMUEL, ROBERT}:
+        if (await server.get(token, m)).status_code == 200:
+            visible.add(m)
+    assert SPONSOR in shown and shown == visible
+    assert "Patient/dependent-emma-carter" not in shown and "quantity" not in group
+    # The same through search, _include and history.
+    found = (await server.get(token, "Group", _id="group-seed-population")).json()
+    assert _members(found["entry"][0]["resource"]) == shown
+    inc = (
+        await server.get(token, "Patient", _id="sponsor-james-carter", _revinclude="Group:member")
+    ).json()
+    groups = [e["resource"] for e in inc["entry"] if e["resource"]["resourceType"] == "Group"]
+    assert groups and all(_members(g) <= shown | {SPONSOR} for g in groups)
+    versions = (await server.get(token, "Group/group-seed-population/_history")).json()
+    assert all(_members(e["resource"]) == shown for e in versions["entry"])
+
+
+async def test_a_hidden_patients_compartment_answers_as_a_missing_ones(server: Server):
+    token = await server.token("sponsor", "openid fhirUser user/*.rs")
+    hidden = (await server.get(token, "Patient/dependent-emma-carter/*", _count="100")).json()
+    missing = (await server.get(token, "Patient/no-such-patient/*", _count="100")).json()
+    assert ids(hidden) == ids(missing) == set()
+    assert hidden.get("total") == missing.get("total")
+    for rt in ("Group", "Communication"):
+        a = (await server.get(token, f"Patient/dependent-emma-carter/{rt}")).json()
+        b = (await server.get(token, f"Patient/no-such-patient/{rt}")).json()
+        assert ids(a) == ids(b) == set(), rt
