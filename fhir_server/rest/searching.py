@@ -6,6 +6,7 @@ create/update/delete. See https://hl7.org/fhir/R4/search.html.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -68,7 +69,9 @@ async def search(
         policy.restricted and parsed.summary != "count" and bool(parsed.summary or parsed.elements)
     )
     run = replace(parsed, summary=None, elements=()) if trim else parsed
-    type_filter = policy.type_filter if policy.restricted else None
+    type_filter: Callable[[str], dict[str, Any]] | None = (
+        policy.type_filter if policy.restricted else None
+    )
     if compartment is not None and not policy.sees_compartment(compartment):
         # Another patient's compartment holds nothing for this token, whatever it shares
         # with the token's own (a Group listing both): as if that patient did not exist.
