@@ -27,6 +27,7 @@ import smart_auth
 from fhir_server.access.audit import AuditRecord, AuditSink, note_response, query_patients
 from fhir_server.access.care_team import load_table as clinician_table
 from fhir_server.access.family import load_table
+from fhir_server.access.labels import normalised
 from fhir_server.access.policy import build_policy
 from fhir_server.config import Settings
 from fhir_server.context import ServerContext
@@ -72,7 +73,8 @@ def build_context(settings: Settings, db: Any) -> ServerContext:
     validator = Validator()
 
     def indexer(resource: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-        return index_entries(resource, registry), compartments(resource, registry)
+        # Labels spelled as the policy table does, wherever they sit (access/labels.py).
+        return index_entries(normalised(resource), registry), compartments(resource, registry)
 
     return ServerContext(
         settings=settings,

@@ -210,11 +210,20 @@ def practitioner_role(c: Clinician) -> Json:
     return res
 
 
+# The mark of a care team the organisation maintains (profiles/access/clinicians.json,
+# `maintained_by_organisation`): only such teams confer access to their subject's record.
+MAINTAINED = {
+    "system": "https://mhs.example.org/fhir/CodeSystem/access-source",
+    "code": "organisation-maintained",
+}
+
+
 def nurse_pool(team_id: str) -> Json:
     name, clinic, nurses = NURSE_POOLS[team_id]
     return {
         "resourceType": "CareTeam",
         "id": team_id,
+        "meta": {"tag": [dict(MAINTAINED)]},
         "status": "active",
         "category": [text_concept("Clinic nurse pool")],
         "name": name,
@@ -258,6 +267,7 @@ def patient_care_team(clock: Clock, key: str) -> Json:
     return {
         "resourceType": "CareTeam",
         "id": care_team_id(key),
+        "meta": {"tag": [dict(MAINTAINED)]},
         "status": "active",
         "category": [
             concept(LOINC, "LA28865-6", "Longitudinal care-coordination focused care team")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smart_auth.scopes import Scope, narrow, parse_scopes
+from smart_auth.scopes import Scope, narrow, parse_scopes, reads_within
 
 PATIENT_RULES = ("self-and-acts-for", "acts-for-only")
 
@@ -25,8 +25,11 @@ class LoginLevel:
     ceiling: tuple[Scope, ...]
 
     def cap(self, requested: list[Scope]) -> list[Scope]:
-        """Requested scopes cut down to this level's ceiling (system/ scopes never pass)."""
-        return narrow(requested, self.ceiling)
+        """Requested scopes cut down to this level's ceiling (system/ scopes never pass); a
+        scope whose query reads a type the ceiling withholds
+        (`user/Patient.rs?_has:Observation:patient:code=...` for a Basic login) is dropped
+        whole, since its answers would tell what that type holds."""
+        return [s for s in narrow(requested, self.ceiling) if reads_within(s, self.ceiling)]
 
     def patient_choices(self, fhir_user: str, acts_for: tuple[str, ...]) -> list[str]:
         """Patients (``Patient/<id>``) this login may pick as launch context."""

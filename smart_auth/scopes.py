@@ -266,5 +266,47 @@ def _dedupe(scopes: list[Scope]) -> list[Scope]:
     return kept
 
 
+ANY_TYPE = "*"
+
+
+def query_types(query: Query | None) -> frozenset[str]:
+    """Resource types a scope's query reads besides its own (FHIR R4 search, "Chaining" and
+    "Reverse Chaining": https://hl7.org/fhir/R4/search.html#chaining): the `T` of
+    `_has:T:ref:...` and of `ref:T.param`, the types of `_type`. A chain that names no type
+    (`subject.name`) may read any type: it counts as ``*``."""
+    out: set[str] = set()
+    for name, value in query or ():
+        if name == "_type":
+            out.update(t for t in value.split(",") if t)
+        out |= _chain_types(name)
+    return frozenset(out)
+
+
+def _chain_types(name: str) -> set[str]:
+    if name.startswith("_has:"):
+        parts = name.split(":", 3)
+        if len(parts) < 4:
+            return {ANY_TYPE}
+        return {parts[1]} | _chain_types(parts[3])
+    head, dot, rest = name.partition(".")
+    if not dot:
+        return set()
+    _, colon, target = head.partition(":")
+    typed = bool(colon) and target[:1].isupper()
+    return {target if typed else ANY_TYPE} | _chain_types(rest)
+
+
+def reads_within(scope: Scope, ceiling: Iterable[Scope]) -> bool:
+    """Whether every type ``scope``'s query reads is one ``ceiling`` lets its context read
+    and search (an untyped chain needs every type)."""
+    ceiling = [c for c in ceiling if c.context == scope.context]
+    return all(
+        any(c.allows(t, "r") for c in ceiling) and any(c.allows(t, "s") for c in ceiling)
+        if t != ANY_TYPE
+        else any(c.resource_type == ANY_TYPE and {"r", "s"} <= c.permissions for c in ceiling)
+        for t in query_types(scope.query)
+    )
+
+
 def resource_types(scopes: Iterable[Scope]) -> list[str]:
     return list(dict.fromkeys(s.resource_type for s in scopes))

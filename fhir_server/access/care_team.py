@@ -5,6 +5,10 @@ The table is `profiles/access/clinicians.json`. Membership is FHIR data read on 
 
 - the practitioner's active `PractitionerRole`s (`PractitionerRole.practitioner`) stand for
   it as well as `Practitioner/<id>` itself;
+- only a care team the organisation maintains counts: one carrying the table's
+  `maintained_by_organisation` tag (`meta.tag`), which the organisation's loaders set and the
+  write rules refuse from confined tokens, so a CareTeam a patient or clinician POSTs never
+  confers access;
 - an active `CareTeam` (status in `care_team_statuses`, `period` covering today) whose
   `participant.member` names one of those (the participant's own `period` covering today)
   makes its `subject` Patient visible; a team that is itself a member of another team
@@ -40,6 +44,16 @@ class ClinicianTable:
     max_reason: int
     min_reason_words: int
     directory_types: frozenset[str]
+    # (system, code) of the `meta.tag` that marks a care team the organisation maintains.
+    maintained_tag: tuple[str, str]
+
+    def maintained(self, team: Doc) -> bool:
+        meta = team.get("meta")
+        tags = meta.get("tag") if isinstance(meta, dict) else None
+        return any(
+            isinstance(t, dict) and (t.get("system"), t.get("code")) == self.maintained_tag
+            for t in tags or []
+        )
 
 
 def parse_table(raw: Doc) -> ClinicianTable:
@@ -58,7 +72,12 @@ def parse_table(raw: Doc) -> ClinicianTable:
         raise ValueError(
             "clinicians.json: max_nesting >= 1, 1 <= min <= max reason length, min words >= 1"
         )
+    marker = raw["maintained_by_organisation"]
+    tag = (marker["system"], marker["code"])
+    if not all(isinstance(x, str) and x for x in tag):
+        raise ValueError("clinicians.json: maintained_by_organisation needs a system and a code")
     return ClinicianTable(
+        maintained_tag=(str(tag[0]), str(tag[1])),
         care_team_statuses=frozenset(statuses),
         max_nesting=nesting,
         break_glass_header=str(glass["header"]).lower(),
@@ -110,7 +129,7 @@ async def care_team_patients(
         joined: set[str] = set()
         for team in teams:
             ref = f"CareTeam/{team.get('id')}"
-            if ref in seen or not _active_team(team, table, today):
+            if ref in seen or not table.maintained(team) or not _active_team(team, table, today):
                 continue
             if not _members(team, today) & frontier:
                 continue  # the key matched a participant whose period has ended

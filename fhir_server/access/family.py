@@ -6,9 +6,9 @@ FHIR data read at request time, never code:
 - the user's `Patient.link` points at the `RelatedPerson`s that stand for the user towards
   each dependent (`RelatedPerson.patient`), with a v3-RoleCode relationship (FTH, MTH, GUARD...);
 - the age of the dependent comes from `Patient.birthDate` on the day of the request;
-- from `adult_from` on, a proxy needs an active `Consent` (status `active`, `provision.type`
-  `permit`, `provision.period` covering today) whose `provision.actor` names that RelatedPerson;
-  revoking it (any other status) takes effect on the next request.
+- from `adult_from` on, a proxy needs an active privacy `Consent` whose provisions grant that
+  RelatedPerson something today (consent.py: scope, permit, period, actor, action, class and
+  nested exceptions); revoking it (any other status) takes effect on the next request.
 
 The token's `acts_for` only lists candidates: a candidate without the data above gets nothing.
 See docs/access.md.
@@ -23,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from fhir_server.access.consent import Grant, grant_of
 from fhir_server.access.rules import CompartmentRule
 
 Doc = dict[str, Any]
@@ -158,18 +159,20 @@ def is_guardian(rp: Doc, table: FamilyTable) -> bool:
 
 
 def consent_grants(consent: Doc, patient: str, actors: set[str], today: date) -> bool:
-    """An active permit Consent for `patient` naming one of `actors` (RelatedPerson refs)."""
-    if consent.get("status") != "active" or reference(consent.get("patient")) != patient:
-        return False
-    provision = consent.get("provision")
-    if not isinstance(provision, dict) or provision.get("type") != "permit":
-        return False
-    if not period_covers(provision.get("period"), today):
-        return False
-    named = {
-        reference(a.get("reference")) for a in provision.get("actor") or [] if isinstance(a, dict)
-    }
-    return bool(named & actors)
+    """An active privacy Consent for `patient` whose provisions grant one of `actors`
+    (RelatedPerson refs) something today (consent.py reads the provisions)."""
+    return grant_of(consent, patient, actors, today) is not None
+
+
+def _grant(consents: list[Doc], patient: str, actors: set[str], today: date) -> Grant | None:
+    """What all of a proxy's Consents on `patient` grant together; None for nothing."""
+    grants = [g for c in consents if (g := grant_of(c, patient, actors, today)) is not None]
+    if not grants:
+        return None
+    out = grants[0]
+    for g in grants[1:]:
+        out = out.union(g)
+    return out
 
 
 # --- the per-request resolution ---------------------------------------------------------
@@ -227,13 +230,23 @@ async def compartment_rules(
             band = Band(SELF, None, hide_labelled=basic, hide_care_team_messages=False)
             rules.append(CompartmentRule.of(comp, band.name, None, hidden_keys(band, comp)))
             continue
-        name = _band_of(
+        found = _band_of(
             table, comp, patients.get(comp), by_patient.get(comp, []), consents, managed, today
         )
-        if name is None:
+        if found is None:
             continue
+        name, grant = found
         band = table.bands[name]
-        rules.append(CompartmentRule.of(comp, name, band.types, hidden_keys(band, comp)))
+        types, excluded = band.types, frozenset[str]()
+        if grant is not None:
+            # A Consent's classes and exceptions narrow the band, never widen it.
+            types = (
+                types
+                if grant.types is None
+                else (grant.types if types is None else types & grant.types)
+            )
+            excluded = grant.excluded
+        rules.append(CompartmentRule.of(comp, name, types, hidden_keys(band, comp), excluded))
     return tuple(rules)
 
 
@@ -245,15 +258,18 @@ def _band_of(
     consents: list[Doc],
     managed: bool,
     today: date,
-) -> str | None:
+) -> tuple[str, Grant | None] | None:
+    """The band a proxy gets on `comp`, and the Consent grant it rests on (None for a
+    guardian of a minor, whose access needs no Consent)."""
     if patient is None or not rps:
         return None
     actors = {f"RelatedPerson/{rp['id']}" for rp in rps}
     if managed:
-        granted = any(consent_grants(c, comp, actors, today) for c in consents)
-        return "managed" if granted else None
+        grant = _grant(consents, comp, actors, today)
+        return ("managed", grant) if grant is not None else None
     age = age_on(patient.get("birthDate"), today)
     band = table.band_for_age(age if age is not None else table.adult_from)
     if band == "adult-granted":
-        return band if any(consent_grants(c, comp, actors, today) for c in consents) else None
-    return band if any(is_guardian(rp, table) for rp in rps) else None
+        grant = _grant(consents, comp, actors, today)
+        return (band, grant) if grant is not None else None
+    return (band, None) if any(is_guardian(rp, table) for rp in rps) else None

@@ -11,18 +11,17 @@ Scopes: https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
-from fhir_server.access import care_team
+from fhir_server.access import care_team, scope_filters
 from fhir_server.access.family import Band, FamilyTable, compartment_rules, load_table
 from fhir_server.access.rules import CompartmentRule, DirectoryRule, rules_admit, rules_filter
 from fhir_server.errors import BadRequest, Forbidden
-from fhir_server.search.execute import criteria_filter
 from fhir_server.search.parse import parse_search
-from fhir_server.search.query import any_of, criterion_filter
-from smart_auth import AuthContext, allows, query_filters
+from fhir_server.search.query import criterion_filter
+from smart_auth import AuthContext, allows
 
 Doc = dict[str, Any]
 
@@ -67,6 +66,19 @@ class AccessPolicy:
         if not allows(self.auth.scopes, resource_type, INTERACTION[interaction]):
             raise Forbidden(f"the access token does not grant {interaction} on {resource_type}")
 
+    def sees_compartment(self, compartment: str) -> bool:
+        """Whether the request may look into `compartment` at all: a confined token only into
+        its own (a compartment search or an export of another patient answers as for a
+        patient that does not exist)."""
+        return self.compartments is None or compartment in self.compartments
+
+    def shows_reference(self, reference: str) -> bool:
+        """Whether a reference `Type/id` may be shown to the caller: a Patient whose
+        compartment the rules show Patients of, or a directory resource."""
+        rt = reference.split("/", 1)[0]
+        comps = [reference] if rt == "Patient" else []
+        return self.admits(rt, comps, ())
+
     def type_filter(self, resource_type: str) -> Doc:
         """The filter ANDed into every query on `resource_type` ("*": any type)."""
         if self.auth is None:
@@ -84,7 +96,10 @@ class AccessPolicy:
                 parts.append(filt)
         elif self.compartments is not None:
             parts.append({"comp": {"$in": list(self.compartments)}})
-        scoped = self.scope_filters.get(resource_type)
+        if resource_type == "*":
+            scoped = scope_filters.across_types(self.scope_filters)
+        else:
+            scoped = self.scope_filters.get(resource_type)
         if scoped is not None:
             parts.append(scoped)
         if not parts:
@@ -152,23 +167,18 @@ async def build_policy(
 
     `break_glass` is the reason a clinician stated for reaching beyond its care teams on this
     request (the `X-Break-Glass-Reason` header); anyone else stating one is refused."""
-    scope_filters: dict[str, Doc] = {}
-    types = {s.resource_type for s in auth.scopes if s.query}
-    for rt in types:
-        if rt == "*":
-            continue
-        alternatives = query_filters(auth.scopes, rt, "read")
-        if not alternatives:
-            continue
-        built = []
-        for params in alternatives:
-            req = parse_search(rt, list(params), registry, strict=True)
-            built.append(await criteria_filter(db, registry, req))
-        scope_filters[rt] = any_of(built)
     if break_glass is not None:
         reason = _break_glass_reason(auth, break_glass)
         # The clinician sees every patient for this one request, as before care teams.
-        return AccessPolicy(auth=auth, scope_filters=scope_filters, break_glass=reason)
+        base = AccessPolicy(auth=auth, break_glass=reason)
+    else:
+        base = await _confined_policy(db, registry, auth)
+    built = await scope_filters.build(db, registry, auth.scopes, base.type_filter)
+    return replace(base, scope_filters=built) if built else base
+
+
+async def _confined_policy(db: Any, registry: Any, auth: AuthContext) -> AccessPolicy:
+    """The policy before query-qualified scopes: compartments, family rules, directory."""
     confined: tuple[str, ...] | None
     if _is_clinician(auth):
         confined = await _clinician_compartments(db, auth)
@@ -180,7 +190,6 @@ async def build_policy(
     return AccessPolicy(
         auth=auth,
         compartments=confined,
-        scope_filters=scope_filters,
         rules=rules,
         directory=_directory(registry) if confined is not None else None,
     )

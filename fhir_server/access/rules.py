@@ -22,17 +22,26 @@ class CompartmentRule:
     band: str  # "self", "clinician", "child", "adolescent", "adult-granted", "managed"
     types: frozenset[str] | None
     hidden_keys: tuple[str, ...]
+    # Types held back although `types` (None) would show them: a Consent's nested deny.
+    excluded: frozenset[str] = frozenset()
 
     @classmethod
     def of(
-        cls, compartment: str, band: str, types: frozenset[str] | None, keys: Iterable[str]
+        cls,
+        compartment: str,
+        band: str,
+        types: frozenset[str] | None,
+        keys: Iterable[str],
+        excluded: frozenset[str] = frozenset(),
     ) -> CompartmentRule:
-        return cls(compartment, band, types, tuple(dict.fromkeys(keys)))
+        if types is not None:
+            types, excluded = types - excluded, frozenset()
+        return cls(compartment, band, types, tuple(dict.fromkeys(keys)), excluded)
 
     @property
     def plain(self) -> bool:
         """Everything in the compartment, nothing held back."""
-        return self.types is None and not self.hidden_keys
+        return self.types is None and not self.hidden_keys and not self.excluded
 
     @property
     def proxy(self) -> bool:
@@ -42,16 +51,20 @@ class CompartmentRule:
         """The rule for queries on `rt` ("*": any type); None when it shows nothing of `rt`."""
         if self.types is not None and rt != "*" and rt not in self.types:
             return None
+        if rt in self.excluded:
+            return None
         f: Doc = {"comp": self.compartment}
         if rt == "*" and self.types is not None:
             f["rt"] = {"$in": sorted(self.types)}
+        elif rt == "*" and self.excluded:
+            f["rt"] = {"$nin": sorted(self.excluded)}
         if self.hidden_keys:
             f["ix.k"] = {"$nin": list(self.hidden_keys)}
         return f
 
     def admits(self, rt: str, comps: Iterable[str], keys: Iterable[str]) -> bool:
         """`to_filter(rt)` evaluated on one resource's type, compartments and `ix.k`."""
-        if self.types is not None and rt not in self.types:
+        if (self.types is not None and rt not in self.types) or rt in self.excluded:
             return False
         if self.compartment not in set(comps):
             return False

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from fhir_server.access import members
 from fhir_server.access.policy import AccessPolicy
 
 Doc = dict[str, Any]
@@ -43,10 +44,13 @@ def admitted(policy: AccessPolicy, indexer: Indexer, resource: Doc) -> bool:
 
 def screen(policy: AccessPolicy, indexer: Indexer, resource: Any, *, where: str) -> bool:
     """True when `resource` may leave the server; False (and a loud log) when the
-    post-check catches what the narrowed query should have kept out."""
+    post-check catches what the narrowed query should have kept out. A resource that leaves
+    loses the member entries (Group.member) its caller may not see (members.py)."""
     if not isinstance(resource, dict) or not policy.restricted:
         return True
     if admitted(policy, indexer, resource):
+        if policy.compartments is not None:
+            members.redact(resource, policy.shows_reference)
         return True
     who = policy.auth.subject if policy.auth is not None else "?"
     log.error(

@@ -155,8 +155,11 @@ async def _patients(
     """The patient compartments to export (None: every patient, or system level)."""
     if spec.level == "system":
         return None
+    # Another patient's compartment exports nothing, as a missing patient's would, even
+    # where it shares resources (a Group) with the caller's own.
+    sees = req.policy.sees_compartment
     if spec.level == "patient":
-        return spec.patients or None
+        return tuple(p for p in spec.patients if sees(p)) if spec.patients else None
     req.policy.require("Group", "read")
     group = await read_visible(ctx, req, "Group", spec.group or "")
     members: list[str] = []
@@ -168,7 +171,7 @@ async def _patients(
             members.append(ref)
     if spec.patients:
         members = [m for m in members if m in spec.patients]
-    return tuple(dict.fromkeys(members))
+    return tuple(dict.fromkeys(m for m in members if sees(m)))
 
 
 def _request_url(ctx: ServerContext, req: FhirRequest) -> str:

@@ -84,6 +84,7 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
     if n == 2 and second == "$validate":
         if method != "POST":
             raise _not_allowed(req)
+        policy.require(rt, _validate_interaction(req, None))
         return await interactions.validate(ctx, req, rt, None)
     if n == 2 and rt == "Patient" and second == "$everything":
         return await everything(ctx, req, None)
@@ -102,6 +103,7 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
     if n == 3 and rt == "Patient" and third == "$everything":
         return await everything(ctx, req, rid)
     if n == 3 and third == "$validate" and method == "POST":
+        policy.require(rt, _validate_interaction(req, rid))
         return await interactions.validate(ctx, req, rt, rid)
     if n == 3 and method == "GET" and not third.startswith(("$", "_")):
         # Compartment search, e.g. Patient/123/Observation.
@@ -109,6 +111,15 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
         policy.require(target or "*", "search")
         return await searching.search(ctx, req, target or None, compartment=f"{rt}/{rid}")
     raise NotFound(f"/{'/'.join(path)} is not a supported URL", code="not-supported")
+
+
+def _validate_interaction(req: FhirRequest, rid: str | None) -> str:
+    """The interaction `$validate` checks for (https://hl7.org/fhir/R4/resource-operation-validate.html,
+    `mode`): a token may only ask whether it could write what it is allowed to write, so a
+    token that may not create or update a type learns nothing from the validator either."""
+    if req.param("mode") == "delete":
+        return "delete"
+    return "create" if rid is None else "update"
 
 
 async def _type_level(ctx: ServerContext, req: FhirRequest, method: str, rt: str) -> FhirResponse:

@@ -6,7 +6,9 @@ create/update/delete. See https://hl7.org/fhir/R4/search.html.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from fhir_server.access.screen import screen
@@ -16,6 +18,7 @@ from fhir_server.rest.messages import FhirRequest, FhirResponse
 from fhir_server.search.bundle import searchset_bundle
 from fhir_server.search.execute import find_matches, run_search
 from fhir_server.search.parse import parse_search
+from fhir_server.search.query import NOTHING
 from fhir_server.search.summary import apply
 
 
@@ -43,6 +46,10 @@ async def conditional_matches(
     return [m["id"] for m in matches]
 
 
+def _nothing(rt: str) -> dict[str, Any]:
+    return NOTHING
+
+
 def _strict(req: FhirRequest) -> bool:
     return prefer(req.header("prefer")).get("handling", "strict") != "lenient"
 
@@ -62,12 +69,19 @@ async def search(
         policy.restricted and parsed.summary != "count" and bool(parsed.summary or parsed.elements)
     )
     run = replace(parsed, summary=None, elements=()) if trim else parsed
+    type_filter: Callable[[str], dict[str, Any]] | None = (
+        policy.type_filter if policy.restricted else None
+    )
+    if compartment is not None and not policy.sees_compartment(compartment):
+        # Another patient's compartment holds nothing for this token, whatever it shares
+        # with the token's own (a Group listing both): as if that patient did not exist.
+        type_filter = _nothing
     page = await run_search(
         ctx.store.db,
         ctx.registry,
         run,
         compartment=compartment,
-        type_filter=policy.type_filter if policy.restricted else None,
+        type_filter=type_filter,
         max_time_ms=ctx.settings.query_max_time_ms,
     )
     if policy.restricted:

@@ -161,7 +161,12 @@ class _Run:
         return criterion_filter(c, resource_type=rt, elem_match=True, comp_types=self.comp_types(c))
 
     async def base_filter(
-        self, req: SearchRequest, compartment: str | None, *, narrow: bool = True
+        self,
+        req: SearchRequest,
+        compartment: str | None,
+        *,
+        narrow: bool = True,
+        policy_main: bool = True,
     ) -> dict[str, Any]:
         parts: list[dict[str, Any]] = []
         if req.resource_type:
@@ -170,7 +175,7 @@ class _Run:
             parts.append({"rt": {"$in": list(req.types)}})
         if compartment:
             parts.append({"comp": compartment})
-        if self.type_filter is not None:
+        if self.type_filter is not None and policy_main:
             # The access policy narrows the main query too; "*" is its filter for a
             # search across types.
             parts.append(self.type_filter(req.resource_type or "*"))
@@ -429,13 +434,19 @@ async def count(
     return await run.count(await run.base_filter(req, compartment))
 
 
-async def criteria_filter(db: Any, registry: Registry, req: SearchRequest) -> dict[str, Any]:
+async def criteria_filter(
+    db: Any, registry: Registry, req: SearchRequest, type_filter: TypeFilter | None = None
+) -> dict[str, Any]:
     """The MongoDB filter of `req`'s criteria alone (for access policies and scope filters:
     a policy rule is a search, built by the same parser and query builder). Without the
     implied compartment of `search_filter`: a policy ANDs this into other filters, where a
-    second `comp` condition would only split the conjunction."""
-    run = _Run(db, registry, 5000, None, await uses_elem_match(db))
-    return await run.base_filter(req, None, narrow=False)
+    second `comp` condition would only split the conjunction.
+
+    `type_filter` narrows the sub-queries (`_has`, chains, `:in` value sets) as in
+    `run_search`, but not the criteria themselves: a query-qualified scope's `_has` must
+    not see what its caller may not (it would answer yes/no about hidden data)."""
+    run = _Run(db, registry, 5000, type_filter, await uses_elem_match(db))
+    return await run.base_filter(req, None, narrow=False, policy_main=False)
 
 
 async def search_filter(

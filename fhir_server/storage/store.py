@@ -26,6 +26,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
+from fhir_server.access.labels import normalised
 from fhir_server.errors import Gone, NotFound, PreconditionFailed, ServiceUnavailable
 
 Doc = dict[str, Any]
@@ -323,7 +324,7 @@ class ResourceStore:
         """The stored shape of one version (`res`, `ix`, `comp`, `sk`...), for writers that
         insert in bulk outside `update` (the audit sink, benchmark loaders)."""
         lu = now_utc()
-        res = copy.deepcopy(resource)
+        res = copy.deepcopy(normalised(resource))
         res["resourceType"] = rt
         res["id"] = rid
         meta = dict(res.get("meta") or {})

@@ -14,15 +14,21 @@ models did not already flag.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fhir_server.errors import BadRequest, Issue, Unprocessable
-from fhir_server.validation import models
+from fhir_server.validation import consent_rules, models
 from fhir_server.validation.findings import Finding
 from fhir_server.validation.profiles import ProfileSet
 from fhir_server.validation.r4_schema import SchemaChecker
 from fhir_server.validation.resource_types import KNOWN_RESOURCE_TYPES
+
+# Rules on a type's content that no schema expresses, applied like a profile (422).
+BUSINESS_RULES: dict[str, Callable[[dict[str, Any]], list[Finding]]] = {
+    "Consent": consent_rules.findings,
+}
 
 # The project's profiles folder in a source checkout (fhir_server/validation -> repo root).
 DEFAULT_PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
@@ -65,10 +71,16 @@ class Validator:
         return [f.to_issue(resource_type) for f in findings]
 
     def check_profiles(self, resource: dict[str, Any]) -> list[Issue]:
-        """Issues from the project's profiles that the resource names in ``meta.profile``."""
+        """Issues from the project's profiles that the resource names in ``meta.profile``, and
+        from the business rules of its type (``BUSINESS_RULES``)."""
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             return []
-        return [f.to_issue(resource["resourceType"]) for f in self._profiles.check(resource)]
+        rt = resource["resourceType"]
+        found = self._profiles.check(resource)
+        rule = BUSINESS_RULES.get(rt)
+        if rule is not None:
+            found += rule(resource)
+        return [f.to_issue(rt) for f in found]
 
     def validate(self, resource: dict[str, Any]) -> None:
         """Raise ``BadRequest`` (400) on structural issues, then ``Unprocessable`` (422) on

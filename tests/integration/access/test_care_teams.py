@@ -17,6 +17,7 @@ import anyio
 import httpx
 import pytest
 
+from seed_data.clinics import MAINTAINED
 from seed_data.directory import CLINIC_NURSE_POOL, NURSE_POOLS, PEOPLE
 from tests.integration.access.test_smart_enforcement import Server, ids
 from tests.integration.auth.conftest import BASE, authorize, exchange
@@ -128,7 +129,8 @@ async def test_membership_changes_take_effect_on_the_next_request(env: Env):
     token = await env.token("dr.rachel.kim")
     team_id = "careteam-james-carter"
     team = (await env.store.current("CareTeam", team_id))["res"]
-    original = {k: v for k, v in team.items() if k != "meta"}
+    # The organisation's mark stays on every version (clinicians.json).
+    original = {**{k: v for k, v in team.items() if k != "meta"}, "meta": {"tag": [MAINTAINED]}}
     assert JAMES in await env.patients(token)
     without = {
         **original,
@@ -170,6 +172,8 @@ async def test_membership_through_a_practitioner_role(env: Env):
         "careteam-robert-consult",
         {
             "resourceType": "CareTeam",
+            # Written by the organisation's loader: a team it maintains (clinicians.json).
+            "meta": {"tag": [MAINTAINED]},
             "status": "active",
             "subject": {"reference": ROBERT},
             "participant": [{"member": {"reference": "PractitionerRole/role-rachel-consult"}}],

@@ -82,10 +82,12 @@ def test_bands_follow_the_thresholds() -> None:
     ]
 
 
+CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
 CONSENT = {
     "resourceType": "Consent",
     "status": "active",
     "patient": {"reference": "Patient/d"},
+    "scope": {"coding": [{"system": CONSENT_SCOPE, "code": "patient-privacy"}]},
     "provision": {
         "type": "permit",
         "period": {"start": "2026-01-01"},
@@ -105,6 +107,9 @@ CONSENT = {
         ({"provision": {**CONSENT["provision"], "period": {"end": "2026-11-21"}}}, False),
         ({"provision": {**CONSENT["provision"], "period": {"start": "2026-12-01"}}}, False),
         ({"provision": {**CONSENT["provision"], "actor": []}}, False),
+        # A research consent is no proxy grant.
+        ({"scope": {"coding": [{"system": CONSENT_SCOPE, "code": "research"}]}}, False),
+        ({"scope": None}, False),
     ],
 )
 def test_only_an_active_permit_consent_naming_the_proxy_grants(change: dict, grants: bool) -> None:
@@ -123,3 +128,59 @@ def test_relatedperson_must_be_active_and_a_guardian() -> None:
     assert not active_relatedperson({**rp, "period": {"end": "2020-01-01"}}, TODAY)
     neighbour = {"relationship": [{"coding": [{"system": t.guardian_system, "code": "NBOR"}]}]}
     assert not is_guardian(neighbour, t)
+
+
+RTYPES = "http://hl7.org/fhir/resource-types"
+
+
+def _with(**provision: object) -> dict:
+    return {**CONSENT, "provision": {**CONSENT["provision"], **provision}}
+
+
+def test_consent_classes_and_nested_exceptions_narrow_the_grant() -> None:
+    from fhir_server.access.consent import Grant, grant_of
+
+    actors = {"RelatedPerson/rp"}
+    assert grant_of(CONSENT, "Patient/d", actors, TODAY) == Grant(None)
+    only = _with(**{"class": [{"system": RTYPES, "code": "Immunization"}]})
+    assert grant_of(only, "Patient/d", actors, TODAY) == Grant(frozenset({"Immunization"}))
+    deny = {"type": "deny", "class": [{"system": RTYPES, "code": "Condition"}]}
+    assert grant_of(_with(provision=[deny]), "Patient/d", actors, TODAY) == Grant(
+        None, frozenset({"Condition"})
+    )
+    # An exception for another actor or out of its period does not apply.
+    other = {**deny, "actor": [{"reference": {"reference": "RelatedPerson/x"}}]}
+    past = {**deny, "period": {"end": "2026-01-02"}}
+    assert grant_of(_with(provision=[other, past]), "Patient/d", actors, TODAY) == Grant(None)
+    # A deny of everything grants nothing; a permit inside gives a class back.
+    back = {"type": "deny", "provision": [{"type": "permit", "class": deny["class"]}]}
+    assert grant_of(_with(provision=[{"type": "deny"}]), "Patient/d", actors, TODAY) is None
+    assert grant_of(_with(provision=[back]), "Patient/d", actors, TODAY) == Grant(
+        frozenset({"Condition"})
+    )
+
+
+def test_grants_union() -> None:
+    from fhir_server.access.consent import Grant
+
+    a, b = Grant(None, frozenset({"Condition", "Observation"})), Grant(frozenset({"Condition"}))
+    assert a.union(b) == Grant(None, frozenset({"Observation"}))
+    assert b.union(Grant(frozenset({"Immunization"}))) == Grant(
+        frozenset({"Condition", "Immunization"})
+    )
+
+
+def test_unsupported_provision_elements_are_named() -> None:
+    from fhir_server.access.consent import unsupported
+    from fhir_server.validation.findings import to_expression
+
+    assert unsupported(CONSENT) == []
+    bad = _with(
+        securityLabel=[{"code": "R"}],
+        provision=[{"type": "deny", "code": [{"text": "x"}], "class": [{"code": "Condition"}]}],
+    )
+    assert [to_expression("Consent", p) for p in unsupported(bad)] == [
+        "Consent.provision.securityLabel",
+        "Consent.provision.provision[0].code",
+        "Consent.provision.provision[0].class[0]",
+    ]

@@ -149,3 +149,37 @@ def test_render_v2_order():
     scope = Scope("user", "Patient", frozenset("sdr"))
     assert render(scope) == "user/Patient.rds"
     assert render(Scope("user", "Patient", frozenset("rs")), prefer_v1=True) == "user/Patient.read"
+
+
+def test_query_types_names_the_types_a_scope_query_reads():
+    from smart_auth.scopes import query_types
+
+    q = (
+        ("_has:Observation:patient:_has:AuditEvent:entity:type", "x"),
+        ("general-practitioner:Practitioner.name", "Kim"),
+        ("subject.name", "x"),
+        ("_type", "Condition,Procedure"),
+        ("code", "http://loinc.org|1"),
+    )
+    assert query_types(q) == {
+        "Observation",
+        "AuditEvent",
+        "Practitioner",
+        "*",
+        "Condition",
+        "Procedure",
+    }
+    assert query_types(None) == frozenset()
+
+
+def test_a_scope_reading_types_beyond_the_ceiling_is_dropped():
+    from smart_auth.scopes import parse_scopes, reads_within
+
+    ceiling = parse_scopes("user/Patient.rs user/Immunization.rs")
+    has = parse_scopes("user/Patient.rs?_has:Observation:patient:code=x")[0]
+    ok = parse_scopes("user/Patient.rs?_has:Immunization:patient:vaccine-code=x")[0]
+    untyped = parse_scopes("user/Immunization.rs?patient.name=x")[0]
+    assert not reads_within(has, ceiling)
+    assert reads_within(ok, ceiling)
+    assert not reads_within(untyped, ceiling)
+    assert reads_within(untyped, parse_scopes("user/*.rs"))

@@ -383,3 +383,12 @@ def test_every_resource_passes_the_server_validation(population: list[Resource])
     for resource in population:
         assert validator.check(resource) == [], resource["id"]
         assert validator.check_profiles(resource) == [], resource["id"]
+
+
+def test_every_seed_care_team_is_marked_as_maintained_by_the_organisation(population):
+    from fhir_server.access.care_team import load_table
+
+    table = load_table()
+    teams = of_type(population, "CareTeam")
+    assert teams and all(table.maintained(t) for t in teams)
+    assert not table.maintained({"resourceType": "CareTeam"})
