@@ -102,12 +102,13 @@ async def _admit(
     what it could read back, never over a resource it cannot see, and a proxy never touches
     security labels; the write-rule table (access/writes.py) decides the rest. Returns the
     resource to store (actor-bound elements filled in)."""
+    policy = req.policy
+    # Before validation: whether the token may write the type at all says nothing of data.
+    write_guard.precheck(ctx, policy, rt, interaction)
     if not req.validated:
         ctx.validator.validate(resource)
-    policy = req.policy
     if not policy.restricted:
         return resource
-    write_guard.precheck(ctx, policy, rt, interaction)
     filt = visible(req, rt)
     old: Doc | None = None
     if rid is not None:
