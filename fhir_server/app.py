@@ -29,6 +29,7 @@ from fhir_server.access.care_team import load_table as clinician_table
 from fhir_server.access.family import load_table
 from fhir_server.access.labels import normalised
 from fhir_server.access.policy import build_policy
+from fhir_server.access.writes import load_table as load_write_table
 from fhir_server.config import Settings
 from fhir_server.context import ServerContext
 from fhir_server.db.client import ensure_indexes, open_client
@@ -110,6 +111,7 @@ async def _prepare_database(ctx: ServerContext) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     load_table()  # a malformed profiles/access/family.json stops the server here
+    load_write_table(known_types=KNOWN_RESOURCE_TYPES)  # and profiles/access/writes.json
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

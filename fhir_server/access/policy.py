@@ -124,11 +124,13 @@ class AccessPolicy:
         labels_before: frozenset[tuple[str, str]] = frozenset(),
         labels_after: frozenset[tuple[str, str]] = frozenset(),
     ) -> None:
-        """A confined request may only write into its own patient compartments, only what it
-        could then read, and a proxy may not add, change or remove security labels."""
+        """A confined request may only write into its own patient compartments (every
+        compartment the resource is in, so naming one of its own patients beside another
+        one reaches no further), only what it could then read, and a proxy may not add,
+        change or remove security labels."""
         if self.compartments is None:
             return
-        if not set(compartments) & set(self.compartments):
+        if not compartments or not set(compartments) <= set(self.compartments):
             raise Forbidden(
                 "the resource is outside the patient compartments this access token may write to"
             )
@@ -141,6 +143,39 @@ class AccessPolicy:
         by_proxy = any(r.proxy and r.compartment in compartments for r in self.rules)
         if by_proxy and labels_before != labels_after:
             raise Forbidden("a proxy may not add, change or remove security labels")
+
+    def writer_kinds(self, compartments: Iterable[str]) -> tuple[str, ...]:
+        """The kinds of actor of the write-rule table (access/writes.py) this token is on a
+        resource in `compartments`: one per compartment (its band), or the token's own
+        kind for a resource in no patient compartment."""
+        if self.auth is None or self.auth.is_system:
+            return ("system",)
+        if self.break_glass is not None:
+            return ("break-glass",)
+        by_compartment = {r.compartment: r.band for r in self.rules or ()}
+        bands = [by_compartment[c] for c in compartments if c in by_compartment]
+        if not bands:
+            bands = [self._own_band()]
+        return tuple(dict.fromkeys(self._kind(b) for b in bands))
+
+    def possible_writer_kinds(self) -> tuple[str, ...]:
+        """Every kind this token may be on some resource (for checks made before the
+        target is looked up)."""
+        if self.auth is None or self.auth.is_system or self.break_glass is not None:
+            return self.writer_kinds(())
+        bands = [r.band for r in self.rules or ()] + [self._own_band()]
+        return tuple(dict.fromkeys(self._kind(b) for b in bands))
+
+    def _own_band(self) -> str:
+        assert self.auth is not None
+        if (self.auth.fhir_user or "").startswith("Practitioner/"):
+            return "clinician"
+        return "managed" if self.auth.acr == "managed" else "self"
+
+    def _kind(self, band: str) -> str:
+        if band == "self" and self.auth is not None and self.auth.acr in load_table().basic_levels:
+            return "basic"
+        return band
 
 
 OPEN = AccessPolicy()

@@ -21,7 +21,7 @@ from pymongo.errors import DocumentTooLarge, OperationFailure
 from fhir_server.access.policy import AccessPolicy
 from fhir_server.context import ServerContext
 from fhir_server.errors import BadRequest, FhirError, Issue, PayloadTooLarge, PreconditionFailed
-from fhir_server.rest import searching
+from fhir_server.rest import searching, write_guard
 from fhir_server.rest.headers import prefer
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 
@@ -350,7 +350,13 @@ def _prevalidate(ctx: ServerContext, sub: FhirRequest, index: int) -> None:
 async def _run_entry(ctx: ServerContext, sub: FhirRequest, dispatch: Dispatch) -> FhirResponse:
     existing = sub.headers.pop("x-existing-id", None)
     if existing is not None:
-        v = await ctx.store.read(sub.path[0], existing, session=sub.session)
+        # The entry is still a create: its permission is checked before the match answers,
+        # and the match is read under the policy (hidden answers as missing).
+        rt = sub.path[0]
+        sub.policy.require(rt, "create")
+        write_guard.precheck(ctx, sub.policy, rt, "create")
+        filt = sub.policy.type_filter(rt) or None
+        v = await ctx.store.read(rt, existing, session=sub.session, visible=filt)
         return FhirResponse(
             status=200,
             body=v.resource,

@@ -15,7 +15,7 @@ import jsonpatch
 from fhir_server.access.screen import admitted, screen, security_labels
 from fhir_server.context import ServerContext
 from fhir_server.errors import BadRequest, Forbidden, NotFound, PreconditionFailed, Unprocessable
-from fhir_server.rest import searching
+from fhir_server.rest import searching, write_guard
 from fhir_server.rest.headers import parse_if_match, version_headers
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 from fhir_server.storage.store import Version, WriteResult
@@ -90,40 +90,51 @@ async def vread(ctx: ServerContext, req: FhirRequest, rt: str, rid: str, vid: st
 
 
 async def _admit(
-    ctx: ServerContext, req: FhirRequest, rt: str, rid: str | None, resource: Doc
-) -> None:
-    """Validate a resource about to be written, and check the policy allows writing it:
-    a confined token writes only into its patients' compartments, only what it could read
-    back, never over a resource it cannot see, and a proxy never touches security labels."""
+    ctx: ServerContext,
+    req: FhirRequest,
+    rt: str,
+    rid: str | None,
+    resource: Doc,
+    interaction: str,
+) -> Doc:
+    """Validate a resource about to be written and check the policy and the write rules
+    allow writing it: a confined token writes only into its patients' compartments, only
+    what it could read back, never over a resource it cannot see, and a proxy never touches
+    security labels; the write-rule table (access/writes.py) decides the rest. Returns the
+    resource to store (actor-bound elements filled in)."""
+    policy = req.policy
+    # Before validation: whether the token may write the type at all says nothing of data.
+    write_guard.precheck(ctx, policy, rt, interaction)
     if not req.validated:
         ctx.validator.validate(resource)
-    policy = req.policy
     if not policy.restricted:
-        return
-    ix, comps = ctx.store.indexer({**resource, "resourceType": rt, "id": rid or "new"})
+        return resource
     filt = visible(req, rt)
-    before: frozenset[tuple[str, str]] = frozenset()
-    if rid is not None and policy.compartments is not None:
+    old: Doc | None = None
+    if rid is not None:
+        key = {"_id": f"{rt}/{rid}"}
         current = await ctx.store.resources.find_one(
-            {"_id": f"{rt}/{rid}", **(filt or {})}, session=req.session
+            {"$and": [key, filt]} if filt else key, session=req.session
         )
-        if current is None:
+        if current is None and policy.compartments is not None:
             # A patient token updates only what it can see and creates with POST: so a
-            # hidden id answers exactly as a missing one.
+            # hidden id answers exactly as a missing one (docs/access.md, "Writes").
             raise NotFound(f"{rt}/{rid} is not known")
-        before = security_labels(current.get("res"))
+        if current is None and filt and await ctx.store.current(rt, rid, session=req.session):
+            raise Forbidden(f"the access token may not write {rt}/{rid}")
+        old = current.get("res") if current is not None else None
+    resource = write_guard.fill(ctx, policy, rt, resource)
+    ix, comps = ctx.store.indexer({**resource, "resourceType": rt, "id": rid or "new"})
     policy.check_write(
         comps,
         resource_type=rt,
         keys=ix.get("k", ()),
-        labels_before=before,
+        labels_before=security_labels(old),
         labels_after=security_labels(resource),
     )
-    if rid is None or not filt or policy.compartments is not None:
-        return
-    exists = await ctx.store.current(rt, rid, session=req.session)
-    if exists and not await ctx.store.resources.find_one({"_id": f"{rt}/{rid}", **filt}):
-        raise Forbidden(f"the access token may not write {rt}/{rid}")
+    guarded = await write_guard.guard(ctx, req, rt, interaction, old, resource)
+    assert guarded is not None
+    return guarded
 
 
 async def create(
@@ -135,6 +146,7 @@ async def create(
     https://hl7.org/fhir/R4/http.html#create requires.
     """
     resource = body_resource(req, rt)
+    write_guard.precheck(ctx, req.policy, rt, "create")
     condition = req.header("if-none-exist")
     if condition:
         matches = await searching.conditional_matches(ctx, rt, condition, req)
@@ -146,7 +158,7 @@ async def create(
             return resource_response(ctx, await read_visible(ctx, req, rt, matches[0]), 200)
     resource = dict(resource)
     resource.pop("id", None)
-    await _admit(ctx, req, rt, None, resource)
+    resource = await _admit(ctx, req, rt, None, resource, "create")
     result = await ctx.store.create(
         rt, resource, rid=assigned_id or req.assigned_id, session=req.session
     )
@@ -162,7 +174,7 @@ async def update(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhi
         raise BadRequest("an update body must carry the resource id", code="required", issues=[])
     if body_id != rid:
         raise BadRequest(f"the body id {body_id!r} differs from the URL id {rid!r}")
-    await _admit(ctx, req, rt, rid, resource)
+    resource = await _admit(ctx, req, rt, rid, resource, "update")
     if_match = parse_if_match(req.header("if-match"))
     result = await ctx.store.update(rt, rid, resource, if_match=if_match, session=req.session)
     return _write_response(ctx, result)
@@ -177,6 +189,7 @@ async def conditional_update(ctx: ServerContext, req: FhirRequest, rt: str) -> F
     if not req.params:
         raise BadRequest("a conditional update needs search parameters in the URL")
     resource = body_resource(req, rt)
+    write_guard.precheck(ctx, req.policy, rt, "update")
     matches = await searching.conditional_matches(ctx, rt, req.params, req)
     if len(matches) > 1:
         raise PreconditionFailed(f"the condition matches {len(matches)} resources")
@@ -185,18 +198,16 @@ async def conditional_update(ctx: ServerContext, req: FhirRequest, rt: str) -> F
         rid = matches[0]
         if body_id is not None and body_id != rid:
             raise BadRequest(f"the body id {body_id!r} differs from the matched id {rid!r}")
-        resource = {**resource, "id": rid}
-        await _admit(ctx, req, rt, rid, resource)
+        resource = await _admit(ctx, req, rt, rid, {**resource, "id": rid}, "update")
         if_match = parse_if_match(req.header("if-match"))
         result = await ctx.store.update(rt, rid, resource, if_match=if_match, session=req.session)
         return _write_response(ctx, result)
     if body_id is not None:
         check_id(body_id)
-        await _admit(ctx, req, rt, body_id, resource)
+        resource = await _admit(ctx, req, rt, body_id, resource, "update")
         result = await ctx.store.update(rt, body_id, resource, session=req.session)
         return _write_response(ctx, result)
-    resource = dict(resource)
-    await _admit(ctx, req, rt, None, resource)
+    resource = await _admit(ctx, req, rt, None, dict(resource), "create")
     result = await ctx.store.create(rt, resource, session=req.session)
     return _write_response(ctx, result)
 
@@ -206,6 +217,7 @@ async def patch(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhir
     ops = req.body
     if not isinstance(ops, list):
         raise BadRequest("a JSON Patch body is an array of operations", code="structure")
+    write_guard.precheck(ctx, req.policy, rt, "patch")
     current = await ctx.store.read(rt, rid, session=req.session, visible=visible(req, rt))
     if_match = parse_if_match(req.header("if-match"))
     if if_match is not None and if_match != current.vid:
@@ -233,7 +245,7 @@ async def patch(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhir
     from fhir_server.rest.body import check_tree
 
     check_tree(patched, max_depth=ctx.settings.max_json_depth)
-    await _admit(ctx, req, rt, rid, patched)
+    patched = await _admit(ctx, req, rt, rid, patched, "patch")
     result = await ctx.store.update(
         rt, rid, patched, if_match=current.vid, method="PATCH", session=req.session
     )
@@ -243,12 +255,19 @@ async def patch(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhir
 async def delete(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> FhirResponse:
     """Delete; deleting what is absent or already deleted also answers 204 (idempotent)."""
     if_match = parse_if_match(req.header("if-match"))
+    write_guard.precheck(ctx, req.policy, rt, "delete")
     filt = visible(req, rt)
-    if filt and not await ctx.store.resources.find_one(
-        {"_id": f"{rt}/{rid}", **filt}, session=req.session
-    ):
-        # Hidden answers as missing: deleting what is not there is a 204 no-op.
-        return FhirResponse(status=204)
+    if req.policy.restricted:
+        key = {"_id": f"{rt}/{rid}"}
+        current = await ctx.store.resources.find_one(
+            {"$and": [key, filt]} if filt else key, session=req.session
+        )
+        if current is None and filt:
+            # Hidden answers as missing: deleting what is not there is a 204 no-op.
+            return FhirResponse(status=204)
+        if current is not None:
+            # The write rules judge the version being deleted (its compartments' bands).
+            await write_guard.guard(ctx, req, rt, "delete", current.get("res"), None)
     tomb = await ctx.store.delete(rt, rid, if_match=if_match, session=req.session)
     headers = {"ETag": tomb.etag} if tomb else {}
     return FhirResponse(status=204, headers=headers)
@@ -258,6 +277,7 @@ async def conditional_delete(ctx: ServerContext, req: FhirRequest, rt: str) -> F
     """DELETE [type]?[search], single-match flavour: https://hl7.org/fhir/R4/http.html#3.1.0.7.1"""
     if not req.params:
         raise BadRequest("a conditional delete needs search parameters in the URL")
+    write_guard.precheck(ctx, req.policy, rt, "delete")
     matches = await searching.conditional_matches(ctx, rt, req.params, req)
     if len(matches) > 1:
         raise PreconditionFailed(

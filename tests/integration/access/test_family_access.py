@@ -73,11 +73,12 @@ async def test_a_proxy_cannot_add_or_remove_labels(server: Server) -> None:  # n
         {**{k: v for k, v in labelled.items() if k != "id"}},
     )
     assert created.status_code == 403
-    # The patient may label their own records.
+    # Nor may the patient relabel their own records (writes.json: labels are protected;
+    # results are the clinic's).
     own = (await server.get(james, "Observation", subject=SPONSOR, _count="1")).json()
     mine = own["entry"][0]["resource"]
     r = await put(server, james, f"Observation/{mine['id']}", {**mine, "meta": harmless["meta"]})
-    assert r.status_code == 200, r.text
+    assert r.status_code == 403, r.text
 
 
 async def test_a_proxy_writes_only_what_it_could_read(server: Server) -> None:  # noqa: F811
@@ -86,6 +87,16 @@ async def test_a_proxy_writes_only_what_it_could_read(server: Server) -> None:  
         "resourceType": "Observation",
         "status": "final",
         "code": {"text": "steps"},
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "activity",
+                    }
+                ]
+            }
+        ],
         "subject": {"reference": SOPHIA},
     }
     # Observation is not a type a parent sees of a 12-17 year old.

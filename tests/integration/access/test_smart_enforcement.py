@@ -112,6 +112,16 @@ async def test_patient_token_writes_only_into_its_compartment(server: Server):
         "resourceType": "Observation",
         "status": "final",
         "code": {"text": "steps"},
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "activity",
+                    }
+                ]
+            }
+        ],
         "subject": {"reference": SPONSOR},
     }
     assert (await server.post(token, "Observation", obs)).status_code == 201
