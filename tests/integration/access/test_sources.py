@@ -89,9 +89,13 @@ async def test_a_chain_scope_through_a_self_made_group_is_no_oracle(server: Serv
         "actual": True,
         "member": [{"entity": {"reference": MARCUS}}, {"entity": {"reference": SAMUEL}}],
     }
-    made = await server.post(writer, "Group", group)
-    assert made.status_code == 201, made.text
-    gid = made.json()["id"]
+    # The write rules refuse a patient's Group outright; the scope must be no oracle even
+    # through a Group that exists (one an organisation's loader stored, naming both).
+    refused = await server.post(writer, "Group", group)
+    assert refused.status_code == 403, refused.text
+    app = server.http._transport.app  # type: ignore[attr-defined]
+    made = await app.state.ctx.store.create("Group", group)
+    gid = made.version.id
     chain = "user/Group.rs?member:Patient._has:Condition:patient:code="
     found = []
     for code in (PTSD, "0000000"):
