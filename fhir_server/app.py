@@ -69,7 +69,7 @@ def build_context(settings: Settings, db: Any) -> ServerContext:
 
     return ServerContext(
         settings=settings,
-        store=ResourceStore(db, indexer),
+        store=ResourceStore(db, indexer, max_time_ms=settings.query_max_time_ms),
         validator=validator,
         registry=registry,
         known_types=KNOWN_RESOURCE_TYPES,

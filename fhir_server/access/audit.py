@@ -32,9 +32,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo import DESCENDING
-from pymongo.errors import BulkWriteError
-
 from fhir_server.access.family import load_table
 from fhir_server.search.extract import compartments
 from fhir_server.storage.store import ResourceStore, instant, new_id, now_utc
@@ -314,7 +311,7 @@ async def note_response(
         rec.labels = sensitive_labels(body)  # meta survives _summary and _elements
         if "_summary" in rec.query or "_elements" in rec.query:
             # A trimmed body may have lost the references that place it in a compartment.
-            doc = await store.resources.find_one({"_id": "/".join(rec.path[:2])}, {"comp": 1})
+            doc = await store.find_visible(rec.path[0], rec.path[1], None)
             rec.patients = list((doc or {}).get("comp") or [])
         else:
             rec.patients = compartments(body, registry)
@@ -328,12 +325,12 @@ async def note_response(
         rt, rid = rec.path
     else:
         return
-    cursor = store.history.find(
-        {"rt": rt, "id": rid}, {"comp": 1, "res.meta.security": 1}, sort=[("vid", DESCENDING)]
-    ).limit(2)
+    versions = await store.latest_versions(
+        rt, rid, limit=2, projection={"comp": 1, "res.meta.security": 1}
+    )
     patients: list[str | None] = []
     labels: list[Doc] = []
-    async for h in cursor:
+    for h in versions:
         patients += h.get("comp") or []
         labels += sensitive_labels(h.get("res") or {})
     rec.patients = _unique(patients)
@@ -479,21 +476,11 @@ class AuditSink:
 
     async def _write(self, events: list[Doc]) -> None:
         # The store's own document shape (ix, comp, sk), so AuditEvents search like any other.
-        docs = [self.store.document("AuditEvent", e["id"], 1, e) for e in events]
-        hist = []
-        for d in docs:
-            h = {k: d[k] for k in ("rt", "id", "vid", "lu", "comp", "sk", "res")}
-            h["_id"] = f"{d['_id']}/1"
-            h["method"] = "POST"
-            hist.append(h)
-        # History first: a current version never exists without its history entry. Ids are
-        # fixed when the event is recorded, so a retried batch cannot write an event twice.
-        for col, batch in ((self.store.history, hist), (self.store.resources, docs)):
-            try:
-                await col.insert_many(batch, ordered=False)
-            except BulkWriteError as exc:
-                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
-                    raise
+        # Ids are fixed when the event is recorded, so a retried batch cannot write an event
+        # twice.
+        await self.store.insert_versions(
+            [self.store.document("AuditEvent", e["id"], 1, e) for e in events]
+        )
 
     async def close(self) -> None:
         """Stop the background task and write everything still buffered."""
