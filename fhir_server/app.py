@@ -24,6 +24,7 @@ from starlette.responses import Response
 
 import smart_auth
 from fhir_server.access.audit import AuditRecord, AuditSink, note_response, query_patients
+from fhir_server.access.audit_privacy import load_table as audit_privacy_table
 from fhir_server.access.care_team import load_table as clinician_table
 from fhir_server.access.family import load_table
 from fhir_server.access.policy import build_policy
@@ -101,6 +102,7 @@ async def _prepare_database(ctx: ServerContext) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     load_table()  # a malformed profiles/access/family.json stops the server here
+    audit_privacy_table()  # and so does a malformed profiles/access/audit.json
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -29,9 +29,10 @@ import asyncio
 import base64
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from fhir_server.access.audit_privacy import names_sensitive_code
 from fhir_server.access.family import load_table
 from fhir_server.search.extract import compartments
 from fhir_server.storage.store import ResourceStore, instant, new_id, now_utc
@@ -150,7 +151,7 @@ def audit_event(rec: AuditRecord, *, label_all: bool = True) -> Doc:
         _server_agent(),
     ]
     entities: list[Doc] = [_patient_entity(p) for p in _unique([rec.patient, *rec.patients])]
-    target = rec.target or _target(rec.path)
+    target = _target(rec.path) if rec.target is None else rec.target
     if target:
         entities.append(
             {
@@ -181,6 +182,28 @@ def audit_event(rec: AuditRecord, *, label_all: bool = True) -> Doc:
         "source": _source(),
         **({"entity": entities} if entities else {}),
     }
+
+
+def audit_events(rec: AuditRecord, *, label_all: bool = True) -> list[Doc]:
+    """The events of one request: one, or (when it names several patients, or its query a
+    sensitive code) one for auditors and one per patient that shows that patient only what
+    they may see (access/audit_privacy.py; docs/access.md, "Audit privacy")."""
+    patients = _unique([rec.patient, *rec.patients])
+    sensitive = bool(rec.query) and names_sensitive_code(rec.query)
+    if len(patients) <= 1 and not sensitive:
+        return [audit_event(rec, label_all=label_all)]
+    target = rec.target or _target(rec.path)
+    if target is not None and target.startswith("Patient/"):
+        target = None  # the patients get events of their own; this one names none
+    auditors = replace(rec, patient=None, patients=[], target=target or "")
+    events = [audit_event(auditors, label_all=label_all)]
+    requestor = rec.fhir_user
+    for p in patients:
+        if p == requestor:
+            continue  # the auditors' event is in the requestor's compartment already
+        own = replace(rec, patient=p, patients=[], query="", target=target or "")
+        events.append(audit_event(own, label_all=label_all))
+    return events
 
 
 def _target(path: list[str]) -> str | None:
@@ -430,7 +453,8 @@ class AuditSink:
     async def record(self, rec: AuditRecord) -> None:
         """Queue the event of one request; never raises into the request."""
         try:
-            self.pending.append({**audit_event(rec, label_all=self.label_all), "id": new_id()})
+            events = audit_events(rec, label_all=self.label_all)
+            self.pending += [{**e, "id": new_id()} for e in events]
         except Exception:  # an audit bug must not fail the request; it must be seen
             log.exception("building an AuditEvent failed")
             return
