@@ -58,9 +58,9 @@ async def test_progress_counts_only_visible_types(
         return await original(self, *args)
 
     monkeypatch.setattr(JobStore, "heartbeat", recording)
-    token = await server.token("basic-user", "openid fhirUser user/*.rs")
+    token = await server.token("adult-dependent-no-grant", "openid fhirUser user/*.rs")
     exported = await _export(server, token)
-    assert exported, "the Basic user exports their own demographics at least"
+    assert exported, "an adult dependent exports her own record"
     steps = [m.groups() for p in seen if (m := PROGRESS.match(p))]
     assert steps, seen
     named = {rt for rt, _, _ in steps}
