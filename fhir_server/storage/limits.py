@@ -1,9 +1,9 @@
-"""The query time limit, and what exceeding it (or losing the database) answers.
+"""The query time limit, and what exceeding it answers.
 
 Every query the store sends carries `maxTimeMS` (settings `QUERY_MAX_TIME_MS`); a query
-that runs past it answers 503 too-costly rather than holding a connection, and an
-unreachable database answers 503 as well (https://hl7.org/fhir/R4/http.html#2.21.0.4).
-One helper serves searches, `$export` batches and reads alike.
+that runs past it answers 503 too-costly rather than holding a connection.
+One helper serves searches, `$export` batches and reads alike. A lost database is left to
+the request handler (app.py), which answers 503 with Retry-After for every path alike.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pymongo.errors import ConnectionFailure, ExecutionTimeout, OperationFailure
+from pymongo.errors import ExecutionTimeout, OperationFailure
 
-from fhir_server.errors import ServiceUnavailable, TooCostly
+from fhir_server.errors import TooCostly
 
 # MongoDB's error code for MaxTimeMSExpired, raised as a plain OperationFailure by some
 # commands (count, distinct) and by SecantusDB.
@@ -32,5 +32,3 @@ def time_limited(what: str) -> Iterator[None]:
         if e.code == MAX_TIME_EXPIRED:
             raise TooCostly(f"{what} ran past its time budget; narrow it") from e
         raise
-    except ConnectionFailure as e:
-        raise ServiceUnavailable("The database is unavailable") from e
