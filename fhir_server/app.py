@@ -25,6 +25,7 @@ from starlette.responses import Response
 
 import smart_auth
 from fhir_server.access.audit import AuditRecord, AuditSink, note_response, query_patients
+from fhir_server.access.audit_privacy import load_table as audit_privacy_table
 from fhir_server.access.care_team import load_table as clinician_table
 from fhir_server.access.family import load_table
 from fhir_server.access.labels import normalised
@@ -79,7 +80,7 @@ def build_context(settings: Settings, db: Any) -> ServerContext:
 
     return ServerContext(
         settings=settings,
-        store=ResourceStore(db, indexer),
+        store=ResourceStore(db, indexer, max_time_ms=settings.query_max_time_ms),
         validator=validator,
         registry=registry,
         known_types=KNOWN_RESOURCE_TYPES,
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     load_table()  # a malformed profiles/access/family.json stops the server here
     load_write_table(known_types=KNOWN_RESOURCE_TYPES)  # and profiles/access/writes.json
+    audit_privacy_table()  # and profiles/access/audit.json
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -200,7 +202,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     record.subject, record.token_id = auth.subject, auth.token_id
                     record.patient = _audit_patient(freq.path, auth.patient)
                 freq.policy = await build_policy(
-                    ctx.store.db, ctx.registry, auth, break_glass=freq.header(BREAK_GLASS)
+                    ctx.store, ctx.registry, auth, break_glass=freq.header(BREAK_GLASS)
                 )
                 if record is not None and freq.policy.break_glass:
                     record.break_glass_reason = freq.policy.break_glass

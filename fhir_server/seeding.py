@@ -51,7 +51,7 @@ async def seed(ctx: ServerContext, today: date | None = None) -> SeedReport:
 
 
 async def seed_if_empty(ctx: ServerContext) -> SeedReport | None:
-    if await ctx.store.resources.find_one({}, projection={"_id": 1}) is not None:
+    if not await ctx.store.is_empty():
         return None
     report = await seed(ctx)
     log.info("seeded the empty database: %s created, %s failed", report.created, len(report.failed))

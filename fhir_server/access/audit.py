@@ -29,12 +29,10 @@ import asyncio
 import base64
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pymongo import DESCENDING
-from pymongo.errors import BulkWriteError
-
+from fhir_server.access.audit_privacy import names_sensitive_code
 from fhir_server.access.family import load_table
 from fhir_server.search.extract import compartments
 from fhir_server.storage.store import ResourceStore, instant, new_id, now_utc
@@ -153,7 +151,7 @@ def audit_event(rec: AuditRecord, *, label_all: bool = True) -> Doc:
         _server_agent(),
     ]
     entities: list[Doc] = [_patient_entity(p) for p in _unique([rec.patient, *rec.patients])]
-    target = rec.target or _target(rec.path)
+    target = _target(rec.path) if rec.target is None else rec.target
     if target:
         entities.append(
             {
@@ -184,6 +182,28 @@ def audit_event(rec: AuditRecord, *, label_all: bool = True) -> Doc:
         "source": _source(),
         **({"entity": entities} if entities else {}),
     }
+
+
+def audit_events(rec: AuditRecord, *, label_all: bool = True) -> list[Doc]:
+    """The events of one request: one, or (when it names several patients, or its query a
+    sensitive code) one for auditors and one per patient that shows that patient only what
+    they may see (access/audit_privacy.py; docs/access.md, "Audit privacy")."""
+    patients = _unique([rec.patient, *rec.patients])
+    sensitive = bool(rec.query) and names_sensitive_code(rec.query)
+    if len(patients) <= 1 and not sensitive:
+        return [audit_event(rec, label_all=label_all)]
+    target = rec.target or _target(rec.path)
+    if target is not None and target.startswith("Patient/"):
+        target = None  # the patients get events of their own; this one names none
+    auditors = replace(rec, patient=None, patients=[], target=target or "")
+    events = [audit_event(auditors, label_all=label_all)]
+    requestor = rec.fhir_user
+    for p in patients:
+        if p == requestor:
+            continue  # the auditors' event is in the requestor's compartment already
+        own = replace(rec, patient=p, patients=[], query="", target=target or "")
+        events.append(audit_event(own, label_all=label_all))
+    return events
 
 
 def _target(path: list[str]) -> str | None:
@@ -314,7 +334,7 @@ async def note_response(
         rec.labels = sensitive_labels(body)  # meta survives _summary and _elements
         if "_summary" in rec.query or "_elements" in rec.query:
             # A trimmed body may have lost the references that place it in a compartment.
-            doc = await store.resources.find_one({"_id": "/".join(rec.path[:2])}, {"comp": 1})
+            doc = await store.find_visible(rec.path[0], rec.path[1], None)
             rec.patients = list((doc or {}).get("comp") or [])
         else:
             rec.patients = compartments(body, registry)
@@ -328,12 +348,12 @@ async def note_response(
         rt, rid = rec.path
     else:
         return
-    cursor = store.history.find(
-        {"rt": rt, "id": rid}, {"comp": 1, "res.meta.security": 1}, sort=[("vid", DESCENDING)]
-    ).limit(2)
+    versions = await store.latest_versions(
+        rt, rid, limit=2, projection={"comp": 1, "res.meta.security": 1}
+    )
     patients: list[str | None] = []
     labels: list[Doc] = []
-    async for h in cursor:
+    for h in versions:
         patients += h.get("comp") or []
         labels += sensitive_labels(h.get("res") or {})
     rec.patients = _unique(patients)
@@ -433,7 +453,8 @@ class AuditSink:
     async def record(self, rec: AuditRecord) -> None:
         """Queue the event of one request; never raises into the request."""
         try:
-            self.pending.append({**audit_event(rec, label_all=self.label_all), "id": new_id()})
+            events = audit_events(rec, label_all=self.label_all)
+            self.pending += [{**e, "id": new_id()} for e in events]
         except Exception:  # an audit bug must not fail the request; it must be seen
             log.exception("building an AuditEvent failed")
             return
@@ -479,21 +500,11 @@ class AuditSink:
 
     async def _write(self, events: list[Doc]) -> None:
         # The store's own document shape (ix, comp, sk), so AuditEvents search like any other.
-        docs = [self.store.document("AuditEvent", e["id"], 1, e) for e in events]
-        hist = []
-        for d in docs:
-            h = {k: d[k] for k in ("rt", "id", "vid", "lu", "comp", "sk", "res")}
-            h["_id"] = f"{d['_id']}/1"
-            h["method"] = "POST"
-            hist.append(h)
-        # History first: a current version never exists without its history entry. Ids are
-        # fixed when the event is recorded, so a retried batch cannot write an event twice.
-        for col, batch in ((self.store.history, hist), (self.store.resources, docs)):
-            try:
-                await col.insert_many(batch, ordered=False)
-            except BulkWriteError as exc:
-                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
-                    raise
+        # Ids are fixed when the event is recorded, so a retried batch cannot write an event
+        # twice.
+        await self.store.insert_versions(
+            [self.store.document("AuditEvent", e["id"], 1, e) for e in events]
+        )
 
     async def close(self) -> None:
         """Stop the background task and write everything still buffered."""

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir_server.access.family import period_covers, reference
+from fhir_server.storage.store import ResourceStore, as_store
 
 Doc = dict[str, Any]
 TABLE = Path(__file__).resolve().parents[2] / "profiles" / "access" / "clinicians.json"
@@ -108,15 +109,19 @@ def _members(team: Doc, today: date) -> set[str]:
     return out
 
 
-async def _docs(col: Any, filt: Doc) -> list[Doc]:
-    return [d["res"] async for d in col.find(filt, {"res": 1}) if d.get("res")]
+async def _docs(store: ResourceStore, filt: Doc) -> list[Doc]:
+    return [
+        d["res"]
+        for d in await store.find(filt, {"res": 1}, what="The access policy")
+        if d.get("res")
+    ]
 
 
 async def care_team_patients(
     db: Any, table: ClinicianTable, practitioner: str, today: date
 ) -> tuple[str, ...]:
     """`Patient/<id>` of every active care team `practitioner` belongs to, sorted."""
-    col = db["resources"]
+    col = as_store(db, None)
     roles = await _docs(col, {"rt": "PractitionerRole", "ix.k": f"practitioner={practitioner}"})
     frontier = {practitioner} | {
         f"PractitionerRole/{r['id']}" for r in roles if _active_role(r, today)

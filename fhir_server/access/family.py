@@ -25,6 +25,7 @@ from typing import Any
 
 from fhir_server.access.consent import Grant, grant_of
 from fhir_server.access.rules import CompartmentRule
+from fhir_server.storage.store import ResourceStore, as_store
 
 Doc = dict[str, Any]
 TABLE = Path(__file__).resolve().parents[2] / "profiles" / "access" / "family.json"
@@ -178,8 +179,12 @@ def _grant(consents: list[Doc], patient: str, actors: set[str], today: date) -> 
 # --- the per-request resolution ---------------------------------------------------------
 
 
-async def _docs(col: Any, filt: Doc) -> list[Doc]:
-    return [d["res"] async for d in col.find(filt, {"res": 1}) if d.get("res")]
+async def _docs(store: ResourceStore, filt: Doc) -> list[Doc]:
+    return [
+        d["res"]
+        for d in await store.find(filt, {"res": 1}, what="The access policy")
+        if d.get("res")
+    ]
 
 
 async def compartment_rules(
@@ -195,7 +200,7 @@ async def compartment_rules(
     """The rule for each compartment a Patient user's token names (those with none are left
     out). `hidden_keys(band, patient)` gives the index keys a band hides (built by the
     policy from the search parser)."""
-    col = db["resources"]
+    col = as_store(db, None)
     wanted = sorted(set(compartments) | {fhir_user})
     patients = {f"Patient/{p['id']}": p for p in await _docs(col, {"_id": {"$in": wanted}})}
     managed = level == MANAGED_LEVEL

@@ -21,12 +21,13 @@ from fhir_server.access.family import load_table
 from fhir_server.access.policy import AccessPolicy
 from fhir_server.errors import TooCostly
 from fhir_server.search.query import all_of, any_of
+from fhir_server.storage.store import ResourceStore
 
 Doc = dict[str, Any]
 MAX_VISIBLE_IDS = 20_000
 
 
-async def history_filter(db: Any, policy: AccessPolicy, rt: str | None) -> Doc:
+async def history_filter(store: ResourceStore, policy: AccessPolicy, rt: str | None) -> Doc:
     if policy.rules is None:
         if policy.compartments is None:
             return {}
@@ -39,8 +40,8 @@ async def history_filter(db: Any, policy: AccessPolicy, rt: str | None) -> Doc:
         ids: list[str] = []
         if shown:
             query = all_of([{"rt": rt} if rt else {}, any_of(shown)])
-            cursor = db["resources"].find(query, {"_id": 1}, limit=MAX_VISIBLE_IDS + 1)
-            ids = [d["_id"] async for d in cursor]
+            found = await store.find(query, {"_id": 1}, limit=MAX_VISIBLE_IDS + 1)
+            ids = [d["_id"] for d in found]
         if len(ids) > MAX_VISIBLE_IDS:
             raise TooCostly("the history is too large to show under this access policy; use _since")
         by_type: dict[str, list[str]] = {}

@@ -17,15 +17,15 @@ from typing import Any
 
 import orjson
 from pymongo import ASCENDING
-from pymongo.errors import ExecutionTimeout, OperationFailure
 
 from fhir_server.access.policy import AccessPolicy
 from fhir_server.access.screen import screen
-from fhir_server.errors import Issue, TooCostly, operation_outcome
+from fhir_server.errors import Issue, operation_outcome
 from fhir_server.exchange.bulk_params import ExportSpec
 from fhir_server.exchange.bulk_store import CHUNK_BYTES, JobStore
 from fhir_server.search.query import NOTHING, all_of
 from fhir_server.search.summary import apply
+from fhir_server.storage.store import ResourceStore
 
 Doc = dict[str, Any]
 log = logging.getLogger("fhir_server.exchange")
@@ -124,36 +124,54 @@ def type_query(job: Job, rt: str) -> Doc:
     return all_of(parts)
 
 
-async def _batch(col: Any, query: Doc, after: str | None, ms: int) -> list[Doc]:
+async def _batch(resources: ResourceStore, query: Doc, after: str | None) -> list[Doc]:
     if after is not None:
-        # Flat where possible: SecantusDB's planner matches indexes on flat predicates only.
-        gt = {"_id": {"$gt": after}}
-        query = {**query, **gt} if "_id" not in query else {"$and": [query, gt]}
-    try:
-        cursor = col.find(query, {"res": 1}, max_time_ms=ms).sort([("_id", ASCENDING)]).limit(BATCH)
-        return [d async for d in cursor]
-    except ExecutionTimeout as e:
-        raise TooCostly("the export query ran past its time budget") from e
-    except OperationFailure as e:
-        if e.code == 50:
-            raise TooCostly("the export query ran past its time budget") from e
-        raise
+        # `$and`, never a merge: the type query may name `_id` itself (a `_typeFilter` or a
+        # query-qualified scope on `_id`).
+        query = {"_id": {"$gt": after}, "$and": [query]}
+    return await resources.find(
+        query, {"res": 1}, sort=[("_id", ASCENDING)], limit=BATCH, what="The export query"
+    )
+
+
+async def visible_types(resources: ResourceStore, job: Job) -> list[str]:
+    """The job's types that hold anything the caller may see under the job's own scope:
+    what `X-Progress` counts, so a type the caller cannot see is neither named nor counted.
+    One indexed `distinct` under the policy spares a query per known type (about 140); a
+    type whose scope is narrowed further (a query-qualified scope, a `_typeFilter`) is
+    then asked for one match."""
+    policy = job.policy
+    where = scope_filter(job)
+    if policy.restricted:
+        where = all_of([where, policy.type_filter("*")])
+    present = set(await resources.distinct("rt", where, what="The export query"))
+    types = []
+    for rt in job.types:
+        if rt not in present:
+            continue
+        narrowed = rt in job.spec.type_filters or (policy.restricted and rt in policy.scope_filters)
+        if policy.restricted and policy.type_filter(rt) == NOTHING:
+            continue
+        if narrowed and not await resources.find(
+            type_query(job, rt), {"_id": 1}, limit=1, what="The export query"
+        ):
+            continue
+        types.append(rt)
+    return types
 
 
 def _line(res: Doc) -> bytes:
     return orjson.dumps(res) + b"\n"
 
 
-async def run_export(db: Any, store: JobStore, indexer: Any, job: Job, ms: int) -> None:
+async def run_export(resources: ResourceStore, store: JobStore, job: Job) -> None:
     """Write every type's files, then mark the job completed (or raise `Cancelled`)."""
-    col = db["resources"]
+    indexer = resources.indexer
     problems = FileWriter(store, job, "OperationOutcome")
     for text in job.spec.warnings:
         await problems.add(_line(operation_outcome([Issue("not-supported", text, "warning")])))
     exported = 0
-    # One indexed `distinct` spares a query per known type (about 140) that holds nothing.
-    present = set(await col.distinct("rt", maxTimeMS=ms))
-    types = [t for t in job.types if t in present]
+    types = await visible_types(resources, job)
     for i, rt in enumerate(types):
         writer = FileWriter(store, job, rt)
         query = type_query(job, rt)
@@ -163,7 +181,7 @@ async def run_export(db: Any, store: JobStore, indexer: Any, job: Job, ms: int) 
             progress = f"{rt} ({i + 1} of {len(types)} types), {exported} resources so far"
             if not await store.heartbeat(job.id, job.worker, progress):
                 raise Cancelled(job.id)
-            docs = await _batch(col, query, after, ms)
+            docs = await _batch(resources, query, after)
             for d in docs:
                 res = d.get("res")
                 if not isinstance(res, dict):

@@ -71,9 +71,7 @@ class BulkExports:
     async def _run(self, ctx: ServerContext, job: Job) -> None:
         store = self.store(ctx)
         try:
-            await run_export(
-                ctx.store.db, store, ctx.store.indexer, job, ctx.settings.query_max_time_ms
-            )
+            await run_export(ctx.store.limited(ctx.settings.query_max_time_ms), store, job)
         except Cancelled:
             # Files written after the DELETE removed the rest; an unreachable database
             # leaves them to the TTL index.

@@ -110,7 +110,7 @@ class _Pager:
             cursor=cur.make({"_id": after}, ID_SORT, "a") if after else None,
         )
         found = await run_search(
-            self.ctx.store.db,
+            self.ctx.store,
             self.ctx.registry,
             sreq,
             compartment=self.patient if rt != "Patient" else None,
@@ -150,8 +150,8 @@ class _Pager:
         where: Doc = {"comp": self.patient} if self.patient is not None else {}
         if self.policy_filter is not None:
             where = all_of([where, self.policy_filter("*")])
-        present = await self.ctx.store.resources.distinct(
-            "rt", where, maxTimeMS=self.ctx.settings.query_max_time_ms
+        present = await self.ctx.store.limited(self.ctx.settings.query_max_time_ms).distinct(
+            "rt", where, what="$everything"
         )
         return sorted(candidates & set(present))
 
@@ -196,11 +196,10 @@ class _Pager:
             and self.params.wants(ref.split("/", 1)[0])
         ]
         found = await includes.fetch(
-            self.ctx.store.resources,
+            self.ctx.store.limited(self.ctx.settings.query_max_time_ms),
             wanted,
             type_filter=self.policy_filter,
             limit=MAX_INCLUDES + 1,
-            max_time_ms=self.ctx.settings.query_max_time_ms,
         )
         if len(found) > MAX_INCLUDES:
             found = found[:MAX_INCLUDES]

@@ -18,6 +18,7 @@ from fhir_server.search.execute import TypeFilter
 from fhir_server.search.extract import LOCAL_REF, reference_frags
 from fhir_server.search.query import all_of
 from fhir_server.search.registry import Registry
+from fhir_server.storage.store import ResourceStore
 
 Doc = dict[str, Any]
 # Stored documents in no patient compartment (the store always writes `comp`).
@@ -45,12 +46,11 @@ def targets(registry: Registry, resources: Iterable[Doc]) -> list[str]:
 
 
 async def fetch(
-    collection: Any,
+    store: ResourceStore,
     refs: Iterable[str],
     *,
     type_filter: TypeFilter | None,
     limit: int,
-    max_time_ms: int,
 ) -> list[Doc]:
     """The referenced resources outside every compartment, at most `limit`, each query
     ANDed with the policy's filter for its type."""
@@ -65,6 +65,6 @@ async def fetch(
         filt = all_of([{"_id": {"$in": by_type[rt]}}, OUTSIDE])
         if type_filter is not None:
             filt = all_of([filt, type_filter(rt)])
-        cursor = collection.find(filt, {"res": 1}, max_time_ms=max_time_ms).limit(room)
-        found += [d["res"] async for d in cursor]
+        docs = await store.find(filt, {"res": 1}, limit=room, what="$everything")
+        found += [d["res"] for d in docs]
     return found

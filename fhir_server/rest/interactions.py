@@ -12,13 +12,22 @@ from typing import Any
 
 import jsonpatch
 
+from fhir_server.access.policy import AccessPolicy
 from fhir_server.access.screen import admitted, screen, security_labels
 from fhir_server.context import ServerContext
-from fhir_server.errors import BadRequest, Forbidden, NotFound, PreconditionFailed, Unprocessable
+from fhir_server.errors import (
+    BadRequest,
+    Forbidden,
+    Gone,
+    NotFound,
+    PreconditionFailed,
+    Unprocessable,
+)
 from fhir_server.rest import searching, write_guard
 from fhir_server.rest.headers import parse_if_match, version_headers
 from fhir_server.rest.messages import FhirRequest, FhirResponse
-from fhir_server.storage.store import Version, WriteResult
+from fhir_server.search.query import NOTHING
+from fhir_server.storage.store import Tombstone, Version, WriteResult
 
 Doc = dict[str, Any]
 
@@ -60,12 +69,43 @@ def visible(req: FhirRequest, rt: str) -> Doc | None:
     return req.policy.type_filter(rt) or None
 
 
+async def visible_version(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Version:
+    """The current version under the policy, or the tombstone of a resource the caller
+    could see when it was deleted; otherwise 404, the answer for a missing id.
+
+    A read is a search on `_id` under the policy (the filter ANDed in, never merged), then
+    the in-memory post-check, so hidden and missing answer alike. A tombstone is tested on
+    the compartments and search keys the resource had when it was deleted (docs/access.md,
+    "Deleted resources: 410 or 404")."""
+    doc = await ctx.store.find_visible(rt, rid, visible(req, rt), session=req.session)
+    if doc is not None:
+        v = Version.from_doc(doc)
+        if not screen(req.policy, ctx.store.indexer, v.resource, where="read"):
+            raise NotFound(f"{rt}/{rid} is not known")
+        return v
+    tomb = await ctx.store.tombstone(rt, rid, session=req.session)
+    if tomb is not None and could_see(req.policy, rt, tomb):
+        return tomb.version
+    raise NotFound(f"{rt}/{rid} is not known")
+
+
+def could_see(policy: AccessPolicy, rt: str, tomb: Tombstone) -> bool:
+    """Whether the policy would have shown the deleted resource. A query-qualified scope on
+    the type is a search the tombstone cannot answer (it keeps no resource), so under one
+    a deleted resource answers as a missing one."""
+    if not policy.restricted:
+        return True
+    if rt in policy.scope_filters or policy.type_filter(rt) == NOTHING:
+        return False
+    return policy.admits(rt, tomb.compartments, tomb.keys)
+
+
 async def read_visible(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Version:
-    """A read is a search on `_id` under the policy, then the post-check: hidden and
-    missing answer alike."""
-    v = await ctx.store.read(rt, rid, session=req.session, visible=visible(req, rt))
-    if not screen(req.policy, ctx.store.indexer, v.resource, where="read"):
-        raise NotFound(f"{rt}/{rid} is not known")
+    """The current version the caller may see; 410 for a deleted one it could see
+    (https://hl7.org/fhir/R4/http.html#read), 404 for a hidden or missing one."""
+    v = await visible_version(ctx, req, rt, rid)
+    if v.deleted:
+        raise Gone(f"{rt}/{rid} was deleted", headers={"ETag": v.etag})
     return v
 
 
@@ -74,9 +114,11 @@ async def read(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> FhirR
 
 
 async def vread(ctx: ServerContext, req: FhirRequest, rt: str, rid: str, vid: str) -> FhirResponse:
+    """https://hl7.org/fhir/R4/http.html#vread: earlier versions of a deleted resource stay
+    readable to whoever could see it."""
     if req.policy.restricted:
-        # Earlier versions are shown only while the current one is visible.
-        await read_visible(ctx, req, rt, rid)
+        # Earlier versions are shown only while the resource (or its tombstone) is visible.
+        await visible_version(ctx, req, rt, rid)
     v = await ctx.store.vread(rt, rid, vid, session=req.session)
     # An old version is itself checked: one labelled then (and relabelled since) stays
     # hidden, answering as a version that does not exist.
@@ -112,10 +154,7 @@ async def _admit(
     filt = visible(req, rt)
     old: Doc | None = None
     if rid is not None:
-        key = {"_id": f"{rt}/{rid}"}
-        current = await ctx.store.resources.find_one(
-            {"$and": [key, filt]} if filt else key, session=req.session
-        )
+        current = await ctx.store.find_visible(rt, rid, filt, session=req.session)
         if current is None and policy.compartments is not None:
             # A patient token updates only what it can see and creates with POST: so a
             # hidden id answers exactly as a missing one (docs/access.md, "Writes").
@@ -258,10 +297,7 @@ async def delete(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhi
     write_guard.precheck(ctx, req.policy, rt, "delete")
     filt = visible(req, rt)
     if req.policy.restricted:
-        key = {"_id": f"{rt}/{rid}"}
-        current = await ctx.store.resources.find_one(
-            {"$and": [key, filt]} if filt else key, session=req.session
-        )
+        current = await ctx.store.find_visible(rt, rid, filt, session=req.session)
         if current is None and filt:
             # Hidden answers as missing: deleting what is not there is a 204 no-op.
             return FhirResponse(status=204)

@@ -122,22 +122,23 @@ async def _identities(ctx: ServerContext, req: FhirRequest, user: str) -> frozen
     """The references that stand for the token's user: itself, the RelatedPersons its
     Patient.link points at (a proxy writes as the dependent's RelatedPerson), or its
     PractitionerRoles."""
-    col = ctx.store.resources
+    store = ctx.store
     out = {user}
     if user.startswith("Patient/"):
-        me = await col.find_one({"_id": user}, {"res.link": 1}, session=req.session)
+        found = await store.find({"_id": user}, {"res.link": 1}, limit=1, session=req.session)
+        me = found[0] if found else None
         for link in ((me or {}).get("res") or {}).get("link") or []:
             ref = (link.get("other") or {}).get("reference") if isinstance(link, dict) else None
             if isinstance(ref, str) and ref.startswith("RelatedPerson/"):
                 out.add(ref)
         if req.policy.auth is not None and req.policy.auth.acr == "managed":
             # The appointee of a Managed account is a RelatedPerson of the beneficiary.
-            async for d in col.find(
+            for d in await store.find(
                 {"rt": "RelatedPerson", "ix.k": f"patient={user}"}, {"_id": 1}, session=req.session
             ):
                 out.add(str(d["_id"]))
     elif user.startswith("Practitioner/"):
-        async for d in col.find(
+        for d in await store.find(
             {"rt": "PractitionerRole", "ix.k": f"practitioner={user}"},
             {"_id": 1},
             session=req.session,
@@ -172,10 +173,9 @@ async def _resolves(ctx: ServerContext, req: FhirRequest, ref: str) -> bool:
     m = _LITERAL.match(ref)
     if m is None or m.group(1) not in ctx.known_types:
         return False
-    key = {"_id": f"{m.group(1)}/{m.group(2)}"}
-    filt = req.policy.type_filter(m.group(1))
-    query = {"$and": [key, filt]} if filt else key
-    return await ctx.store.resources.find_one(query, {"_id": 1}, session=req.session) is not None
+    filt = req.policy.type_filter(m.group(1)) or None
+    found = await ctx.store.find_visible(m.group(1), m.group(2), filt, session=req.session)
+    return found is not None
 
 
 async def _check_answers(ctx: ServerContext, req: FhirRequest, response: Doc) -> None:
@@ -210,10 +210,7 @@ async def _questionnaire(ctx: ServerContext, req: FhirRequest, canonical: str) -
         if m is None or m.group(1) != "Questionnaire":
             return None
         ids = [m.group(2)]
-    key = {"_id": f"Questionnaire/{ids[0]}"}
-    filt = req.policy.type_filter("Questionnaire")
-    doc = await ctx.store.resources.find_one(
-        {"$and": [key, filt]} if filt else key, {"res": 1}, session=req.session
-    )
+    filt = req.policy.type_filter("Questionnaire") or None
+    doc = await ctx.store.find_visible("Questionnaire", ids[0], filt, session=req.session)
     res = (doc or {}).get("res")
     return res if isinstance(res, dict) else None

@@ -13,9 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl
 
-from pymongo.errors import ConnectionFailure, ExecutionTimeout, OperationFailure
-
-from fhir_server.errors import BadRequest, ServiceUnavailable, TooCostly
+from fhir_server.errors import BadRequest, TooCostly
 from fhir_server.search import cursor as cur
 from fhir_server.search.extract import reference_targets
 from fhir_server.search.parse import Criterion, Include, SearchRequest, parse_search
@@ -30,6 +28,7 @@ from fhir_server.search.query import (
 from fhir_server.search.registry import Registry
 from fhir_server.search.summary import apply
 from fhir_server.search.valuesets import stored_lookup
+from fhir_server.storage.store import ResourceStore, as_store
 
 MAX_CHAIN_IDS = 1000  # ids a chain or _has may resolve to before it is too costly
 MAX_INCLUDES = 1000  # included resources per page
@@ -65,15 +64,13 @@ async def uses_elem_match(db: Any) -> bool:
 class _Run:
     def __init__(
         self,
-        db: Any,
+        store: ResourceStore,
         registry: Registry,
-        max_time_ms: int,
         type_filter: TypeFilter | None,
         elem_match: bool,
     ) -> None:
-        self.col = db["resources"]
+        self.store = store
         self.reg = registry
-        self.ms = max_time_ms
         self.type_filter = type_filter
         self.secantus = not elem_match
 
@@ -91,35 +88,12 @@ class _Run:
         sort: list[tuple[str, int]] | None = None,
         limit: int = 0,
     ) -> list[dict[str, Any]]:
-        filt, hint = plan(filt, self.secantus)
-        try:
-            c = self.col.find(filt, projection, max_time_ms=self.ms)
-            if hint:
-                c = c.hint(hint)
-            if sort:
-                c = c.sort(sort)
-            if limit:
-                c = c.limit(limit)
-            return [d async for d in c]
-        except ExecutionTimeout as e:
-            raise TooCostly("The search ran past its time budget; narrow it") from e
-        except OperationFailure as e:
-            if e.code == 50:
-                raise TooCostly("The search ran past its time budget; narrow it") from e
-            raise
-        except ConnectionFailure as e:
-            raise ServiceUnavailable("The database is unavailable") from e
+        filt, _ = plan(filt, self.secantus)
+        return await self.store.find(filt, projection, sort=sort, limit=limit)
 
     async def count(self, filt: dict[str, Any]) -> int:
-        filt, hint = plan(filt, self.secantus)
-        try:
-            if hint:
-                return int(await self.col.count_documents(filt, maxTimeMS=self.ms, hint=hint))
-            return int(await self.col.count_documents(filt, maxTimeMS=self.ms))
-        except ExecutionTimeout as e:
-            raise TooCostly("Counting the results ran past its time budget") from e
-        except ConnectionFailure as e:
-            raise ServiceUnavailable("The database is unavailable") from e
+        filt, _ = plan(filt, self.secantus)
+        return await self.store.count(filt)
 
     def comp_types(self, c: Criterion) -> list[str] | None:
         if c.type != "composite" or c.param is None:
@@ -373,7 +347,7 @@ async def run_search(
     req: SearchRequest,
     *,
     compartment: str | None = None,
-    max_time_ms: int = 5000,
+    max_time_ms: int | None = None,
     type_filter: TypeFilter | None = None,
 ) -> SearchPage:
     """Execute `req`: one page of matches, their includes, the total and paging cursors.
@@ -383,7 +357,8 @@ async def run_search(
     every chain, `_has` and include sub-query on type `rt` (the access policy), since those
     read types the main request does not name.
     """
-    run = _Run(db, registry, max_time_ms, type_filter, await uses_elem_match(db))
+    store = as_store(db, max_time_ms)
+    run = _Run(store, registry, type_filter, await uses_elem_match(store.db))
     page = SearchPage(compartment=compartment)
     filt = await run.base_filter(req, compartment)
     if req.summary == "count" or req.count == 0:
@@ -426,11 +401,12 @@ async def count(
     req: SearchRequest,
     *,
     compartment: str | None = None,
-    max_time_ms: int = 5000,
+    max_time_ms: int | None = None,
     type_filter: TypeFilter | None = None,
 ) -> int:
     """Number of matches (for `_summary=count` and `_total`)."""
-    run = _Run(db, registry, max_time_ms, type_filter, await uses_elem_match(db))
+    store = as_store(db, max_time_ms)
+    run = _Run(store, registry, type_filter, await uses_elem_match(store.db))
     return await run.count(await run.base_filter(req, compartment))
 
 
@@ -445,7 +421,8 @@ async def criteria_filter(
     `type_filter` narrows the sub-queries (`_has`, chains, `:in` value sets) as in
     `run_search`, but not the criteria themselves: a query-qualified scope's `_has` must
     not see what its caller may not (it would answer yes/no about hidden data)."""
-    run = _Run(db, registry, 5000, type_filter, await uses_elem_match(db))
+    store = as_store(db, None)
+    run = _Run(store, registry, type_filter, await uses_elem_match(store.db))
     return await run.base_filter(req, None, narrow=False, policy_main=False)
 
 
@@ -454,7 +431,8 @@ async def search_filter(
 ) -> dict[str, Any]:
     """The filter of `run_search`'s main query (before `plan`), for benchmarks and explain
     tests that must ask the database exactly what the server asks."""
-    run = _Run(db, registry, 5000, None, await uses_elem_match(db))
+    store = as_store(db, None)
+    run = _Run(store, registry, None, await uses_elem_match(store.db))
     return await run.base_filter(req, compartment)
 
 
@@ -465,7 +443,7 @@ async def find_matches(
     query_string: str,
     limit: int = 2,
     type_filter: TypeFilter | None = None,
-    max_time_ms: int = 5000,
+    max_time_ms: int | None = None,
 ) -> list[dict[str, Any]]:
     """Resources matching a conditional-interaction query (`identifier=http://x|123&active=true`),
     parsed strictly (https://hl7.org/fhir/R4/http.html#cond-update). At most `limit` returned:

@@ -15,23 +15,17 @@ async def reindex(store: ResourceStore) -> int:
     count = 0
     last_id = ""
     while True:
-        docs = [
-            d
-            async for d in store.resources.find(
-                {"_id": {"$gt": last_id}},
-                projection={"res": 1, "vid": 1},
-                sort=[("_id", 1)],
-                limit=BATCH,
-            )
-        ]
+        docs = await store.find(
+            {"_id": {"$gt": last_id}},
+            {"res": 1, "vid": 1},
+            sort=[("_id", 1)],
+            limit=BATCH,
+            what="Reindexing",
+        )
         if not docs:
             return count
         for doc in docs:
             ix, comp = store.indexer(doc["res"])
-            sk = comp[0] if comp else doc["_id"]
-            await store.resources.update_one(
-                {"_id": doc["_id"], "vid": doc["vid"]},
-                {"$set": {"ix": ix, "comp": comp, "sk": sk}},
-            )
+            await store.set_index_entries(doc["_id"], doc["vid"], ix, comp)
             count += 1
         last_id = docs[-1]["_id"]

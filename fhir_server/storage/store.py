@@ -19,15 +19,19 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pymongo import DESCENDING
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, OperationFailure
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from fhir_server.access.labels import normalised
 from fhir_server.errors import Gone, NotFound, PreconditionFailed, ServiceUnavailable
+from fhir_server.storage.limits import DEFAULT_MAX_TIME_MS, time_limited
+
+if TYPE_CHECKING:
+    from fhir_server.storage.protocol import Store
 
 Doc = dict[str, Any]
 # Computes (index entries, patient compartments) for a resource at write time.
@@ -123,22 +127,99 @@ def _same_content(a: Doc, b: Doc) -> bool:
     return strip(a) == strip(b)
 
 
-class ResourceStore:
-    """Create, read, update, delete and history of resources; no HTTP, no policy."""
+@dataclass(frozen=True)
+class Tombstone:
+    """The delete version of a resource, with the compartments and search keys the resource
+    had when it was deleted: what an access policy tests to tell 410 from 404."""
 
-    def __init__(self, db: AsyncDatabase[Doc], indexer: Indexer = no_index) -> None:
+    version: Version
+    compartments: tuple[str, ...]
+    keys: tuple[str, ...]
+
+
+def visible_query(key: str, visible: Doc | None) -> Doc:
+    """`_id` equality ANDed with the policy's filter, never merged into one dict: a policy
+    (or a query-qualified scope) naming `_id` itself must narrow the read, not replace its
+    id. The equality stays the first top-level clause, which SecantusDB looks up first."""
+    if not visible:
+        return {"_id": key}
+    return {"_id": key, "$and": [visible]}
+
+
+class ResourceStore:
+    """Create, read, update, delete, search queries and history of resources; no HTTP, no
+    policy. The only code that touches the `resources` and `history` collections; every
+    query carries the time limit `max_time_ms` (docs/storage.md, "The Store")."""
+
+    def __init__(
+        self,
+        db: AsyncDatabase[Doc],
+        indexer: Indexer = no_index,
+        *,
+        max_time_ms: int = DEFAULT_MAX_TIME_MS,
+    ) -> None:
         self.db = db
         self.client = db.client
         self.resources = db.resources
         self.history = db.history
         self.indexer = indexer
+        self.max_time_ms = max_time_ms
 
-    # -- reads ---------------------------------------------------------------------------
+    def limited(self, max_time_ms: int) -> ResourceStore:
+        """The same store with another query time limit (a caller's own budget)."""
+        if max_time_ms == self.max_time_ms:
+            return self
+        return ResourceStore(self.db, self.indexer, max_time_ms=max_time_ms)
+
+    # -- queries on current resources ----------------------------------------------------
+
+    async def find(
+        self,
+        filt: Doc,
+        projection: Doc | None = None,
+        *,
+        sort: list[tuple[str, int]] | None = None,
+        limit: int = 0,
+        session: AsyncClientSession | None = None,
+        what: str = "The search",
+    ) -> list[Doc]:
+        """Current documents matching `filt` (a filter the caller built with `$and`)."""
+        with time_limited(what):
+            cursor = self.resources.find(
+                filt,
+                projection,
+                sort=sort,
+                limit=limit,
+                session=session,
+                max_time_ms=self.max_time_ms,
+            )
+            return [d async for d in cursor]
+
+    async def count(self, filt: Doc, *, what: str = "Counting the results") -> int:
+        with time_limited(what):
+            return int(await self.resources.count_documents(filt, maxTimeMS=self.max_time_ms))
+
+    async def distinct(self, field: str, filt: Doc, *, what: str = "The query") -> list[Any]:
+        with time_limited(what):
+            return list(await self.resources.distinct(field, filt, maxTimeMS=self.max_time_ms))
+
+    async def is_empty(self) -> bool:
+        return not await self.find({}, {"_id": 1}, limit=1)
 
     async def current(
         self, rt: str, rid: str, *, session: AsyncClientSession | None = None
     ) -> Doc | None:
-        return await self.resources.find_one({"_id": f"{rt}/{rid}"}, session=session)
+        return await self.find_visible(rt, rid, None, session=session)
+
+    async def find_visible(
+        self, rt: str, rid: str, visible: Doc | None, *, session: AsyncClientSession | None = None
+    ) -> Doc | None:
+        """The current document of `rt/rid` if the filter `visible` (the policy's, for
+        this type) lets it through: a read is a search on `_id` under the policy."""
+        docs = await self.find(
+            visible_query(f"{rt}/{rid}", visible), limit=1, session=session, what="The read"
+        )
+        return docs[0] if docs else None
 
     async def read(
         self,
@@ -150,27 +231,44 @@ class ResourceStore:
     ) -> Version:
         """The current version; `visible` is the access policy's filter for this type.
 
-        A resource the policy hides answers exactly as a missing one (404, never 410).
+        A resource the policy hides answers exactly as a missing one (404, never 410); with
+        no filter a deleted resource answers 410 (https://hl7.org/fhir/R4/http.html#read).
+        Callers under a policy that tell 410 from 404 use `tombstone`.
         """
-        if visible:
-            doc = await self.resources.find_one({"_id": f"{rt}/{rid}", **visible}, session=session)
-            if doc is None:
-                raise NotFound(f"{rt}/{rid} is not known")
-            return Version.from_doc(doc)
-        doc = await self.current(rt, rid, session=session)
+        doc = await self.find_visible(rt, rid, visible, session=session)
         if doc is not None:
             return Version.from_doc(doc)
-        last = await self._last_version(rt, rid, session)
-        if last is not None and last.get("res") is None:
-            raise Gone(f"{rt}/{rid} was deleted", headers={"ETag": f'W/"{last["vid"]}"'})
+        if not visible:
+            tomb = await self.tombstone(rt, rid, session=session)
+            if tomb is not None:
+                raise Gone(f"{rt}/{rid} was deleted", headers={"ETag": tomb.version.etag})
         raise NotFound(f"{rt}/{rid} is not known")
+
+    async def tombstone(
+        self, rt: str, rid: str, *, session: AsyncClientSession | None = None
+    ) -> Tombstone | None:
+        """The delete version when the resource's last version is a delete, else None."""
+        last = await self._last_version(rt, rid, session)
+        if last is None or last.get("res") is not None:
+            return None
+        keys = (last.get("ix") or {}).get("k")
+        comps = last.get("comp") or []
+        if keys is None:
+            # Written before tombstones kept their keys: index the version it deleted.
+            before = await self._history_one(f"{rt}/{rid}/{int(last['vid']) - 1}", session)
+            res = (before or {}).get("res")
+            ix, comps = self.indexer(res) if isinstance(res, dict) else ({}, comps)
+            keys = ix.get("k", [])
+        return Tombstone(Version.from_doc(last), tuple(comps), tuple(keys))
+
+    # -- queries on history --------------------------------------------------------------
 
     async def vread(
         self, rt: str, rid: str, vid: str, *, session: AsyncClientSession | None = None
     ) -> Version:
         if not vid.isdigit():
             raise NotFound(f"{rt}/{rid} has no version {vid!r}")
-        doc = await self.history.find_one({"_id": f"{rt}/{rid}/{int(vid)}"}, session=session)
+        doc = await self._history_one(f"{rt}/{rid}/{int(vid)}", session)
         if doc is None:
             raise NotFound(f"{rt}/{rid} has no version {vid}")
         version = Version.from_doc(doc)
@@ -178,12 +276,45 @@ class ResourceStore:
             raise Gone(f"version {vid} of {rt}/{rid} is a delete")
         return version
 
+    async def latest_versions(
+        self, rt: str, rid: str, *, limit: int, projection: Doc | None = None
+    ) -> list[Doc]:
+        """The last `limit` versions of one resource, newest first."""
+        return await self._history_find(
+            {"rt": rt, "id": rid}, projection, sort=[("vid", DESCENDING)], limit=limit
+        )
+
+    async def _history_one(self, key: str, session: AsyncClientSession | None) -> Doc | None:
+        docs = await self._history_find({"_id": key}, None, limit=1, session=session)
+        return docs[0] if docs else None
+
+    async def _history_find(
+        self,
+        filt: Doc,
+        projection: Doc | None,
+        *,
+        sort: list[tuple[str, int]] | None = None,
+        limit: int = 0,
+        session: AsyncClientSession | None = None,
+    ) -> list[Doc]:
+        with time_limited("The history query"):
+            cursor = self.history.find(
+                filt,
+                projection,
+                sort=sort,
+                limit=limit,
+                session=session,
+                max_time_ms=self.max_time_ms,
+            )
+            return [d async for d in cursor]
+
     async def _last_version(
         self, rt: str, rid: str, session: AsyncClientSession | None
     ) -> Doc | None:
-        return await self.history.find_one(
-            {"rt": rt, "id": rid}, sort=[("vid", DESCENDING)], session=session
+        docs = await self._history_find(
+            {"rt": rt, "id": rid}, None, sort=[("vid", DESCENDING)], limit=1, session=session
         )
+        return docs[0] if docs else None
 
     # -- writes --------------------------------------------------------------------------
 
@@ -243,6 +374,8 @@ class ResourceStore:
                 "lu": lu,
                 "comp": cur.get("comp", []),
                 "sk": cur.get("sk"),
+                # The deleted version's search keys: a policy tells 410 from 404 by them.
+                "ix": {"k": (cur.get("ix") or {}).get("k", [])},
                 "method": "DELETE",
                 "res": None,
             }
@@ -378,27 +511,26 @@ class ResourceStore:
         """Versions newest first; `before` is the keyset cursor (lu, _id, vid) of the last page.
 
         An instance's history is ordered by version number (several versions can share a
-        millisecond); type and system history by lastUpdated, then `_id`.
+        millisecond); type and system history by lastUpdated, then `_id`. `visible` (the
+        policy on versions) is ANDed in, never merged.
         """
-        query: Doc = dict(visible or {})
-        if rt is not None:
-            query["rt"] = rt
-        if since is not None:
-            query["lu"] = {"$gte": since}
+        parts: list[Doc] = [self._history_scope(rt, rid, since)]
         if rid is not None:
-            query["id"] = rid
             if before is not None:
-                query["vid"] = {"$lt": before[2]}
+                parts.append({"vid": {"$lt": before[2]}})
             sort = [("vid", DESCENDING)]
         else:
             if before is not None:
-                query["$or"] = [
-                    {"lu": {"$lt": before[0]}},
-                    {"lu": before[0], "_id": {"$lt": before[1]}},
-                ]
+                parts.append(
+                    {
+                        "$or": [
+                            {"lu": {"$lt": before[0]}},
+                            {"lu": before[0], "_id": {"$lt": before[1]}},
+                        ]
+                    }
+                )
             sort = [("lu", DESCENDING), ("_id", DESCENDING)]
-        cursor = self.history.find(query, sort=sort, limit=count)
-        return [d async for d in cursor]
+        return await self._history_find(_conjunction(parts, visible), None, sort=sort, limit=count)
 
     async def history_total(
         self,
@@ -408,11 +540,68 @@ class ResourceStore:
         since: datetime | None = None,
         visible: Doc | None = None,
     ) -> int:
-        query: Doc = dict(visible or {})
+        query = _conjunction([self._history_scope(rt, rid, since)], visible)
+        with time_limited("Counting the history"):
+            return int(await self.history.count_documents(query, maxTimeMS=self.max_time_ms))
+
+    @staticmethod
+    def _history_scope(rt: str | None, rid: str | None, since: datetime | None) -> Doc:
+        scope: Doc = {}
         if rt is not None:
-            query["rt"] = rt
+            scope["rt"] = rt
         if rid is not None:
-            query["id"] = rid
+            scope["id"] = rid
         if since is not None:
-            query["lu"] = {"$gte": since}
-        return await self.history.count_documents(query)
+            scope["lu"] = {"$gte": since}
+        return scope
+
+    # -- bulk maintenance ----------------------------------------------------------------
+
+    async def insert_versions(self, docs: list[Doc]) -> None:
+        """Insert new resources (version 1, from `document`) and their history entries in
+        bulk, skipping any already written (a retried batch): the audit sink's path."""
+        hist = []
+        for d in docs:
+            h = {k: d[k] for k in ("rt", "id", "vid", "lu", "comp", "sk", "res")}
+            h["_id"] = f"{d['_id']}/{d['vid']}"
+            h["method"] = "POST"
+            hist.append(h)
+        # History first: a current version never exists without its history entry.
+        for col, batch in ((self.history, hist), (self.resources, docs)):
+            try:
+                await col.insert_many(batch, ordered=False)
+            except BulkWriteError as exc:
+                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                    raise
+
+    async def set_index_entries(self, key: str, vid: int, ix: Doc, comp: list[str]) -> bool:
+        """Replace the index entries of one current document if it is still at `vid`."""
+        sk = comp[0] if comp else key
+        r = await self.resources.update_one(
+            {"_id": key, "vid": vid}, {"$set": {"ix": ix, "comp": comp, "sk": sk}}
+        )
+        return r.matched_count == 1
+
+
+def _conjunction(parts: list[Doc], visible: Doc | None) -> Doc:
+    """`parts` (disjoint fields) with `visible` ANDed in by `$and`, never by dict merge."""
+    query: Doc = {}
+    for p in parts:
+        query.update(p)
+    if visible:
+        query["$and"] = [visible]
+    return query
+
+
+def as_store(source: ResourceStore | AsyncDatabase[Doc], max_time_ms: int | None) -> ResourceStore:
+    """`source` as a store with the time limit `max_time_ms` (None: the store's own, or the
+    default for a bare database, as tests and benchmarks pass one)."""
+    if isinstance(source, ResourceStore):
+        return source if max_time_ms is None else source.limited(max_time_ms)
+    return ResourceStore(source, max_time_ms=max_time_ms or DEFAULT_MAX_TIME_MS)
+
+
+if TYPE_CHECKING:
+
+    def _implements(store: ResourceStore) -> Store:
+        return store  # mypy checks that ResourceStore satisfies the Store protocol

@@ -26,6 +26,7 @@ from fhir_server.search.execute import (
     uses_elem_match,
 )
 from fhir_server.search.parse import Criterion, parse_search
+from fhir_server.storage.store import ResourceStore
 
 PID = "018f428e-34f6-4707-8009-5ad742f901e7"
 SHAPES: list[tuple[str, str | None, list[tuple[str, str]]]] = [
@@ -117,7 +118,7 @@ async def _filters(
 ) -> list[dict[str, Any]]:
     """The main filter (as `run_search` builds it) plus the sub-queries of chains and _has."""
     req = parse_search(rt, params, registry)
-    run = _Run(db, registry, 5000, None, await uses_elem_match(db))
+    run = _Run(ResourceStore(db), registry, None, await uses_elem_match(db))
     out = [await search_filter(db, registry, req)]
     for c in req.criteria:
         for t, sub in c.chain:
