@@ -48,9 +48,11 @@ from fhir_server.rest.body import (
 from fhir_server.rest.dispatch import dispatch
 from fhir_server.rest.messages import FhirRequest
 from fhir_server.rest.render import negotiate, render, render_error
+from fhir_server.rest.shedding import LoadShedding
 from fhir_server.search.extract import compartments, index_entries
 from fhir_server.search.indexes import index_models
 from fhir_server.search.registry import Registry
+from fhir_server.stopping import graceful_timeout
 from fhir_server.storage.store import ResourceStore
 from fhir_server.validation import KNOWN_RESOURCE_TYPES, Validator
 
@@ -111,9 +113,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 raise RuntimeError("production mode needs MONGODB_URI (a real MongoDB)")
             embedded = EmbeddedDatabase(settings.data_dir)
             uri = await asyncio.to_thread(embedded.start)
+        app.state.embedded = embedded  # a stop out of time kills it (fhir_server/stopping.py)
         # The authorization server opens its own (synchronous) client on the same database.
         app.state.mongo_uri = uri
-        client = open_client(uri, timeout_ms=settings.db_timeout_ms)
+        client = open_client(
+            uri, timeout_ms=settings.db_timeout_ms, socket_timeout_ms=settings.db_socket_timeout_ms
+        )
         ctx = build_context(settings, client[settings.database])
         app.state.ctx = ctx
         prepare = asyncio.create_task(_prepare_database(ctx))
@@ -125,7 +130,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Audit only where there is someone to audit: with tokens required (docs/access.md).
         # AUDIT=0 (settings.audit) is a benchmark and diagnostic switch only: production
         # forces it on.
-        audit = AuditSink(ctx.store) if settings.auth_required and settings.audit else None
+        audit = (
+            AuditSink(ctx.store, max_pending=settings.audit_max_pending)
+            if settings.auth_required and settings.audit
+            else None
+        )
         app.state.audit = audit
         if audit is not None:
             audit.start()
@@ -134,14 +143,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            # Each step is bounded: the database may be gone (fhir_server/stopping.py).
+            step_s = graceful_timeout(settings.stop_timeout_s)
             prepare.cancel()
             # Running exports stop before the client closes, recording why they failed.
-            await exports(ctx).close(ctx)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(exports(ctx).close(ctx), step_s)
             if audit is not None:
-                await audit.close()
-            await client.close()
+                await audit.close(timeout_s=step_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(client.close(), step_s)
             if embedded is not None:
-                await asyncio.to_thread(embedded.stop)
+                await asyncio.to_thread(embedded.stop, timeout_s=step_s)
 
     app = FastAPI(
         title="MHS FHIR R4 server",
@@ -151,6 +164,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     _install_error_handlers(app)
+
+    def audit_backlog_full() -> bool:
+        audit: AuditSink | None = getattr(app.state, "audit", None)
+        return audit is not None and audit.full
+
+    app.add_middleware(LoadShedding, limit=settings.max_in_flight, saturated=audit_backlog_full)
     # Before the FHIR catch-all, so /fhir/.well-known/smart-configuration is its own route.
     smart_auth.install(app, settings)
 

@@ -23,15 +23,28 @@ def _serve(settings: Settings, _: argparse.Namespace) -> int:
     import uvicorn
 
     from fhir_server.app import create_app
+    from fhir_server.stopping import BoundedStopServer, graceful_timeout
 
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level="info",
         lifespan="on",
+        timeout_graceful_shutdown=graceful_timeout(settings.stop_timeout_s),
     )
-    return 0
+
+    def kill_embedded() -> None:
+        embedded = getattr(app.state, "embedded", None)
+        if embedded is not None:
+            embedded.kill()
+
+    server = BoundedStopServer(
+        config, stop_timeout_s=settings.stop_timeout_s, last_resort=kill_embedded
+    )
+    server.run()
+    return 0 if server.started else 3  # uvicorn's STARTUP_FAILURE, as uvicorn.run returns
 
 
 @asynccontextmanager

@@ -62,6 +62,17 @@ class Settings:
     # benchmark and diagnostic switch (bench/audit.py measures the cost); production
     # refuses it (see from_env).
     audit: bool = True
+    # Load shedding (docs/rest.md, "Load shedding"): HTTP requests in flight at once; one
+    # more answers 503 with Retry-After at once instead of queueing without bound.
+    max_in_flight: int = 64
+    # AuditEvents waiting to be written; at the bound new requests answer 503 until the
+    # log drains (docs/access.md, "Audit").
+    audit_max_pending: int = 10_000
+    # How long a socket read may wait on the database: past the query time limit, so only a
+    # database that stopped answering trips it, and no request (or stop) waits forever.
+    db_socket_timeout_ms: int = 30_000
+    # SIGTERM to exit, whatever the database does (docs/rest.md, "Stopping").
+    stop_timeout_s: int = 30
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -82,6 +93,12 @@ class Settings:
             auth_required=_env_bool("AUTH_REQUIRED", True)
             or env.get("FHIR_ENV", "").lower() == "production",
             audit=_env_bool("AUDIT", True) or env.get("FHIR_ENV", "").lower() == "production",
+            max_in_flight=_env_int("MAX_IN_FLIGHT", cls.max_in_flight, 1, 10_000),
+            audit_max_pending=_env_int("AUDIT_MAX_PENDING", cls.audit_max_pending, 100, 1_000_000),
+            db_socket_timeout_ms=_env_int(
+                "DB_SOCKET_TIMEOUT_MS", cls.db_socket_timeout_ms, 1_000, 3_600_000
+            ),
+            stop_timeout_s=_env_int("STOP_TIMEOUT_S", cls.stop_timeout_s, 3, 3_600),
         )
 
     @property
