@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections import Counter
@@ -271,3 +272,56 @@ def test_audit_loss_on_sigkill_is_bounded(tmp_path: Path, database: EmbeddedData
         f"(bound: backlog {backlog} + in flight {in_flight})"
     )
     assert 0 <= lost <= backlog + in_flight
+
+
+def test_sigterm_stops_the_server_in_bounded_time_with_the_database_hung(
+    tmp_path: Path, database: EmbeddedDatabase
+) -> None:
+    """The database SIGSTOPped (its port still accepts, nothing answers): requests pile up
+    to the in-flight bound and the rest are shed at once; SIGTERM still ends the server
+    within STOP_TIMEOUT_S, with requests in flight and audit events unwritten."""
+    stop_s, in_flight = 6, 8
+    srv = server(
+        tmp_path,
+        database,
+        "hung",
+        AUTH_REQUIRED="1",
+        STOP_TIMEOUT_S=str(stop_s),
+        MAX_IN_FLIGHT=str(in_flight),
+    )
+    assert srv.proc is not None and database._proc is not None
+    db_pid = database._proc.pid
+    answers: Counter[int | str] = Counter()
+
+    async def scenario() -> float:
+        async with httpx.AsyncClient(base_url=srv.base, timeout=60) as http:
+
+            async def one(i: int) -> None:
+                try:
+                    r = await http.get("/Patient", headers={"Authorization": f"Bearer x{i}"})
+                    answers[r.status_code] += 1
+                except httpx.HTTPError as exc:
+                    answers[type(exc).__name__] += 1
+
+            os.kill(db_pid, signal.SIGSTOP)
+            pending = [asyncio.create_task(one(i)) for i in range(in_flight + 12)]
+            await asyncio.sleep(1.5)
+            shed_now = answers[503]
+            assert srv.proc is not None
+            started = time.monotonic()
+            srv.proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(srv.proc.wait, stop_s + 10)
+            took = time.monotonic() - started
+            await asyncio.gather(*pending)
+            assert shed_now >= 12, answers  # over the bound: refused at once, not queued
+            return took
+
+    try:
+        took = asyncio.run(scenario())
+    finally:
+        os.kill(db_pid, signal.SIGCONT)
+        database.kill()  # its data is not needed, and a clean stop now waits on old sockets
+    print(
+        f"SIGTERM with the database hung: exited {srv.proc.returncode} after {took:.1f} s; {dict(answers)}"
+    )
+    assert took <= stop_s + 2
