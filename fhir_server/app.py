@@ -117,7 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The authorization server opens its own (synchronous) client on the same database.
         app.state.mongo_uri = uri
         client = open_client(
-            uri, timeout_ms=settings.db_timeout_ms, socket_timeout_ms=settings.db_socket_timeout_ms
+            uri, timeout_ms=settings.db_timeout_ms, socket_timeout_ms=settings.socket_timeout_ms
         )
         ctx = build_context(settings, client[settings.database])
         app.state.ctx = ctx

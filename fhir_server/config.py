@@ -71,6 +71,12 @@ class Settings:
     # How long a socket read may wait on the database: past the query time limit, so only a
     # database that stopped answering trips it, and no request (or stop) waits forever.
     db_socket_timeout_ms: int = 30_000
+
+    @property
+    def socket_timeout_ms(self) -> int:
+        """The socket timeout in effect: never below a query's own time limit (+5 s)."""
+        return max(self.db_socket_timeout_ms, self.query_max_time_ms + 5_000)
+
     # SIGTERM to exit, whatever the database does (docs/rest.md, "Stopping").
     stop_timeout_s: int = 30
 
