@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
 
 from bench.audit import system_token
 from bench.crud import benchmark_database, start_server
@@ -68,7 +69,7 @@ async def run(args: argparse.Namespace, uri: str, workdir: Path) -> None:
             obs_id = obs["entry"][0]["resource"]["id"]
             await fill_log(base, args.events)
             log = await raw[database].resources.count_documents({"rt": "AuditEvent"})
-            print(f"AuditEvents before the burst: {log}")
+            print(f"AuditEvents before the burst: {log}", flush=True)
 
             async def fuzz() -> None:
                 rt = random.choice(("AuditEvent", "Observation"))
@@ -101,6 +102,7 @@ async def run(args: argparse.Namespace, uri: str, workdir: Path) -> None:
                 await asyncio.sleep(1 / args.rate)
             await prober
             burst_end = time.monotonic()
+            print(f"burst done: {len(tasks)} sent, {dict(burst)}; probe {dict(probe)}", flush=True)
             recovered = None
             while time.monotonic() - burst_end < 600:
                 if await read() < 1.0 and probe[200]:
@@ -108,6 +110,7 @@ async def run(args: argparse.Namespace, uri: str, workdir: Path) -> None:
                     break
                 await asyncio.sleep(PROBE_EVERY_S)
             unanswered = sum(not t.done() for t in tasks)
+            print(f"recovered after {recovered} s; unanswered {unanswered}", flush=True)
             log_after = await raw[database].resources.count_documents({"rt": "AuditEvent"})
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
@@ -116,6 +119,7 @@ async def run(args: argparse.Namespace, uri: str, workdir: Path) -> None:
             except Exception:
                 code = "still running after 120 s"
             stop_s = time.monotonic() - started
+            print(f"SIGTERM: exit {code} after {stop_s:.1f} s", flush=True)
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -123,7 +127,10 @@ async def run(args: argparse.Namespace, uri: str, workdir: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        await raw.drop_database(database)
+        try:
+            await raw.drop_database(database)
+        except PyMongoError as exc:  # a database still saturated: it is dropped with the run
+            print(f"dropping the database failed: {type(exc).__name__}")
         await raw.close()
 
     q = statistics.quantiles(during, n=100, method="inclusive") if len(during) > 1 else during

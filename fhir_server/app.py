@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -143,18 +144,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            # Each step is bounded: the database may be gone (fhir_server/stopping.py).
-            step_s = graceful_timeout(settings.stop_timeout_s)
+            # The steps share one bound: the database may be gone (fhir_server/stopping.py).
+            deadline = time.monotonic() + graceful_timeout(settings.stop_timeout_s)
+
+            def left() -> float:
+                return max(0.1, deadline - time.monotonic())
+
             prepare.cancel()
             # Running exports stop before the client closes, recording why they failed.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(exports(ctx).close(ctx), step_s)
+                await asyncio.wait_for(exports(ctx).close(ctx), left())
             if audit is not None:
-                await audit.close(timeout_s=step_s)
+                await audit.close(timeout_s=left())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(client.close(), step_s)
+                await asyncio.wait_for(client.close(), left())
             if embedded is not None:
-                await asyncio.to_thread(embedded.stop, timeout_s=step_s)
+                # Its own third: a clean stop lets WiredTiger checkpoint.
+                third = graceful_timeout(settings.stop_timeout_s)
+                await asyncio.to_thread(embedded.stop, timeout_s=third)
 
     app = FastAPI(
         title="MHS FHIR R4 server",

@@ -6,8 +6,8 @@ no longer answers would keep the process alive for ever. So the stop has three b
 derived from `STOP_TIMEOUT_S` (docs/rest.md, "Stopping"):
 
 1. requests in flight get a third of it to finish; uvicorn then cancels them;
-2. the lifespan's shutdown (the audit flush, the exports, the embedded database's own stop)
-   bounds each of its steps (fhir_server/app.py);
+2. the lifespan's shutdown (the exports, the audit flush, closing the client) shares the
+   next third, and stopping the embedded database has the last (fhir_server/app.py);
 3. a watchdog thread, armed by the first SIGTERM or SIGINT, ends the process with exit code
    70 when the whole stop has not finished in `STOP_TIMEOUT_S`, first killing the embedded
    database child if this process started it. It runs in its own thread, so it fires even
