@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -58,9 +59,11 @@ from fhir_server.rest.dispatch import dispatch
 from fhir_server.rest.messages import FhirRequest
 from fhir_server.rest.no_store import NoStoreMiddleware
 from fhir_server.rest.render import negotiate, render, render_error
+from fhir_server.rest.shedding import LoadShedding
 from fhir_server.search.extract import compartments, index_entries
 from fhir_server.search.indexes import index_models
 from fhir_server.search.registry import Registry
+from fhir_server.stopping import graceful_timeout
 from fhir_server.storage.store import ResourceStore
 from fhir_server.validation import KNOWN_RESOURCE_TYPES, Validator
 
@@ -124,9 +127,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 raise RuntimeError("production mode needs MONGODB_URI (a real MongoDB)")
             embedded = EmbeddedDatabase(settings.data_dir)
             uri = await asyncio.to_thread(embedded.start)
+        app.state.embedded = embedded  # a stop out of time kills it (fhir_server/stopping.py)
         # The authorization server opens its own (synchronous) client on the same database.
         app.state.mongo_uri = uri
-        client = open_client(uri, timeout_ms=settings.db_timeout_ms)
+        client = open_client(
+            uri, timeout_ms=settings.db_timeout_ms, socket_timeout_ms=settings.socket_timeout_ms
+        )
         ctx = build_context(settings, client[settings.database])
         app.state.ctx = ctx
         prepare = asyncio.create_task(_prepare_database(ctx))
@@ -138,7 +144,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Audit only where there is someone to audit: with tokens required (docs/access.md).
         # AUDIT=0 (settings.audit) is a benchmark and diagnostic switch only: production
         # forces it on.
-        audit = AuditSink(ctx.store) if settings.auth_required and settings.audit else None
+        audit = (
+            AuditSink(ctx.store, max_pending=settings.audit_max_pending)
+            if settings.auth_required and settings.audit
+            else None
+        )
         app.state.audit = audit
         if audit is not None:
             audit.start()
@@ -147,14 +157,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            # The steps share one bound: the database may be gone (fhir_server/stopping.py).
+            deadline = time.monotonic() + graceful_timeout(settings.stop_timeout_s)
+
+            def left() -> float:
+                return max(0.1, deadline - time.monotonic())
+
             prepare.cancel()
             # Running exports stop before the client closes, recording why they failed.
-            await exports(ctx).close(ctx)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(exports(ctx).close(ctx), left())
             if audit is not None:
-                await audit.close()
-            await client.close()
+                await audit.close(timeout_s=left())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(client.close(), left())
             if embedded is not None:
-                await asyncio.to_thread(embedded.stop)
+                # Its own third: a clean stop lets WiredTiger checkpoint.
+                third = graceful_timeout(settings.stop_timeout_s)
+                await asyncio.to_thread(embedded.stop, timeout_s=third)
 
     app = FastAPI(
         title="MHS FHIR R4 server",
@@ -164,8 +184,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     _install_error_handlers(app)
-    # Added innermost first: CORS answers preflights before anything else runs.
+
+    def audit_backlog_full() -> bool:
+        audit: AuditSink | None = getattr(app.state, "audit", None)
+        return audit is not None and audit.full
+
+    # Added innermost first. CORS is outermost: it answers preflights before anything else
+    # runs, and a browser app can read even a shed request's 503 and its Retry-After.
     app.add_middleware(NoStoreMiddleware)
+    app.add_middleware(LoadShedding, limit=settings.max_in_flight, saturated=audit_backlog_full)
     app.add_middleware(CorsMiddleware, allowed=origin_check(app, frozenset(settings.cors_origins)))
     # Before the FHIR catch-all, so /fhir/.well-known/smart-configuration is its own route.
     smart_auth.install(app, settings)

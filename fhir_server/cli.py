@@ -29,6 +29,8 @@ def uvicorn_config(settings: Settings, app: Any) -> Any:
     """The uvicorn configuration `serve` runs (the tests run the same one)."""
     import uvicorn
 
+    from fhir_server.stopping import graceful_timeout
+
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -37,16 +39,27 @@ def uvicorn_config(settings: Settings, app: Any) -> Any:
         lifespan="on",
         http="h11",
         h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
+        timeout_graceful_shutdown=graceful_timeout(settings.stop_timeout_s),
     )
 
 
 def _serve(settings: Settings, _: argparse.Namespace) -> int:
-    import uvicorn
-
     from fhir_server.app import create_app
+    from fhir_server.stopping import BoundedStopServer
 
-    uvicorn.Server(uvicorn_config(settings, create_app(settings))).run()
-    return 0
+    app = create_app(settings)
+    config = uvicorn_config(settings, app)
+
+    def kill_embedded() -> None:
+        embedded = getattr(app.state, "embedded", None)
+        if embedded is not None:
+            embedded.kill()
+
+    server = BoundedStopServer(
+        config, stop_timeout_s=settings.stop_timeout_s, last_resort=kill_embedded
+    )
+    server.run()
+    return 0 if server.started else 3  # uvicorn's STARTUP_FAILURE, as uvicorn.run returns
 
 
 @asynccontextmanager

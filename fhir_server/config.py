@@ -87,6 +87,23 @@ class Settings:
     # Browser origins allowed by CORS besides those of registered redirect URIs
     # (fhir_server/rest/cors.py).
     cors_origins: tuple[str, ...] = ()
+    # Load shedding (docs/rest.md, "Load shedding"): HTTP requests in flight at once; one
+    # more answers 503 with Retry-After at once instead of queueing without bound.
+    max_in_flight: int = 64
+    # AuditEvents waiting to be written; at the bound new requests answer 503 until the
+    # log drains (docs/access.md, "Audit").
+    audit_max_pending: int = 10_000
+    # How long a socket read may wait on the database: past the query time limit, so only a
+    # database that stopped answering trips it, and no request (or stop) waits forever.
+    db_socket_timeout_ms: int = 30_000
+
+    @property
+    def socket_timeout_ms(self) -> int:
+        """The socket timeout in effect: never below a query's own time limit (+5 s)."""
+        return max(self.db_socket_timeout_ms, self.query_max_time_ms + 5_000)
+
+    # SIGTERM to exit, whatever the database does (docs/rest.md, "Stopping").
+    stop_timeout_s: int = 30
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -111,6 +128,12 @@ class Settings:
             or env.get("FHIR_ENV", "").lower() == "production",
             audit=_env_bool("AUDIT", True) or env.get("FHIR_ENV", "").lower() == "production",
             cors_origins=_env_origins("CORS_ORIGINS"),
+            max_in_flight=_env_int("MAX_IN_FLIGHT", cls.max_in_flight, 1, 10_000),
+            audit_max_pending=_env_int("AUDIT_MAX_PENDING", cls.audit_max_pending, 100, 1_000_000),
+            db_socket_timeout_ms=_env_int(
+                "DB_SOCKET_TIMEOUT_MS", cls.db_socket_timeout_ms, 1_000, 3_600_000
+            ),
+            stop_timeout_s=_env_int("STOP_TIMEOUT_S", cls.stop_timeout_s, 3, 3_600),
         )
 
     @property

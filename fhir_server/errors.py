@@ -120,8 +120,18 @@ class Unprocessable(_kind(422, "processing")):  # type: ignore[misc]
     """Well-formed but fails a profile or business rule (HTTP 422)."""
 
 
+# Seconds a client is told to wait after a 503 that names no other figure.
+RETRY_AFTER_S = "5"
+
+
 class ServiceUnavailable(_kind(503, "transient")):  # type: ignore[misc]
-    """The database is unreachable or a query ran past its time budget (HTTP 503)."""
+    """The database is unreachable or a query ran past its time budget (HTTP 503).
+
+    Always with `Retry-After` (RFC 9110 section 10.2.3): every 503 here is temporary."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.headers.setdefault("Retry-After", RETRY_AFTER_S)
 
 
 class TooCostly(_kind(503, "too-costly")):  # type: ignore[misc]

@@ -16,9 +16,14 @@ the resource if the blanket R is ever lifted. Labels and patients are taken only
 the caller was allowed to see (a successful answer): a denied or hidden request names only
 what the caller typed.
 
-Writes are buffered: `record` appends (and, past `max_pending`, waits for a flush: audit is
-never dropped for load); a background task flushes at most `batch` events per insert every
-`interval` seconds or as soon as a batch is full; `close` flushes what is left at shutdown.
+Writes are buffered: `record` appends and never waits; a background task flushes at most
+`batch` events per insert every `interval` seconds or as soon as a batch is full; `close`
+flushes what is left at shutdown, within a time bound. The backlog is bounded: once
+`max_pending` events wait (the database is down or behind), `full` is true and the load
+shedder (fhir_server/rest/shedding.py) refuses every new request with 503 until it drains, so
+nothing is served that cannot be audited and no request hangs on the log. Events of requests
+already in flight are still kept (at most the in-flight limit more), never dropped for load.
+A stop that cannot write what is left in time logs how many events it could not write.
 Logins happen in the authorization server's worker threads: `record_threadsafe` hands their
 events to the event loop.
 """
@@ -460,9 +465,11 @@ class AuditSink:
             return
         if len(self.pending) >= self.batch:
             self._wake.set()
-        if len(self.pending) >= self.max_pending:
-            # Back-pressure rather than loss: the request waits for the log to drain.
-            await self.flush()
+
+    @property
+    def full(self) -> bool:
+        """The backlog is at its bound: new requests are refused until it drains."""
+        return len(self.pending) >= self.max_pending
 
     def record_threadsafe(self, fields: Doc) -> None:
         """Queue the AuditEvent of one login (an `auth_events` row) from the authorization
@@ -506,11 +513,18 @@ class AuditSink:
             [self.store.document("AuditEvent", e["id"], 1, e) for e in events]
         )
 
-    async def close(self) -> None:
-        """Stop the background task and write everything still buffered."""
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Stop the background task and write everything still buffered, giving up after
+        `timeout_s` (the database may be gone): what is left is counted in the log."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self.flush()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.flush(), timeout_s)
+        if self.pending:
+            log.error(
+                "stopping with %d AuditEvents not written (the database did not take them)",
+                len(self.pending),
+            )

@@ -37,16 +37,26 @@ HISTORY_INDEXES = [
 ]
 
 
-def client_options(timeout_ms: int) -> dict[str, Any]:
+# A socket read waits at most this long (the server's default, DB_SOCKET_TIMEOUT_MS): well past
+# any query's time limit, so only a database that stopped answering trips it.
+SOCKET_TIMEOUT_MS = 30_000
+
+
+def client_options(timeout_ms: int, socket_timeout_ms: int = SOCKET_TIMEOUT_MS) -> dict[str, Any]:
     """Options every client of the project uses, async (FHIR) or sync (authorization).
 
-    Failures surface quickly (requests answer 503, not hang); retryable writes and
-    majority write concern, so every write path survives a primary step-down on a replica
-    set (DESIGN.md, "Storage shape").
+    Failures surface quickly (requests answer 503, not hang): server selection and connecting
+    within `timeout_ms`, and a socket that stops answering (a hung database) is given up after
+    `socket_timeout_ms`, so no request, worker thread or shutdown waits on it forever
+    (docs/rest.md, "Stopping"). Retryable writes and majority write concern, so every write
+    path survives a primary step-down on a replica set (DESIGN.md, "Storage shape").
     """
     return {
         "serverSelectionTimeoutMS": timeout_ms,
         "connectTimeoutMS": timeout_ms,
+        "socketTimeoutMS": socket_timeout_ms,
+        # Waiting for a pooled connection is bounded too (the pool is full under overload).
+        "waitQueueTimeoutMS": timeout_ms,
         "retryWrites": True,
         "retryReads": True,
         "w": "majority",
@@ -55,8 +65,10 @@ def client_options(timeout_ms: int) -> dict[str, Any]:
     }
 
 
-def open_client(uri: str, *, timeout_ms: int = 3000) -> AsyncMongoClient[Doc]:
-    return AsyncMongoClient(uri, **client_options(timeout_ms))
+def open_client(
+    uri: str, *, timeout_ms: int = 3000, socket_timeout_ms: int = SOCKET_TIMEOUT_MS
+) -> AsyncMongoClient[Doc]:
+    return AsyncMongoClient(uri, **client_options(timeout_ms, socket_timeout_ms))
 
 
 def merged_indexes(extra: list[IndexModel]) -> list[IndexModel]:

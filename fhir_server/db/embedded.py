@@ -149,6 +149,12 @@ class EmbeddedDatabase:
         self.stop()
         raise RuntimeError("embedded database did not start in time")
 
+    def kill(self) -> None:
+        """SIGKILL the child at once (the last resort of a stop that ran out of time)."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
     def stop(self, *, timeout_s: float = 20.0) -> None:
         """Stop the child cleanly (SIGTERM lets WiredTiger checkpoint), then force."""
         proc, self._proc = self._proc, None

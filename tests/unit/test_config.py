@@ -43,3 +43,20 @@ def test_cors_origins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CORS_ORIGINS", "https://a.example.org/app")
     with pytest.raises(ValueError, match="CORS_ORIGINS"):
         Settings.from_env()
+
+
+def test_load_and_stop_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("MAX_IN_FLIGHT", "AUDIT_MAX_PENDING", "DB_SOCKET_TIMEOUT_MS", "STOP_TIMEOUT_S"):
+        monkeypatch.delenv(name, raising=False)
+    s = Settings.from_env()
+    assert (s.max_in_flight, s.audit_max_pending, s.stop_timeout_s) == (64, 10_000, 30)
+    assert s.socket_timeout_ms == 30_000
+    monkeypatch.setenv("QUERY_MAX_TIME_MS", "60000")
+    assert Settings.from_env().socket_timeout_ms == 65_000  # never cuts a query short
+    monkeypatch.setenv("MAX_IN_FLIGHT", "8")
+    monkeypatch.setenv("STOP_TIMEOUT_S", "6")
+    s = Settings.from_env()
+    assert (s.max_in_flight, s.stop_timeout_s) == (8, 6)
+    monkeypatch.setenv("MAX_IN_FLIGHT", "0")
+    with pytest.raises(ValueError, match="MAX_IN_FLIGHT must be between 1"):
+        Settings.from_env()
