@@ -9,6 +9,7 @@ Usage: ``python scripts/fetch_r4_examples.py`` prints the folder holding the JSO
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
 import sys
@@ -26,7 +27,17 @@ class FetchError(RuntimeError):
 
 
 def fetch(cache_dir: Path = CACHE_DIR) -> Path:
-    """Return the unpacked ``package/`` folder, fetching it first if it is not cached."""
+    """Return the unpacked ``package/`` folder, fetching it first if it is not cached.
+
+    Parallel test workers call this at once: an exclusive lock beside the cache makes the
+    second wait for the first instead of unpacking over it."""
+    cache_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir.parent / f".{cache_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _fetch(cache_dir)
+
+
+def _fetch(cache_dir: Path) -> Path:
     package_dir = cache_dir / "package"
     done = cache_dir / _DONE.name
     if done.exists() and package_dir.is_dir():

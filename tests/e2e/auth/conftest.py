@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -56,6 +57,15 @@ def node_modules() -> Path:
     """client-js (npm `fhirclient`) installed once into a git-ignored cache (npm registry):
     its Node adapter for client_js/app.js, its browser build for the CORS page."""
     target = CLIENT_JS_CACHE / "node_modules"
+    CLIENT_JS_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    # Parallel test workers: the second waits for the first's install instead of racing it.
+    with open(CLIENT_JS_CACHE.parent / ".client-js.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _install_client_js(target)
+    return target
+
+
+def _install_client_js(target: Path) -> None:
     if not (target / "fhirclient" / "package.json").exists():
         assert shutil.which("npm"), "npm is needed for the client-js tests"
         CLIENT_JS_CACHE.mkdir(parents=True, exist_ok=True)
@@ -73,7 +83,6 @@ def node_modules() -> Path:
             check=True,
             timeout=300,
         )
-    return target
 
 
 @dataclass
