@@ -28,6 +28,7 @@ import smart_auth
 from fhir_server.access.audit import AuditRecord, AuditSink, note_response, query_patients
 from fhir_server.access.audit_privacy import load_table as audit_privacy_table
 from fhir_server.access.care_team import load_table as clinician_table
+from fhir_server.access.compartments import load_table as inheritance_table
 from fhir_server.access.family import load_table
 from fhir_server.access.labels import normalised
 from fhir_server.access.policy import build_policy
@@ -83,7 +84,13 @@ def build_context(settings: Settings, db: Any) -> ServerContext:
 
     return ServerContext(
         settings=settings,
-        store=ResourceStore(db, indexer, max_time_ms=settings.query_max_time_ms),
+        store=ResourceStore(
+            db,
+            indexer,
+            max_time_ms=settings.query_max_time_ms,
+            # A malformed profiles/access/compartments.json stops the server here.
+            inheritance=inheritance_table(known_types=KNOWN_RESOURCE_TYPES),
+        ),
         validator=validator,
         registry=registry,
         known_types=KNOWN_RESOURCE_TYPES,

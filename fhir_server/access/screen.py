@@ -10,10 +10,11 @@ scopes) are enforced by the query alone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fhir_server.access import members
+from fhir_server.access.compartments import load_table as inheritance_table
 from fhir_server.access.policy import AccessPolicy
 
 Doc = dict[str, Any]
@@ -34,21 +35,36 @@ def security_labels(resource: Any) -> frozenset[tuple[str, str]]:
     )
 
 
-def admitted(policy: AccessPolicy, indexer: Indexer, resource: Doc) -> bool:
-    """The compartment rules evaluated on one resource (no logging)."""
+def admitted(
+    policy: AccessPolicy, indexer: Indexer, resource: Doc, stored: Iterable[str] | None = None
+) -> bool:
+    """The compartment rules evaluated on one resource (no logging). `stored` is the
+    document's stored `comp`: a type that inherits its targets' compartments
+    (access/compartments.py) is tested on those too, which the resource alone cannot show;
+    without them it is tested on its own, so a path that has no stored document fails closed."""
     if policy.compartments is None and policy.rules is None:
         return True
+    rt = str(resource.get("resourceType"))
     ix, comps = indexer(resource)
-    return policy.admits(str(resource.get("resourceType")), comps, ix.get("k", ()))
+    if stored is not None and rt in inheritance_table().types:
+        comps = [*comps, *(c for c in stored if c not in comps)]
+    return policy.admits(rt, comps, ix.get("k", ()))
 
 
-def screen(policy: AccessPolicy, indexer: Indexer, resource: Any, *, where: str) -> bool:
+def screen(
+    policy: AccessPolicy,
+    indexer: Indexer,
+    resource: Any,
+    *,
+    where: str,
+    stored: Iterable[str] | None = None,
+) -> bool:
     """True when `resource` may leave the server; False (and a loud log) when the
     post-check catches what the narrowed query should have kept out. A resource that leaves
     loses the member entries (Group.member) its caller may not see (members.py)."""
     if not isinstance(resource, dict) or not policy.restricted:
         return True
-    if admitted(policy, indexer, resource):
+    if admitted(policy, indexer, resource, stored):
         if policy.compartments is not None:
             members.redact(resource, policy.shows_reference)
         return True

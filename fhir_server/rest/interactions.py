@@ -80,7 +80,8 @@ async def visible_version(ctx: ServerContext, req: FhirRequest, rt: str, rid: st
     doc = await ctx.store.find_visible(rt, rid, visible(req, rt), session=req.session)
     if doc is not None:
         v = Version.from_doc(doc)
-        if not screen(req.policy, ctx.store.indexer, v.resource, where="read"):
+        stored = doc.get("comp") or []
+        if not screen(req.policy, ctx.store.indexer, v.resource, where="read", stored=stored):
             raise NotFound(f"{rt}/{rid} is not known")
         return v
     tomb = await ctx.store.tombstone(rt, rid, session=req.session)

@@ -85,11 +85,23 @@ async def search(
         max_time_ms=ctx.settings.query_max_time_ms,
     )
     if policy.restricted:
-        indexer = ctx.store.indexer
-        page.resources = [r for r in page.resources if screen(policy, indexer, r, where="search")]
-        page.included = [r for r in page.included if screen(policy, indexer, r, where="include")]
+        indexer, stored = ctx.store.indexer, page.stored_comps
+        page.resources = [
+            r
+            for r in page.resources
+            if screen(policy, indexer, r, where="search", stored=stored.get(_key(r)))
+        ]
+        page.included = [
+            r
+            for r in page.included
+            if screen(policy, indexer, r, where="include", stored=stored.get(_key(r)))
+        ]
     if trim:
         page.resources = [apply(r, parsed.summary, parsed.elements) for r in page.resources]
         page.included = [apply(r, parsed.summary, parsed.elements) for r in page.included]
     # The bundle adds the compartment to its links itself; fullUrls stay at the base.
     return FhirResponse(status=200, body=searchset_bundle(page, parsed, ctx.base_url))
+
+
+def _key(resource: dict[str, Any]) -> str:
+    return f"{resource.get('resourceType')}/{resource.get('id')}"

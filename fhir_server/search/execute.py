@@ -47,6 +47,13 @@ class SearchPage:
     prev_cursor: str | None = None
     compartment: str | None = None
     warnings: list[str] = field(default_factory=list)
+    # `Type/id` -> the stored `comp`, for the post-check of inherited compartments
+    # (access/compartments.py), which a resource alone does not show.
+    stored_comps: dict[str, list[str]] = field(default_factory=dict)
+
+    def note_compartments(self, docs: list[dict[str, Any]]) -> None:
+        for d in docs:
+            self.stored_comps[str(d["_id"])] = list(d.get("comp") or [])
 
 
 _DIALECT: dict[int, bool] = {}
@@ -187,7 +194,7 @@ class _Run:
             for t, group in by_type.items():
                 found += await self.find(
                     self.scoped(t, {"_id": {"$in": group}}),
-                    {"res": 1, "ix.k": 1},
+                    {"res": 1, "ix.k": 1, "comp": 1},
                     limit=MAX_INCLUDES + 1,
                 )
             for r in revs:
@@ -199,7 +206,7 @@ class _Run:
                 if keys:
                     found += await self.find(
                         self.scoped(r.source_type, {"rt": r.source_type, "ix.k": {"$in": keys}}),
-                        {"res": 1, "ix.k": 1},
+                        {"res": 1, "ix.k": 1, "comp": 1},
                         limit=MAX_INCLUDES + 1,
                     )
             fresh = [d for d in found if d["_id"] not in seen]
@@ -209,6 +216,7 @@ class _Run:
                 page.warnings.append(f"Included resources were capped at {MAX_INCLUDES}")
                 fresh = fresh[:room]
             seen.update(d["_id"] for d in fresh)
+            page.note_compartments(fresh)
             page.included += [apply(d["res"], req.summary, req.elements) for d in fresh]
             frontier = fresh
             if room <= len(fresh):
@@ -372,7 +380,7 @@ async def run_search(
         eff = sort if direction == "a" else [(f, -o) for f, o in sort]
         query = all_of([filt, cur.boundary(eff, values)])
     eff_sort = sort if direction == "a" else [(f, -o) for f, o in sort]
-    proj: dict[str, Any] = {"res": 1, "lu": 1, "ix.o": 1}
+    proj: dict[str, Any] = {"res": 1, "lu": 1, "ix.o": 1, "comp": 1}
     if req.includes:
         proj["ix.k"] = 1
     docs = await run.find(query, proj, sort=eff_sort, limit=req.count + 1)
@@ -387,6 +395,7 @@ async def run_search(
         else:
             page.next_cursor = cur.make(docs[-1], sort, "a")
             page.prev_cursor = cur.make(docs[0], sort, "b") if more else None
+    page.note_compartments(docs)
     page.resources = [apply(d["res"], req.summary, req.elements) for d in docs]
     if req.total in ("accurate", "estimate") or (req.total is None and not req.cursor):
         page.total = len(docs) if not more and not req.cursor else await run.count(filt)

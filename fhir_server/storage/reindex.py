@@ -1,10 +1,14 @@
 """Recompute the search index entries (`ix`, `comp`, `sk`) of every current resource.
 
 Run after the search definitions change (`fhir-server reindex`). Each document is replaced
-only if its version is unchanged, so a concurrent write is never overwritten.
+only if its version is unchanged, so a concurrent write is never overwritten. Types that
+inherit compartments (profiles/access/compartments.json) get them again from their targets'
+stored compartments, in a pass after every other type, so their targets have their new ones.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from fhir_server.storage.store import ResourceStore
 
@@ -12,12 +16,22 @@ BATCH = 500
 
 
 async def reindex(store: ResourceStore) -> int:
+    inheriting = sorted(store.inheritance.types) if store.inheritance is not None else []
+    if not inheriting:
+        return await _pass(store, {}, inherit=False)
+    # Targets first, so an inheriting document never holds its targets' old compartments
+    # and never loses its inherited ones in between.
+    count = await _pass(store, {"rt": {"$nin": inheriting}}, inherit=False)
+    return count + await _pass(store, {"rt": {"$in": inheriting}}, inherit=True)
+
+
+async def _pass(store: ResourceStore, scope: dict[str, Any], *, inherit: bool) -> int:
     count = 0
     last_id = ""
     while True:
         docs = await store.find(
-            {"_id": {"$gt": last_id}},
-            {"res": 1, "vid": 1},
+            {"$and": [scope, {"_id": {"$gt": last_id}}]},
+            {"res": 1, "vid": 1, "rt": 1},
             sort=[("_id", 1)],
             limit=BATCH,
             what="Reindexing",
@@ -26,6 +40,10 @@ async def reindex(store: ResourceStore) -> int:
             return count
         for doc in docs:
             ix, comp = store.indexer(doc["res"])
+            if inherit:
+                widened = {"_id": doc["_id"], "rt": doc["rt"], "res": doc["res"], "comp": comp}
+                await store.inherit_compartments(widened)
+                comp = widened["comp"]
             await store.set_index_entries(doc["_id"], doc["vid"], ix, comp)
             count += 1
         last_id = docs[-1]["_id"]

@@ -26,6 +26,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
+from fhir_server.access.compartments import CompartmentInheritance
 from fhir_server.access.labels import normalised
 from fhir_server.errors import Gone, NotFound, PreconditionFailed, ServiceUnavailable
 from fhir_server.storage.limits import DEFAULT_MAX_TIME_MS, time_limited
@@ -157,6 +158,7 @@ class ResourceStore:
         indexer: Indexer = no_index,
         *,
         max_time_ms: int = DEFAULT_MAX_TIME_MS,
+        inheritance: CompartmentInheritance | None = None,
     ) -> None:
         self.db = db
         self.client = db.client
@@ -164,12 +166,16 @@ class ResourceStore:
         self.history = db.history
         self.indexer = indexer
         self.max_time_ms = max_time_ms
+        # Types that also sit in their targets' compartments (access/compartments.py).
+        self.inheritance = inheritance
 
     def limited(self, max_time_ms: int) -> ResourceStore:
         """The same store with another query time limit (a caller's own budget)."""
         if max_time_ms == self.max_time_ms:
             return self
-        return ResourceStore(self.db, self.indexer, max_time_ms=max_time_ms)
+        return ResourceStore(
+            self.db, self.indexer, max_time_ms=max_time_ms, inheritance=self.inheritance
+        )
 
     # -- queries on current resources ----------------------------------------------------
 
@@ -424,6 +430,7 @@ class ResourceStore:
                 last = await self._last_version(rt, rid, session)
                 vid = (last["vid"] + 1) if last else 1
             doc = self.document(rt, rid, vid, resource)
+            await self.inherit_compartments(doc, session=session)
             hist = {k: doc[k] for k in ("rt", "id", "vid", "lu", "comp", "sk", "res")}
             hist["_id"] = f"{rt}/{rid}/{vid}"
             hist["method"] = method
@@ -477,6 +484,26 @@ class ResourceStore:
             "sk": comp[0] if comp else f"{rt}/{rid}",
             "ix": ix,
         }
+
+    async def inherit_compartments(
+        self, doc: Doc, *, session: AsyncClientSession | None = None
+    ) -> None:
+        """Widen `doc`'s `comp` (and `sk`) with the compartments its inheritance sources
+        have as stored, read in the writer's session so a transaction sees its own earlier
+        writes (docs/storage.md, "Inherited compartments")."""
+        if self.inheritance is None or doc["rt"] not in self.inheritance.types:
+            return
+        keys = self.inheritance.sources(doc["res"])
+        if not keys:
+            return
+        found = await self.find(
+            {"_id": {"$in": keys}}, {"comp": 1}, session=session, what="The compartment lookup"
+        )
+        comp = list(doc["comp"])
+        for src in sorted(found, key=lambda d: str(d["_id"])):
+            comp += [c for c in src.get("comp") or [] if c not in comp]
+        doc["comp"] = comp
+        doc["sk"] = comp[0] if comp else doc["_id"]
 
     async def _in_transaction(
         self,
