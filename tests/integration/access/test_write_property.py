@@ -1,0 +1,490 @@
+"""Property: random write attempts by random actors are allowed exactly when the write
+table says (profiles/access/writes.json, docs/access.md "Writes").
+
+Each example draws a seed actor (a real SMART token from the seed logins), an interaction
+(create, update, patch, delete), a resource type from a set covering every group of the
+table, a target compartment (the actor's own, a dependent's in each family band, a
+stranger's, or none: directory data) and optionally a change of a protected or an
+actor-bound element. The expected verdict comes from the table through the pure functions
+of `fhir_server/access/writes.py` (`may_ever`, `decide`, `protected_changes`, `fill_bound`,
+`bound_violations`); the facts those need (the kind of actor on each compartment, what the
+token reaches) come from the seed's declared logins (`seed_data/logins.json`: fhirUser,
+login level, acts_for), the family bands of `profiles/access/family.json` applied to the
+seeded birth dates, and the seeded care teams. The write goes over HTTP to one seeded
+server; its status must agree, and a refused write must leave nothing behind (read back
+with the backend-service token). Hypothesis runs derandomized with a bounded number of
+examples.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import jsonpatch
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from joserfc.jwk import RSAKey
+
+import smart_auth
+from fhir_server.access import care_team, family, writes
+from fhir_server.access.policy import INTERACTION
+from smart_auth import allows
+from tests.integration.access.test_smart_enforcement import Server
+from tests.integration.access.test_writes import USER, W
+from tests.integration.auth.conftest import BACKEND
+from tests.integration.auth.test_backend_services import assertion, request_token
+from tests.integration.seeded import seeded_server
+
+Doc = dict[str, Any]
+LOGINS = orjson.loads((writes.TABLE.parents[2] / "seed_data" / "logins.json").read_bytes())
+ROLES = (
+    "sponsor",
+    "spouse",
+    "adult-dependent-no-grant",
+    "basic-user",
+    "managed-account",
+    "dr.rachel.kim",
+    "backend",
+)
+# Target compartments: the seed's patients (own, each band, strangers, as seen by each actor).
+PATIENTS = tuple(
+    f"Patient/{LOGINS['fixtures'][k]}"
+    for k in (
+        "sponsor",
+        "child-under-12",
+        "adolescent",
+        "adult-dependent-granted",
+        "adult-dependent-no-grant",
+        "retiree",
+        "managed-beneficiary",
+        "veteran",
+    )
+)
+OBS_CAT = "http://terminology.hl7.org/CodeSystem/observation-category"
+TAG = "urn:test:write-property"
+FOREIGN = {
+    "Patient": "Practitioner/rn-jessica-moore",
+    "Practitioner": "Practitioner/bh-ethan-walsh",
+}
+INTERACTIONS = ("create", "update", "patch", "delete")
+EXAMPLES = 250
+
+
+def _obs(category: str) -> Callable[[str], Doc]:
+    return lambda p: {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [{"coding": [{"system": OBS_CAT, "code": category}]}],
+        "code": {"text": "property"},
+        "subject": {"reference": p},
+    }
+
+
+def _mr(intent: str) -> Callable[[str], Doc]:
+    return lambda p: {
+        "resourceType": "MedicationRequest",
+        "status": "active",
+        "intent": intent,
+        "medicationCodeableConcept": {"text": "property"},
+        "subject": {"reference": p},
+    }
+
+
+# One template per variant: together they cover every group of writes.json (and a type in
+# none, CareTeam's group being no actor's but the system's).
+IN_COMPARTMENT: dict[str, Callable[[str], Doc]] = {
+    "Appointment": lambda p: {
+        "resourceType": "Appointment",
+        "status": "proposed",
+        "participant": [{"actor": {"reference": p}, "status": "needs-action"}],
+    },
+    "Task": lambda p: {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "for": {"reference": p},
+    },
+    "QuestionnaireResponse": lambda p: {
+        "resourceType": "QuestionnaireResponse",
+        "status": "completed",
+        "subject": {"reference": p},
+    },
+    "Communication": lambda p: {
+        "resourceType": "Communication",
+        "status": "completed",
+        "subject": {"reference": p},
+        "payload": [{"contentString": "property"}],
+    },
+    "Consent": lambda p: {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                    "code": "patient-privacy",
+                }
+            ]
+        },
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": p},
+        "policyRule": {"text": "property"},
+    },
+    "Observation:vital-signs": _obs("vital-signs"),
+    "Observation:laboratory": _obs("laboratory"),
+    "MedicationRequest:proposal": _mr("proposal"),
+    "MedicationRequest:order": _mr("order"),
+    "ServiceRequest": lambda p: {
+        "resourceType": "ServiceRequest",
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": p},
+    },
+    "CareTeam": lambda p: {
+        "resourceType": "CareTeam",
+        "status": "active",
+        "subject": {"reference": p},
+    },
+    "Condition": lambda p: {
+        "resourceType": "Condition",
+        "code": {"text": "property"},
+        "subject": {"reference": p},
+    },
+    "AllergyIntolerance": lambda p: {
+        "resourceType": "AllergyIntolerance",
+        "code": {"text": "property"},
+        "patient": {"reference": p},
+    },
+    "Immunization": lambda p: {
+        "resourceType": "Immunization",
+        "status": "completed",
+        "vaccineCode": {"text": "property"},
+        "patient": {"reference": p},
+        "occurrenceDateTime": "2026-01-01",
+    },
+    "Patient": lambda p: {"resourceType": "Patient", "name": [{"family": "Property"}]},
+}
+DIRECTORY: dict[str, Callable[[str], Doc]] = {
+    "Location": lambda _: {"resourceType": "Location", "name": "property"},
+    "Practitioner": lambda _: {"resourceType": "Practitioner", "name": [{"family": "Property"}]},
+}
+
+
+@dataclass
+class Actor:
+    """The seed's declared facts about one token's user."""
+
+    role: str
+    user: str
+    scopes: Any
+    kinds: dict[str, str]  # compartment -> kind of actor of writes.json
+    own_kind: str
+
+    @property
+    def possible_kinds(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((self.own_kind, *self.kinds.values())))
+
+
+@dataclass
+class Case:
+    role: str
+    interaction: str
+    variant: str
+    target: str | None  # a Patient compartment, or None (directory data)
+    change: str  # "plain", "protected" or "bound"
+
+
+@dataclass
+class Verdict:
+    status: frozenset[int]  # the acceptable statuses
+    why: str
+
+
+@dataclass
+class World:
+    w: W
+    app: Any
+    actors: dict[str, Actor] = field(default_factory=dict)
+    stats: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def ctx(self) -> Any:
+        return self.app.state.ctx
+
+    @property
+    def table(self) -> writes.WriteTable:
+        return writes.load_table(known_types=self.ctx.known_types)
+
+    # --- the facts ------------------------------------------------------------------
+
+    async def load(self) -> None:
+        fam = family.load_table()
+        today = datetime.now(UTC).date()
+        births: dict[str, str | None] = {}
+        for p in PATIENTS:
+            births[p] = (await self.w.backend(p)).json().get("birthDate")
+        by_role = {login["role"]: login for login in LOGINS["logins"]}
+        for role in ROLES:
+            token = self.w.tokens[role]
+            auth = await smart_auth.verify_access_token(self.app, token)
+            if role == "backend":
+                self.actors[role] = Actor(
+                    role, "", auth.scopes, {p: "system" for p in PATIENTS}, "system"
+                )
+                continue
+            if role.startswith("dr."):
+                user = "Practitioner/pcm-rachel-kim"
+                team = await care_team.care_team_patients(
+                    self.ctx.store.db, care_team.load_table(), user, today
+                )
+                self.actors[role] = Actor(
+                    role, user, auth.scopes, dict.fromkeys(team, "clinician"), "clinician"
+                )
+                continue
+            login = by_role[role]
+            user = login["fhirUser"]
+            own = (
+                "managed"
+                if login["login"] == "managed"
+                else ("basic" if login["login"] in fam.basic_levels else "self")
+            )
+            kinds = {user: own}
+            for dep in login["acts_for"]:
+                if dep != user:
+                    age = family.age_on(
+                        births.get(dep) or (await self.w.backend(dep)).json().get("birthDate"),
+                        today,
+                    )
+                    assert age is not None
+                    kinds[dep] = fam.band_for_age(age)
+            self.actors[role] = Actor(role, user, auth.scopes, kinds, own)
+
+    def readable(self, a: Actor, rt: str, comps: list[str]) -> bool:
+        """Whether the actor reads a fresh, unlabelled resource in `comps`: directory data,
+        or every compartment reached and each band's types admitting it."""
+        if a.own_kind == "system":
+            return True
+        if not comps:
+            return rt in care_team.load_table().directory_types
+        bands = family.load_table().bands
+        for c in comps:
+            if c not in a.kinds:
+                continue
+            band = bands.get(a.kinds[c])
+            if band is None or band.types is None or rt in band.types:
+                return True
+        return False
+
+    # --- the oracle -----------------------------------------------------------------
+
+    def expect(self, a: Actor, case: Case, rt: str, old: Doc | None, new: Doc | None) -> Verdict:
+        t = self.table
+        forbidden, hidden, rule = frozenset({403}), frozenset({404}), frozenset({422})
+        if not allows(a.scopes, rt, INTERACTION[case.interaction]):
+            return Verdict(forbidden, "scope")
+        if not writes.may_ever(t, a.possible_kinds, rt, case.interaction):
+            return Verdict(forbidden, "never")
+        if a.own_kind == "system":
+            return Verdict(frozenset({200, 201, 204}), "system")
+        if old is not None and not self.readable(a, rt, self.comps(rt, old)):
+            return Verdict(hidden, "hidden")
+        if case.interaction == "delete":
+            raise AssertionError("no user kind deletes, so may_ever decides")  # pragma: no cover
+        assert new is not None
+        new = writes.fill_bound(t, rt, new, a.user)
+        comps = self.comps(rt, new)
+        if not comps or not set(comps) <= set(a.kinds):
+            return Verdict(forbidden, "outside the compartments")
+        if not all(self.readable(a, rt, [c]) for c in comps):
+            return Verdict(forbidden, "not readable after")
+        # A proxy: a family band's kind on some compartment (a Managed account's own too).
+        proxy = any(a.kinds[c] in family.load_table().bands for c in comps)
+        if proxy and case.change == "protected" and rt != "Patient" and rt != "Consent":
+            # A proxy's label change is refused by the compartment policy before the table.
+            return Verdict(forbidden, "proxy label")
+        kinds_old = [a.kinds[c] for c in self.comps(rt, old)] if old is not None else []
+        kinds_new = [a.kinds[c] for c in comps]
+        for kinds, version in ((kinds_old, old), (kinds_new, new)):
+            for kind in dict.fromkeys(kinds):
+                refusal = writes.decide(t, kind, rt, case.interaction, version)
+                if refusal is not None:
+                    code = forbidden if refusal.code == "forbidden" else rule
+                    return Verdict(code, f"{kind}: {refusal.reason}")
+        rules = [t.actors[k] for k in (*kinds_old, *kinds_new)]
+        if any(r.protected for r in rules) and writes.protected_changes(t, rt, old, new):
+            return Verdict(rule, "protected")
+        if any(r.bound for r in rules):
+            for version in (old, new):
+                if writes.bound_violations(t, rt, version, frozenset({a.user})):
+                    return Verdict(rule, "bound")
+        return Verdict(frozenset({200, 201}), "allowed")
+
+    def comps(self, rt: str, resource: Doc) -> list[str]:
+        # Which compartments a resource is in is the CompartmentDefinition's (the indexer).
+        _, comps = self.ctx.store.indexer(
+            {**resource, "resourceType": rt, "id": resource.get("id", "new")}
+        )
+        return list(comps)
+
+    # --- one example ----------------------------------------------------------------
+
+    def changed(self, a: Actor, case: Case, rt: str, resource: Doc) -> Doc:
+        out = dict(resource)
+        if case.change == "plain":
+            if rt == "Patient":
+                out["telecom"] = [{"system": "phone", "value": "555-0142"}]
+            else:
+                out["language"] = "en-US"
+        elif case.change == "protected":
+            if rt == "Patient":
+                # Not birthDate: a clinician may change it, and the bands would move.
+                out["deceasedBoolean"] = False
+            elif rt == "Consent":
+                out["identifier"] = [{"system": TAG, "value": "changed"}]
+            else:
+                meta = dict(out.get("meta") or {})
+                meta["security"] = [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality",
+                        "code": "N",
+                    }
+                ]
+                out["meta"] = meta
+        else:
+            bound = [b for b in self.table.bound if b.fill and b.element.applies_to(rt)]
+            assert bound
+            foreign = FOREIGN[a.user.split("/")[0] or "Patient"]
+            ref = {"reference": foreign}
+            out[bound[0].name] = [ref] if bound[0].many else ref
+        return out
+
+    async def run(self, case: Case) -> None:
+        a = self.actors[case.role]
+        rt = case.variant.split(":")[0]
+        templates = IN_COMPARTMENT if case.target is not None else DIRECTORY
+        mark = uuid.uuid4().hex
+        base = templates[case.variant](case.target or "")
+        base["meta"] = {"tag": [{"system": TAG, "code": mark}]}
+        old: Doc | None = None
+        ref = ""
+        if case.interaction != "create":
+            if rt == "Patient":
+                assert case.target is not None
+                ref = case.target
+            else:
+                ref = f"{rt}/wp-{mark[:16]}"
+                await self.ctx.store.update(
+                    rt, ref.split("/")[1], {**base, "id": ref.split("/")[1]}
+                )
+            r = await self.w.backend(ref)
+            assert r.status_code == 200, r.text
+            old = r.json()
+        new = None
+        if case.interaction == "create":
+            new = self.changed(a, case, rt, base)
+        elif case.interaction in ("update", "patch"):
+            assert old is not None
+            new = self.changed(a, case, rt, old)
+        verdict = self.expect(a, case, rt, old, new)
+        if case.interaction == "create":
+            r = await self.w.send(case.role, "POST", rt, new)
+        elif case.interaction == "update":
+            r = await self.w.send(case.role, "PUT", ref, new)
+        elif case.interaction == "patch":
+            ops = jsonpatch.make_patch(old, new).patch
+            r = await self.w.send(
+                case.role, "PATCH", ref, ops, **{"Content-Type": "application/json-patch+json"}
+            )
+        else:
+            r = await self.w.send(case.role, "DELETE", ref)
+        self.stats[verdict.why.split(":")[0]] += 1
+        self.stats["allowed" if r.status_code < 300 else "refused"] += 1
+        assert r.status_code in verdict.status, (case, verdict, r.status_code, r.text[:400])
+        if r.status_code < 300:
+            return
+        # Refused: nothing was stored and nothing changed.
+        if case.interaction == "create":
+            found = await self.w.s.get(self.w.tokens["backend"], rt, _tag=f"{TAG}|{mark}")
+            assert found.json()["total"] == 0, (case, found.text[:300])
+        else:
+            assert old is not None
+            after = (await self.w.backend(ref)).json()
+            assert after["meta"]["versionId"] == old["meta"]["versionId"], case
+
+
+@pytest.fixture(scope="module")
+async def world(mongo_uri: str) -> AsyncIterator[World]:
+    async with seeded_server(mongo_uri) as (app, http):
+        s = Server(http)
+        key = RSAKey.import_key(BACKEND["jwk"])
+        r = await request_token(s, assertion(key, BACKEND["client_id"], "RS384"))
+        assert r.status_code == 200, r.text
+        tokens = {"backend": r.json()["access_token"]}
+        for role in ROLES[:-1]:
+            tokens[role] = await s.token(role, USER)
+        world = World(W(s, tokens), app)
+        await world.load()
+        yield world
+
+
+RELATIONS = ("own", "child", "adolescent", "adult-granted", "stranger", "none")
+
+
+@st.composite
+def cases(draw: st.DrawFn, world: World) -> Case:
+    # Weighted towards the actors and interactions with most to tell apart: the sponsor
+    # holds every band; no user kind deletes and the backend client is read-only.
+    role = draw(st.sampled_from(("sponsor", "sponsor", *ROLES)))
+    a = world.actors[role]
+    interaction = draw(st.sampled_from(("create", "update", "patch") * 2 + INTERACTIONS))
+    relation = draw(st.sampled_from(RELATIONS))
+    own = [c for c, k in a.kinds.items() if k == a.own_kind]
+    related = [c for c, k in a.kinds.items() if k == relation]
+    strangers = [p for p in PATIENTS if p not in a.kinds]
+    pool = {"own": own, "stranger": strangers, "none": [None]}.get(relation, related)
+    target = draw(st.sampled_from(pool or strangers or list(PATIENTS)))
+    variants = sorted(IN_COMPARTMENT if target is not None else DIRECTORY)
+    usable = [
+        v
+        for v in variants
+        if writes.may_ever(world.table, a.possible_kinds, v.split(":")[0], interaction)
+    ]
+    # Half the time a type the actor may write at all (else most attempts stop at the
+    # first check); that choice is only sampling, the verdict is computed the same way.
+    if usable and draw(st.booleans()):
+        variants = usable
+    variant = draw(st.sampled_from(variants))
+    changes = ["plain", "plain", "protected"]
+    rt = variant.split(":")[0]
+    if any(b.fill and b.element.applies_to(rt) for b in world.table.bound):
+        changes.append("bound")
+    return Case(role, interaction, variant, target, draw(st.sampled_from(changes)))
+
+
+async def test_writes_follow_the_table(world: World) -> None:
+    @settings(
+        max_examples=EXAMPLES,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(cases(world))
+    def prop(case: Case) -> None:
+        anyio.from_thread.run(world.run, case)
+
+    started = time.monotonic()
+    await anyio.to_thread.run_sync(prop)
+    print(f"\n{dict(world.stats)} in {time.monotonic() - started:.1f} s")
+    # The examples reach both sides of the table.
+    assert world.stats["allowed"] >= 10 and world.stats["refused"] >= 10
