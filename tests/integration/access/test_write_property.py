@@ -19,6 +19,7 @@ examples.
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from collections import Counter
@@ -204,6 +205,7 @@ class Case:
     target: str | None  # a Patient compartment, or None (directory data)
     change: str  # "plain", "protected", "bound" or "move" (to the compartment `move_to`)
     move_to: str | None = None
+    via: str = "direct"  # or "batch": the one entry of a batch Bundle
 
 
 @dataclass
@@ -340,6 +342,28 @@ class World:
 
     # --- one example ----------------------------------------------------------------
 
+    async def send(self, case: Case, method: str, url: str, body: Any) -> tuple[int, str]:
+        """The write, directly or as the one entry of a batch (its entry's status)."""
+        patch = {"Content-Type": "application/json-patch+json"} if method == "PATCH" else {}
+        if case.via == "direct":
+            r = await self.w.send(case.role, method, url, body, **patch)
+            return r.status_code, r.text
+        entry: Doc = {"request": {"method": method, "url": url}}
+        if method == "PATCH":
+            data = base64.b64encode(orjson.dumps(body)).decode()
+            entry["resource"] = {
+                "resourceType": "Binary",
+                "contentType": "application/json-patch+json",
+                "data": data,
+            }
+        elif body is not None:
+            entry["resource"] = body
+        bundle = {"resourceType": "Bundle", "type": "batch", "entry": [entry]}
+        r = await self.w.send(case.role, "POST", "", bundle)
+        assert r.status_code == 200, r.text
+        answer = r.json()["entry"][0]["response"]
+        return int(answer["status"].split()[0]), orjson.dumps(answer).decode()
+
     def changed(self, a: Actor, case: Case, rt: str, resource: Doc) -> Doc:
         out = dict(resource)
         if case.change == "plain":
@@ -404,22 +428,18 @@ class World:
             assert old is not None
             new = self.changed(a, case, rt, old)
         verdict = self.expect(a, case, rt, old, new)
-        if case.interaction == "create":
-            r = await self.w.send(case.role, "POST", rt, new)
-        elif case.interaction == "update":
-            r = await self.w.send(case.role, "PUT", ref, new)
-        elif case.interaction == "patch":
-            ops = jsonpatch.make_patch(old, new).patch
-            r = await self.w.send(
-                case.role, "PATCH", ref, ops, **{"Content-Type": "application/json-patch+json"}
-            )
-        else:
-            r = await self.w.send(case.role, "DELETE", ref)
+        method, url, body = {
+            "create": ("POST", rt, new),
+            "update": ("PUT", ref, new),
+            "patch": ("PATCH", ref, jsonpatch.make_patch(old, new).patch if old else None),
+            "delete": ("DELETE", ref, None),
+        }[case.interaction]
+        status, text = await self.send(case, method, url, body)
         self.stats[verdict.why.split(":")[0]] += 1
-        self.stats["http 2xx" if r.status_code < 300 else "http refused"] += 1
-        self.stats[f"{case.change} {r.status_code}"] += 1
-        assert r.status_code in verdict.status, (case, verdict, r.status_code, r.text[:400])
-        if r.status_code < 300:
+        self.stats["http 2xx" if status < 300 else "http refused"] += 1
+        self.stats[f"{case.via} {status}"] += 1
+        assert status in verdict.status, (case, verdict, status, text[:400])
+        if status < 300:
             return
         # Refused: nothing was stored and nothing changed.
         if case.interaction == "create":
@@ -452,11 +472,12 @@ RELATIONS = ("own", "child", "adolescent", "adult-granted", "stranger", "none")
 @st.composite
 def cases(draw: st.DrawFn, world: World) -> Case:
     # Weighted towards the actors and interactions with most to tell apart: the sponsor
-    # holds every band; no user kind deletes and the backend client is read-only.
-    role = draw(st.sampled_from(("sponsor", "sponsor", *ROLES)))
+    # holds every band, the PCM a care team; no user kind deletes and the backend client
+    # is read-only. The actor's own compartment is drawn twice as often as any other.
+    role = draw(st.sampled_from(("sponsor", "sponsor", "dr.rachel.kim", *ROLES)))
     a = world.actors[role]
     interaction = draw(st.sampled_from(("create", "update", "patch") * 2 + INTERACTIONS))
-    relation = draw(st.sampled_from(RELATIONS))
+    relation = draw(st.sampled_from(("own", *RELATIONS)))
     strangers: list[str | None] = [p for p in PATIENTS if p not in a.kinds]
     pool: list[str | None]
     if relation == "none":
@@ -489,7 +510,8 @@ def cases(draw: st.DrawFn, world: World) -> Case:
     move_to = (
         draw(st.sampled_from([p for p in PATIENTS if p != target])) if change == "move" else None
     )
-    return Case(role, interaction, variant, target, change, move_to)
+    via = draw(st.sampled_from(("direct", "batch")))
+    return Case(role, interaction, variant, target, change, move_to, via)
 
 
 async def test_writes_follow_the_table(world: World) -> None:
@@ -508,4 +530,4 @@ async def test_writes_follow_the_table(world: World) -> None:
     await anyio.to_thread.run_sync(prop)
     print(f"\n{dict(world.stats)} in {time.monotonic() - started:.1f} s")
     # The examples reach both sides of the table.
-    assert world.stats["http 2xx"] >= 25 and world.stats["http refused"] >= 25
+    assert world.stats["http 2xx"] >= 20 and world.stats["http refused"] >= 20
