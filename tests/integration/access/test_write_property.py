@@ -203,7 +203,9 @@ class Case:
     interaction: str
     variant: str
     target: str | None  # a Patient compartment, or None (directory data)
-    change: str  # "plain", "protected", "bound" or "move" (to the compartment `move_to`)
+    # "plain", "protected", "bound" (names another author), "authored" (the stored version
+    # names another author, the write the actor) or "move" (into the compartment `move_to`)
+    change: str
     move_to: str | None = None
     via: str = "direct"  # or "batch": the one entry of a batch Bundle
 
@@ -366,7 +368,10 @@ class World:
 
     def changed(self, a: Actor, case: Case, rt: str, resource: Doc) -> Doc:
         out = dict(resource)
-        if case.change == "plain":
+        if case.change == "authored":
+            # Claiming the authorship of what someone else wrote.
+            out = self.forged(a, rt, out, a.user)
+        elif case.change == "plain":
             if rt == "Patient":
                 out["telecom"] = [{"system": "phone", "value": "555-0142"}]
             else:
@@ -392,13 +397,17 @@ class World:
                     }
                 ]
                 out["meta"] = meta
-        else:
-            bound = [b for b in self.table.bound if b.fill and b.element.applies_to(rt)]
-            assert bound
-            foreign = FOREIGN[a.user.split("/")[0] or "Patient"]
-            ref = {"reference": foreign}
-            out[bound[0].name] = [ref] if bound[0].many else ref
+        elif case.change == "bound":
+            out = self.forged(a, rt, out)
         return out
+
+    def forged(self, a: Actor, rt: str, resource: Doc, who: str = "") -> Doc:
+        """`resource` with its first fillable actor-bound element naming `who` (by default
+        someone other than the actor)."""
+        bound = [b for b in self.table.bound if b.fill and b.element.applies_to(rt)]
+        assert bound
+        ref = {"reference": who or FOREIGN[a.user.split("/")[0] or "Patient"]}
+        return {**resource, bound[0].name: [ref] if bound[0].many else ref}
 
     async def run(self, case: Case) -> None:
         a = self.actors[case.role]
@@ -415,8 +424,10 @@ class World:
                 ref = case.target
             else:
                 ref = f"{rt}/wp-{mark[:16]}"
+                # "authored": the stored version names another author (a clinician's message).
+                stored = self.forged(a, rt, base) if case.change == "authored" else base
                 await self.ctx.store.update(
-                    rt, ref.split("/")[1], {**base, "id": ref.split("/")[1]}
+                    rt, ref.split("/")[1], {**stored, "id": ref.split("/")[1]}
                 )
             r = await self.w.backend(ref)
             assert r.status_code == 200, r.text
@@ -502,14 +513,19 @@ def cases(draw: st.DrawFn, world: World) -> Case:
     variant = draw(st.sampled_from(variants))
     changes = ["plain", "plain", "protected"]
     rt = variant.split(":")[0]
+    rewrite = interaction in ("update", "patch")
     if any(b.fill and b.element.applies_to(rt) for b in world.table.bound):
-        changes.append("bound")
-    if target is not None and rt != "Patient" and interaction in ("update", "patch"):
+        changes += ["bound", "authored"] if rewrite else ["bound"]
+    if target is not None and rt != "Patient" and rewrite:
         changes.append("move")
     change = draw(st.sampled_from(changes))
-    move_to = (
-        draw(st.sampled_from([p for p in PATIENTS if p != target])) if change == "move" else None
-    )
+    # Mostly into a compartment the actor reaches (else the compartment check decides),
+    # its own the most (out of a dependent's, where other rules held, into its own).
+    own = [c for c, k in a.kinds.items() if k == a.own_kind][:1] * 3
+    reach = (*own, *a.kinds, *strangers[:1])
+    destinations = [p for p in reach if p is not None and p != target]
+    moved = draw(st.sampled_from(destinations or [p for p in PATIENTS if p != target]))
+    move_to = moved if change == "move" else None
     via = draw(st.sampled_from(("direct", "batch")))
     return Case(role, interaction, variant, target, change, move_to, via)
 
