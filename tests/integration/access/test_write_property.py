@@ -11,10 +11,13 @@ of `fhir_server/access/writes.py` (`may_ever`, `decide`, `protected_changes`, `f
 `bound_violations`); the facts those need (the kind of actor on each compartment, what the
 token reaches) come from the seed's declared logins (`seed_data/logins.json`: fhirUser,
 login level, acts_for), the family bands of `profiles/access/family.json` applied to the
-seeded birth dates, and the seeded care teams. The write goes over HTTP to one seeded
-server; its status must agree, and a refused write must leave nothing behind (read back
-with the backend-service token). Hypothesis runs derandomized with a bounded number of
-examples.
+seeded birth dates, and the seeded care teams. On top of the table the oracle applies the
+compartment layer of docs/access.md "Writes" (step 2: every compartment the resource is in
+must be reached and readable; a proxy never touches labels) and answers a hidden target
+404. The write goes over HTTP to one seeded server, directly or as the one entry of a
+batch; its status must agree exactly, and a refused write must leave nothing behind (read
+back with the backend-service token). Hypothesis runs derandomized with a bounded number
+of examples.
 """
 
 from __future__ import annotations
