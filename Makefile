@@ -25,7 +25,9 @@ typecheck: $(STAMP)
 
 test: $(STAMP) lint typecheck
 	bash scripts/ensure_chromium.sh
-	$(BIN)/python -m pytest -q
+	# Two workers, one embedded database each; a module's tests stay on one worker, so a
+	# module's seeded server is built once.
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.crud
