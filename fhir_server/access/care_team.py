@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir_server.access.family import period_covers, reference
-from fhir_server.storage.store import ResourceStore, as_store
+from fhir_server.storage.store import as_store
 
 Doc = dict[str, Any]
 TABLE = Path(__file__).resolve().parents[2] / "profiles" / "access" / "clinicians.json"
@@ -109,20 +109,14 @@ def _members(team: Doc, today: date) -> set[str]:
     return out
 
 
-async def _docs(store: ResourceStore, filt: Doc) -> list[Doc]:
-    return [
-        d["res"]
-        for d in await store.find(filt, {"res": 1}, what="The access policy")
-        if d.get("res")
-    ]
-
-
 async def care_team_patients(
     db: Any, table: ClinicianTable, practitioner: str, today: date
 ) -> tuple[str, ...]:
     """`Patient/<id>` of every active care team `practitioner` belongs to, sorted."""
     col = as_store(db, None)
-    roles = await _docs(col, {"rt": "PractitionerRole", "ix.k": f"practitioner={practitioner}"})
+    roles = await col.resources_matching(
+        {"rt": "PractitionerRole", "ix.k": f"practitioner={practitioner}"}
+    )
     frontier = {practitioner} | {
         f"PractitionerRole/{r['id']}" for r in roles if _active_role(r, today)
     }
@@ -130,7 +124,7 @@ async def care_team_patients(
     patients: set[str] = set()
     for _ in range(table.max_nesting):
         keys = sorted(f"participant={m}" for m in frontier)
-        teams = await _docs(col, {"rt": "CareTeam", "ix.k": {"$in": keys}})
+        teams = await col.resources_matching({"rt": "CareTeam", "ix.k": {"$in": keys}})
         joined: set[str] = set()
         for team in teams:
             ref = f"CareTeam/{team.get('id')}"

@@ -25,7 +25,7 @@ from typing import Any
 
 from fhir_server.access.consent import Grant, grant_of
 from fhir_server.access.rules import CompartmentRule
-from fhir_server.storage.store import ResourceStore, as_store
+from fhir_server.storage.store import as_store
 
 Doc = dict[str, Any]
 TABLE = Path(__file__).resolve().parents[2] / "profiles" / "access" / "family.json"
@@ -179,14 +179,6 @@ def _grant(consents: list[Doc], patient: str, actors: set[str], today: date) -> 
 # --- the per-request resolution ---------------------------------------------------------
 
 
-async def _docs(store: ResourceStore, filt: Doc) -> list[Doc]:
-    return [
-        d["res"]
-        for d in await store.find(filt, {"res": 1}, what="The access policy")
-        if d.get("res")
-    ]
-
-
 async def compartment_rules(
     db: Any,
     table: FamilyTable,
@@ -202,7 +194,9 @@ async def compartment_rules(
     policy from the search parser)."""
     col = as_store(db, None)
     wanted = sorted(set(compartments) | {fhir_user})
-    patients = {f"Patient/{p['id']}": p for p in await _docs(col, {"_id": {"$in": wanted}})}
+    patients = {
+        f"Patient/{p['id']}": p for p in await col.resources_matching({"_id": {"$in": wanted}})
+    }
     managed = level == MANAGED_LEVEL
     basic = level in table.basic_levels
     dependents = [c for c in compartments if managed or c != fhir_user]
@@ -210,22 +204,23 @@ async def compartment_rules(
     # manager who is no Patient here) any RelatedPerson of the beneficiary, the Consent
     # deciding which one was appointed.
     if managed:
-        rps = await _docs(
-            col,
+        rps = await col.resources_matching(
             {"rt": "RelatedPerson", "ix.k": {"$in": [f"patient={d}" for d in dependents]}},
         )
     else:
         user = patients.get(fhir_user) or {}
         links = [reference(link.get("other")) for link in user.get("link") or []]
         rp_ids = [r for r in links if r and r.startswith("RelatedPerson/")]
-        rps = await _docs(col, {"_id": {"$in": rp_ids}}) if rp_ids else []
+        rps = await col.resources_matching({"_id": {"$in": rp_ids}}) if rp_ids else []
     by_patient: dict[str, list[Doc]] = {}
     for rp in rps:
         target = reference(rp.get("patient"))
         if target and active_relatedperson(rp, today):
             by_patient.setdefault(target, []).append(rp)
     consents = (
-        await _docs(col, {"rt": "Consent", "ix.k": {"$in": [f"patient={d}" for d in dependents]}})
+        await col.resources_matching(
+            {"rt": "Consent", "ix.k": {"$in": [f"patient={d}" for d in dependents]}}
+        )
         if dependents
         else []
     )

@@ -201,6 +201,10 @@ class ResourceStore:
             )
             return [d async for d in cursor]
 
+    async def resources_matching(self, filt: Doc, *, what: str = "The access policy") -> list[Doc]:
+        """The FHIR resources (`res`) of the current documents matching `filt`."""
+        return [d["res"] for d in await self.find(filt, {"res": 1}, what=what) if d.get("res")]
+
     async def count(self, filt: Doc, *, what: str = "Counting the results") -> int:
         with time_limited(what):
             return int(await self.resources.count_documents(filt, maxTimeMS=self.max_time_ms))
