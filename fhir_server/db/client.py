@@ -40,6 +40,9 @@ HISTORY_INDEXES = [
 # A socket read waits at most this long (the server's default, DB_SOCKET_TIMEOUT_MS): well past
 # any query's time limit, so only a database that stopped answering trips it.
 SOCKET_TIMEOUT_MS = 30_000
+# Connecting, and the driver's heartbeat, may take this long before the server is marked
+# unknown (see client_options).
+CONNECT_TIMEOUT_MS = 10_000
 
 
 def client_options(timeout_ms: int, socket_timeout_ms: int = SOCKET_TIMEOUT_MS) -> dict[str, Any]:
@@ -53,7 +56,11 @@ def client_options(timeout_ms: int, socket_timeout_ms: int = SOCKET_TIMEOUT_MS) 
     """
     return {
         "serverSelectionTimeoutMS": timeout_ms,
-        "connectTimeoutMS": timeout_ms,
+        # Also the driver's heartbeat timeout: a busy database (the embedded one shares the
+        # CPU) that answers a heartbeat late must not have its pool cleared and every
+        # operation in flight cancelled. A database that is down refuses at once, and server
+        # selection still gives up after `timeout_ms`.
+        "connectTimeoutMS": max(timeout_ms, CONNECT_TIMEOUT_MS),
         "socketTimeoutMS": socket_timeout_ms,
         # Waiting for a pooled connection is bounded too (the pool is full under overload).
         "waitQueueTimeoutMS": timeout_ms,
