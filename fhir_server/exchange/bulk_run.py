@@ -130,7 +130,11 @@ async def _batch(resources: ResourceStore, query: Doc, after: str | None) -> lis
         # query-qualified scope on `_id`).
         query = {"_id": {"$gt": after}, "$and": [query]}
     return await resources.find(
-        query, {"res": 1}, sort=[("_id", ASCENDING)], limit=BATCH, what="The export query"
+        query,
+        {"res": 1, "comp": 1},
+        sort=[("_id", ASCENDING)],
+        limit=BATCH,
+        what="The export query",
     )
 
 
@@ -186,7 +190,9 @@ async def run_export(resources: ResourceStore, store: JobStore, job: Job) -> Non
                 res = d.get("res")
                 if not isinstance(res, dict):
                     continue
-                if job.policy.restricted and not screen(job.policy, indexer, res, where="export"):
+                if job.policy.restricted and not screen(
+                    job.policy, indexer, res, where="export", stored=d.get("comp")
+                ):
                     continue
                 if elements:
                     res = apply(res, None, elements)

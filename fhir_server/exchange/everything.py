@@ -118,6 +118,7 @@ class _Pager:
             type_filter=type_filter,
         )
         self.page.resources += found.resources
+        self.page.stored_comps.update(found.stored_comps)
         self.remaining -= len(found.resources)
         last = _ref(found.resources[-1]) if found.resources else None
         return found, last
@@ -183,8 +184,17 @@ class _Pager:
         `MAX_INCLUDES`."""
         policy, indexer = self.req.policy, self.ctx.store.indexer
         page = self.page
+        stored = page.stored_comps
         page.resources = [
-            r for r in page.resources if screen(policy, indexer, r, where="everything")
+            r
+            for r in page.resources
+            if screen(
+                policy,
+                indexer,
+                r,
+                where="everything",
+                stored=stored.get(f"{r.get('resourceType')}/{r.get('id')}"),
+            )
         ]
         seen = {_ref(r) for r in page.resources}
         # A Patient is always in its own compartment: never an include.

@@ -63,7 +63,9 @@ def _entry(ctx: ServerContext, doc: Doc) -> Doc:
 
 def _screened(ctx: ServerContext, req: FhirRequest, doc: Doc) -> bool:
     res = doc.get("res")
-    return res is None or screen(req.policy, ctx.store.indexer, res, where="history")
+    return res is None or screen(
+        req.policy, ctx.store.indexer, res, where="history", stored=doc.get("comp")
+    )
 
 
 async def _history_filter(ctx: ServerContext, req: FhirRequest, rt: str | None) -> dict[str, Any]:
@@ -92,7 +94,9 @@ async def _deleted_versions(
     if len(docs) > MAX_DELETED_VERSIONS:
         raise TooCostly(f"{rt}/{rid} has too many versions to check; use _since")
     shown = [
-        d for d in docs if d.get("res") is None or admitted(req.policy, ctx.store.indexer, d["res"])
+        d
+        for d in docs
+        if d.get("res") is None or admitted(req.policy, ctx.store.indexer, d["res"], d.get("comp"))
     ]
     page = [d for d in shown if before is None or d["vid"] < before[2]]
     return page[: count + 1], len(shown)

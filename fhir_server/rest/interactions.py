@@ -126,7 +126,7 @@ async def vread(ctx: ServerContext, req: FhirRequest, rt: str, rid: str, vid: st
     if (
         req.policy.restricted
         and v.resource is not None
-        and not admitted(req.policy, ctx.store.indexer, v.resource)
+        and not admitted(req.policy, ctx.store.indexer, v.resource, v.comp)
     ):
         raise NotFound(f"{rt}/{rid} has no version {vid}")
     return resource_response(ctx, v)

@@ -71,6 +71,8 @@ class Version:
     lu: datetime
     resource: Doc | None
     method: str = "PUT"
+    # The stored patient compartments (inherited ones included: access/compartments.py).
+    comp: tuple[str, ...] = ()
 
     @property
     def etag(self) -> str:
@@ -89,6 +91,7 @@ class Version:
             lu=doc["lu"],
             resource=doc.get("res"),
             method=doc.get("method", "PUT"),
+            comp=tuple(doc.get("comp") or ()),
         )
 
 

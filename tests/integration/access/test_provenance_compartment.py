@@ -69,6 +69,14 @@ async def check_visibility(server: Server) -> None:
     }
     assert "Provenance/prov-1" in included
     assert (await server.get(veteran, "Provenance/prov-none")).status_code == 404
+    # The post-check of versions and of $everything judges by the stored compartments too.
+    assert (await server.get(veteran, "Provenance/prov-1/_history/1")).status_code == 200
+    hist = await server.get(veteran, "Provenance/prov-1/_history")
+    assert hist.status_code == 200, hist.text
+    assert ids(hist.json()) == {"Provenance/prov-1"}
+    every = await server.get(veteran, f"{VETERAN}/$everything", _count="1000")
+    assert every.status_code == 200, every.text
+    assert "Provenance/prov-1" in ids(every.json())
 
     assert (await server.get(sponsor, "Provenance/prov-1")).status_code == 404
     other = await server.get(sponsor, "Provenance", target="Observation/prov-obs")
