@@ -29,7 +29,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from fhir_server.access.family import period_covers, reference
+from fhir_server.access.consent import period_covers
+from fhir_server.access.family import reference
 from fhir_server.storage.store import as_store
 
 Doc = dict[str, Any]

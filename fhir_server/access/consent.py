@@ -105,7 +105,8 @@ def _codings(concept: Any) -> set[tuple[str, str]]:
     }
 
 
-def _period_covers(period: Any, today: date) -> bool:
+def period_covers(period: Any, today: date) -> bool:
+    """True when a FHIR Period covers `today` (an open end covers; no period covers)."""
     if not isinstance(period, dict):
         return True
     day = today.isoformat()
@@ -151,7 +152,7 @@ def grant_of(
     root = consent.get("provision")
     if not isinstance(root, dict) or root.get("type") != "permit":
         return None
-    if not _period_covers(root.get("period"), today) or not _actors(root) & actors:
+    if not period_covers(root.get("period"), today) or not _actors(root) & actors:
         return None
     actions = [a for a in root.get("action") or [] if isinstance(a, dict)]
     if actions and not any(_codings(a) & table.access_actions for a in actions):
@@ -165,7 +166,7 @@ def _exceptions(
     provision: Doc, grant: Grant, actors: set[str], today: date, table: ConsentTable
 ) -> Grant:
     for child in provision.get("provision") or []:
-        if not isinstance(child, dict) or not _period_covers(child.get("period"), today):
+        if not isinstance(child, dict) or not period_covers(child.get("period"), today):
             continue
         named = _actors(child)
         if named and not named & actors:

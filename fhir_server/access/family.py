@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from fhir_server.access.consent import Grant, grant_of
+from fhir_server.access.consent import Grant, grant_of, period_covers
 from fhir_server.access.rules import CompartmentRule
 from fhir_server.storage.store import as_store
 
@@ -133,16 +133,6 @@ def reference(node: Any) -> str | None:
     if isinstance(node, dict) and isinstance(node.get("reference"), str):
         return str(node["reference"])
     return None
-
-
-def period_covers(period: Any, today: date) -> bool:
-    if not isinstance(period, dict):
-        return True
-    day = today.isoformat()
-    start, end = period.get("start"), period.get("end")
-    if isinstance(start, str) and start[:10] > day:
-        return False
-    return not (isinstance(end, str) and end[:10] < day)
 
 
 def active_relatedperson(rp: Doc, today: date) -> bool:

@@ -193,8 +193,21 @@ class ResourceStore:
         what: str = "The search",
     ) -> list[Doc]:
         """Current documents matching `filt` (a filter the caller built with `$and`)."""
+        return await self._find(self.resources, filt, projection, sort, limit, session, what)
+
+    async def _find(
+        self,
+        collection: Any,
+        filt: Doc,
+        projection: Doc | None,
+        sort: list[tuple[str, int]] | None,
+        limit: int,
+        session: AsyncClientSession | None,
+        what: str,
+    ) -> list[Doc]:
+        """One time-limited query on `collection`, every document of its answer."""
         with time_limited(what):
-            cursor = self.resources.find(
+            cursor = collection.find(
                 filt,
                 projection,
                 sort=sort,
@@ -310,16 +323,9 @@ class ResourceStore:
         limit: int = 0,
         session: AsyncClientSession | None = None,
     ) -> list[Doc]:
-        with time_limited("The history query"):
-            cursor = self.history.find(
-                filt,
-                projection,
-                sort=sort,
-                limit=limit,
-                session=session,
-                max_time_ms=self.max_time_ms,
-            )
-            return [d async for d in cursor]
+        return await self._find(
+            self.history, filt, projection, sort, limit, session, "The history query"
+        )
 
     async def _last_version(
         self, rt: str, rid: str, session: AsyncClientSession | None
