@@ -306,6 +306,9 @@ def test_sigterm_stops_the_server_in_bounded_time_with_the_database_hung(
             os.kill(db_pid, signal.SIGSTOP)
             pending = [asyncio.create_task(one(i)) for i in range(in_flight + 12)]
             await asyncio.sleep(1.5)
+            # What the bound promises: at most `in_flight` requests wait; the rest were
+            # answered at once (shed, or done before the others came on a slow machine).
+            waiting = len(pending) - sum(answers.values())
             shed_now = answers[503]
             assert srv.proc is not None
             started = time.monotonic()
@@ -313,7 +316,8 @@ def test_sigterm_stops_the_server_in_bounded_time_with_the_database_hung(
             await asyncio.to_thread(srv.proc.wait, stop_s + 10)
             took = time.monotonic() - started
             await asyncio.gather(*pending)
-            assert shed_now >= 12, answers  # over the bound: refused at once, not queued
+            assert waiting <= in_flight, answers  # over the bound: refused at once, not queued
+            assert shed_now >= 1, answers
             return took
 
     try:
