@@ -13,11 +13,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from functools import cached_property
 from typing import Any
 
 from fhir_server.access import care_team, scope_filters
 from fhir_server.access.family import Band, FamilyTable, compartment_rules, load_table
 from fhir_server.access.rules import CompartmentRule, DirectoryRule, rules_admit, rules_filter
+from fhir_server.access.stored_keys import LABEL_PARAM, key_param
 from fhir_server.errors import BadRequest, Forbidden
 from fhir_server.search.parse import parse_search
 from fhir_server.search.query import criterion_filter
@@ -53,6 +55,12 @@ class AccessPolicy:
     directory: DirectoryRule | None = None
     # The stated reason when a clinician broke the glass for this request (audited).
     break_glass: str | None = None
+
+    @cached_property
+    def key_params(self) -> frozenset[str]:
+        """The parameters whose index keys the rules hide by (labels, message senders...):
+        what a stored document's access keys must cover for the post-check (stored_keys.py)."""
+        return frozenset(key_param(k) for r in self.rules or () for k in r.hidden_keys)
 
     @property
     def restricted(self) -> bool:
@@ -295,7 +303,7 @@ def label_keys(registry: Any, table: FamilyTable) -> tuple[str, ...]:
     """The sensitive labels as index keys, by parsing `_security:not=<sys>|<code>,...`
     (a policy rule is a search)."""
     value = ",".join(f"{system}|{code}" for system, code in table.labels)
-    req = parse_search(None, [("_security:not", value)], registry, strict=True)
+    req = parse_search(None, [(f"{LABEL_PARAM}:not", value)], registry, strict=True)
     return tuple(_keys(criterion_filter(req.criteria[0], resource_type=None, elem_match=True)))
 
 
