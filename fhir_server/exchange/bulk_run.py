@@ -131,7 +131,7 @@ async def _batch(resources: ResourceStore, query: Doc, after: str | None) -> lis
         query = {"_id": {"$gt": after}, "$and": [query]}
     return await resources.find(
         query,
-        {"res": 1, "comp": 1},
+        {"res": 1, "comp": 1, "ak": 1},
         sort=[("_id", ASCENDING)],
         limit=BATCH,
         what="The export query",
@@ -191,7 +191,7 @@ async def run_export(resources: ResourceStore, store: JobStore, job: Job) -> Non
                 if not isinstance(res, dict):
                     continue
                 if job.policy.restricted and not screen(
-                    job.policy, indexer, res, where="export", stored=d.get("comp")
+                    job.policy, indexer, res, where="export", stored=d
                 ):
                     continue
                 if elements:

@@ -118,7 +118,7 @@ class _Pager:
             type_filter=type_filter,
         )
         self.page.resources += found.resources
-        self.page.stored_comps.update(found.stored_comps)
+        self.page.stored_access.update(found.stored_access)
         self.remaining -= len(found.resources)
         last = _ref(found.resources[-1]) if found.resources else None
         return found, last
@@ -184,7 +184,7 @@ class _Pager:
         `MAX_INCLUDES`."""
         policy, indexer = self.req.policy, self.ctx.store.indexer
         page = self.page
-        stored = page.stored_comps
+        stored = page.stored_access
         page.resources = [
             r
             for r in page.resources
@@ -214,7 +214,11 @@ class _Pager:
         if len(found) > MAX_INCLUDES:
             found = found[:MAX_INCLUDES]
             page.warnings.append(f"Included resources were capped at {MAX_INCLUDES}")
-        page.included = [r for r in found if screen(policy, indexer, r, where="everything-include")]
+        page.included = [
+            d["res"]
+            for d in found
+            if screen(policy, indexer, d["res"], where="everything-include", stored=d)
+        ]
 
 
 async def everything(ctx: ServerContext, req: FhirRequest, patient_id: str | None) -> FhirResponse:

@@ -52,8 +52,9 @@ async def fetch(
     type_filter: TypeFilter | None,
     limit: int,
 ) -> list[Doc]:
-    """The referenced resources outside every compartment, at most `limit`, each query
-    ANDed with the policy's filter for its type."""
+    """The stored documents (`res`, and the `comp` and `ak` the post-check tests) of the
+    referenced resources outside every compartment, at most `limit`, each query ANDed
+    with the policy's filter for its type."""
     by_type: dict[str, list[str]] = {}
     for ref in refs:
         by_type.setdefault(ref.split("/", 1)[0], []).append(ref)
@@ -65,6 +66,7 @@ async def fetch(
         filt = all_of([{"_id": {"$in": by_type[rt]}}, OUTSIDE])
         if type_filter is not None:
             filt = all_of([filt, type_filter(rt)])
-        docs = await store.find(filt, {"res": 1}, limit=room, what="$everything")
-        found += [d["res"] for d in docs]
+        found += await store.find(
+            filt, {"res": 1, "comp": 1, "ak": 1}, limit=room, what="$everything"
+        )
     return found

@@ -63,9 +63,7 @@ def _entry(ctx: ServerContext, doc: Doc) -> Doc:
 
 def _screened(ctx: ServerContext, req: FhirRequest, doc: Doc) -> bool:
     res = doc.get("res")
-    return res is None or screen(
-        req.policy, ctx.store.indexer, res, where="history", stored=doc.get("comp")
-    )
+    return res is None or screen(req.policy, ctx.store.indexer, res, where="history", stored=doc)
 
 
 async def _history_filter(ctx: ServerContext, req: FhirRequest, rt: str | None) -> dict[str, Any]:
@@ -96,7 +94,7 @@ async def _deleted_versions(
     shown = [
         d
         for d in docs
-        if d.get("res") is None or admitted(req.policy, ctx.store.indexer, d["res"], d.get("comp"))
+        if d.get("res") is None or admitted(req.policy, ctx.store.indexer, d["res"], d)
     ]
     page = [d for d in shown if before is None or d["vid"] < before[2]]
     return page[: count + 1], len(shown)

@@ -80,8 +80,7 @@ async def visible_version(ctx: ServerContext, req: FhirRequest, rt: str, rid: st
     doc = await ctx.store.find_visible(rt, rid, visible(req, rt), session=req.session)
     if doc is not None:
         v = Version.from_doc(doc)
-        stored = doc.get("comp") or []
-        if not screen(req.policy, ctx.store.indexer, v.resource, where="read", stored=stored):
+        if not screen(req.policy, ctx.store.indexer, v.resource, where="read", stored=doc):
             raise NotFound(f"{rt}/{rid} is not known")
         return v
     tomb = await ctx.store.tombstone(rt, rid, session=req.session)
@@ -126,7 +125,7 @@ async def vread(ctx: ServerContext, req: FhirRequest, rt: str, rid: str, vid: st
     if (
         req.policy.restricted
         and v.resource is not None
-        and not admitted(req.policy, ctx.store.indexer, v.resource, v.comp)
+        and not admitted(req.policy, ctx.store.indexer, v.resource, v.stored)
     ):
         raise NotFound(f"{rt}/{rid} has no version {vid}")
     return resource_response(ctx, v)

@@ -85,7 +85,7 @@ async def search(
         max_time_ms=ctx.settings.query_max_time_ms,
     )
     if policy.restricted:
-        indexer, stored = ctx.store.indexer, page.stored_comps
+        indexer, stored = ctx.store.indexer, page.stored_access
         page.resources = [
             r
             for r in page.resources

@@ -174,7 +174,9 @@ async def _resolves(ctx: ServerContext, req: FhirRequest, ref: str) -> bool:
     if m is None or m.group(1) not in ctx.known_types:
         return False
     filt = req.policy.type_filter(m.group(1)) or None
-    found = await ctx.store.find_visible(m.group(1), m.group(2), filt, session=req.session)
+    found = await ctx.store.find_visible(
+        m.group(1), m.group(2), filt, session=req.session, fields={"_id": 1}
+    )
     return found is not None
 
 

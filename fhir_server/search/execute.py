@@ -47,13 +47,13 @@ class SearchPage:
     prev_cursor: str | None = None
     compartment: str | None = None
     warnings: list[str] = field(default_factory=list)
-    # `Type/id` -> the stored `comp`, for the post-check of inherited compartments
-    # (access/compartments.py), which a resource alone does not show.
-    stored_comps: dict[str, list[str]] = field(default_factory=dict)
+    # `Type/id` -> the stored `comp` and `ak` of each resource, which the post-check tests
+    # (access/screen.py) instead of indexing the resource again.
+    stored_access: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def note_compartments(self, docs: list[dict[str, Any]]) -> None:
         for d in docs:
-            self.stored_comps[str(d["_id"])] = list(d.get("comp") or [])
+            self.stored_access[str(d["_id"])] = {"comp": d.get("comp") or [], "ak": d.get("ak")}
 
 
 _DIALECT: dict[int, bool] = {}
@@ -194,7 +194,7 @@ class _Run:
             for t, group in by_type.items():
                 found += await self.find(
                     self.scoped(t, {"_id": {"$in": group}}),
-                    {"res": 1, "ix.k": 1, "comp": 1},
+                    {"res": 1, "ix.k": 1, "comp": 1, "ak": 1},
                     limit=MAX_INCLUDES + 1,
                 )
             for r in revs:
@@ -206,7 +206,7 @@ class _Run:
                 if keys:
                     found += await self.find(
                         self.scoped(r.source_type, {"rt": r.source_type, "ix.k": {"$in": keys}}),
-                        {"res": 1, "ix.k": 1, "comp": 1},
+                        {"res": 1, "ix.k": 1, "comp": 1, "ak": 1},
                         limit=MAX_INCLUDES + 1,
                     )
             fresh = [d for d in found if d["_id"] not in seen]
@@ -380,7 +380,9 @@ async def run_search(
         eff = sort if direction == "a" else [(f, -o) for f, o in sort]
         query = all_of([filt, cur.boundary(eff, values)])
     eff_sort = sort if direction == "a" else [(f, -o) for f, o in sort]
-    proj: dict[str, Any] = {"res": 1, "lu": 1, "ix.o": 1, "comp": 1}
+    # The sort values the cursors are made of, not every parameter's (`ix.o`).
+    proj: dict[str, Any] = {"res": 1, "lu": 1, "comp": 1, "ak": 1}
+    proj.update((f, 1) for f, _ in sort if f.startswith("ix."))
     if req.includes:
         proj["ix.k"] = 1
     docs = await run.find(query, proj, sort=eff_sort, limit=req.count + 1)

@@ -36,7 +36,13 @@ class Store(Protocol):
     async def count(self, filt: Doc, *, what: str = ...) -> int: ...
     async def distinct(self, field: str, filt: Doc, *, what: str = ...) -> list[Any]: ...
     async def find_visible(
-        self, rt: str, rid: str, visible: Doc | None, *, session: AsyncClientSession | None = None
+        self,
+        rt: str,
+        rid: str,
+        visible: Doc | None,
+        *,
+        session: AsyncClientSession | None = None,
+        fields: Doc | None = ...,
     ) -> Doc | None: ...
     async def read(
         self,

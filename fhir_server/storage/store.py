@@ -28,6 +28,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from fhir_server.access.compartments import CompartmentInheritance
 from fhir_server.access.labels import normalised
+from fhir_server.access.stored_keys import access_field
 from fhir_server.errors import Gone, NotFound, PreconditionFailed, ServiceUnavailable
 from fhir_server.storage.limits import DEFAULT_MAX_TIME_MS, time_limited
 
@@ -40,6 +41,12 @@ Indexer = Callable[[Doc], tuple[Doc, list[str]]]
 
 # Contended writers retry with jittered backoff; past this many losses the client gets 503.
 MAX_WRITE_ATTEMPTS = 40
+# What a read returns of a current document: the resource, its version, the compartments
+# and access keys the post-check tests; never the index arrays `ix` (docs/storage.md,
+# "Lean reads").
+READ_FIELDS: Doc = {"rt": 1, "id": 1, "vid": 1, "lu": 1, "res": 1, "comp": 1, "ak": 1}
+# Fields a history version copies from the current document it was written with.
+VERSION_FIELDS = ("rt", "id", "vid", "lu", "comp", "sk", "res", "ak")
 
 
 def no_index(resource: Doc) -> tuple[Doc, list[str]]:
@@ -73,6 +80,8 @@ class Version:
     method: str = "PUT"
     # The stored patient compartments (inherited ones included: access/compartments.py).
     comp: tuple[str, ...] = ()
+    # The stored access keys (`ak`, access/stored_keys.py); None for a version without.
+    access: Doc | None = None
 
     @property
     def etag(self) -> str:
@@ -92,7 +101,13 @@ class Version:
             resource=doc.get("res"),
             method=doc.get("method", "PUT"),
             comp=tuple(doc.get("comp") or ()),
+            access=doc.get("ak"),
         )
+
+    @property
+    def stored(self) -> Doc:
+        """The stored facts the post-check tests (screen.py): `comp` and `ak`."""
+        return {"comp": list(self.comp), "ak": self.access}
 
 
 @dataclass(frozen=True)
@@ -235,15 +250,27 @@ class ResourceStore:
     async def current(
         self, rt: str, rid: str, *, session: AsyncClientSession | None = None
     ) -> Doc | None:
-        return await self.find_visible(rt, rid, None, session=session)
+        """The whole current document (index entries included), for writers."""
+        return await self.find_visible(rt, rid, None, session=session, fields=None)
 
     async def find_visible(
-        self, rt: str, rid: str, visible: Doc | None, *, session: AsyncClientSession | None = None
+        self,
+        rt: str,
+        rid: str,
+        visible: Doc | None,
+        *,
+        session: AsyncClientSession | None = None,
+        fields: Doc | None = READ_FIELDS,
     ) -> Doc | None:
         """The current document of `rt/rid` if the filter `visible` (the policy's, for
-        this type) lets it through: a read is a search on `_id` under the policy."""
+        this type) lets it through: a read is a search on `_id` under the policy. Only
+        `fields` come back (the whole document for None)."""
         docs = await self.find(
-            visible_query(f"{rt}/{rid}", visible), limit=1, session=session, what="The read"
+            visible_query(f"{rt}/{rid}", visible),
+            fields,
+            limit=1,
+            session=session,
+            what="The read",
         )
         return docs[0] if docs else None
 
@@ -444,7 +471,7 @@ class ResourceStore:
                 vid = (last["vid"] + 1) if last else 1
             doc = self.document(rt, rid, vid, resource)
             await self.inherit_compartments(doc, session=session)
-            hist = {k: doc[k] for k in ("rt", "id", "vid", "lu", "comp", "sk", "res")}
+            hist = {k: doc[k] for k in VERSION_FIELDS}
             hist["_id"] = f"{rt}/{rid}/{vid}"
             hist["method"] = method
 
@@ -496,6 +523,7 @@ class ResourceStore:
             "comp": comp,
             "sk": comp[0] if comp else f"{rt}/{rid}",
             "ix": ix,
+            "ak": access_field(ix.get("k", ())),
         }
 
     async def inherit_compartments(
@@ -602,7 +630,7 @@ class ResourceStore:
         bulk, skipping any already written (a retried batch): the audit sink's path."""
         hist = []
         for d in docs:
-            h = {k: d[k] for k in ("rt", "id", "vid", "lu", "comp", "sk", "res")}
+            h = {k: d[k] for k in VERSION_FIELDS if k in d}
             h["_id"] = f"{d['_id']}/{d['vid']}"
             h["method"] = "POST"
             hist.append(h)
@@ -615,10 +643,12 @@ class ResourceStore:
                     raise
 
     async def set_index_entries(self, key: str, vid: int, ix: Doc, comp: list[str]) -> bool:
-        """Replace the index entries of one current document if it is still at `vid`."""
+        """Replace the index entries (and the access keys drawn from them) of one current
+        document if it is still at `vid`."""
         sk = comp[0] if comp else key
+        ak = access_field(ix.get("k", ()))
         r = await self.resources.update_one(
-            {"_id": key, "vid": vid}, {"$set": {"ix": ix, "comp": comp, "sk": sk}}
+            {"_id": key, "vid": vid}, {"$set": {"ix": ix, "comp": comp, "sk": sk, "ak": ak}}
         )
         return r.matched_count == 1
 

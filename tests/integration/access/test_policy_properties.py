@@ -7,7 +7,9 @@ on the real database:
 
 - every resource the narrowed query (`criteria AND policy.type_filter`) returns matches the
   search and is admitted by `policy.admits` in memory;
-- every stored resource that the search matches and `policy.admits` admits is returned.
+- every stored resource that the search matches and `policy.admits` admits is returned;
+- `policy.admits` on the stored access keys (`ak`, what the post-check tests) decides as
+  on the whole index (`ix.k`).
 
 Types the token's scopes do not grant must return nothing (`admits` leaves scopes out).
 Hypothesis runs derandomized with a bounded number of examples (docs/access.md).
@@ -28,6 +30,7 @@ from hypothesis import strategies as st
 
 import smart_auth
 from fhir_server.access.policy import AccessPolicy, build_policy
+from fhir_server.access.stored_keys import stored_keys
 from fhir_server.errors import FhirError
 from fhir_server.search.execute import criteria_filter
 from fhir_server.search.parse import parse_search
@@ -90,7 +93,7 @@ class World:
         col = self.ctx.store.resources
         matched = {
             d["_id"]: d
-            async for d in col.find({"$and": [{"rt": rt}, crit]}, {"comp": 1, "ix.k": 1})
+            async for d in col.find({"$and": [{"rt": rt}, crit]}, {"comp": 1, "ix.k": 1, "ak": 1})
         }
         narrowed_filter = {"$and": [{"rt": rt}, crit, policy.type_filter(rt)]}
         narrowed = {d["_id"] async for d in col.find(narrowed_filter, {"_id": 1})}
@@ -101,11 +104,19 @@ class World:
             for i, d in matched.items()
             if granted and policy.admits(rt, d.get("comp") or [], (d.get("ix") or {}).get("k", []))
         }
+        context = (role, rt, params)
+        # The post-check's stored access keys (`ak`) decide as the whole index does.
+        by_ak = set()
+        for i, d in matched.items():
+            keys = stored_keys(d, policy.key_params)
+            assert keys is not None, (context, i)  # every document is written with `ak`
+            if granted and policy.admits(rt, d.get("comp") or [], keys):
+                by_ak.add(i)
+        assert by_ak == admitted, (context, by_ak ^ admitted)
         self.stats["cases"] += 1
         self.stats["matched"] += bool(matched)
         self.stats["narrowed"] += bool(narrowed)
         self.stats["hidden"] += len(matched) > len(narrowed) > 0
-        context = (role, rt, params)
         assert narrowed <= set(matched), context  # the policy only narrows
         assert narrowed == admitted, (context, narrowed ^ admitted)
 
