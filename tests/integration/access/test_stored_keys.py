@@ -127,9 +127,11 @@ async def test_no_read_path_fetches_the_index_arrays(
     sent: list[tuple[str, Any]] = []
     original = ResourceStore._find
 
-    async def spy(self: ResourceStore, collection: Any, filt: Any, projection: Any, *a: Any):
+    async def spy(
+        self: ResourceStore, collection: Any, filt: Any, projection: Any, *a: Any, **kw: Any
+    ) -> Any:
         sent.append((collection.name, projection))
-        return await original(self, collection, filt, projection, *a)
+        return await original(self, collection, filt, projection, *a, **kw)
 
     monkeypatch.setattr(ResourceStore, "_find", spy)
     view = await _view(env)
