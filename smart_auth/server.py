@@ -25,13 +25,15 @@ from smart_auth.models import AuthContext, GrantSubject
 from smart_auth.oauth import SmartAuthorizationServerBase
 from smart_auth.oidc import id_token
 from smart_auth.policy import AccessPolicy
+from smart_auth.revocations import Revocation, RevocationWatch
 from smart_auth.rfc7009 import RevocationEndpoint
 from smart_auth.rfc7523 import JwksFetcher, PrivateKeyJWT
 from smart_auth.rfc7636 import S256CodeChallenge
 from smart_auth.rfc7662 import IntrospectionEndpoint
-from smart_auth.rfc9068 import issue_access_token, verify
+from smart_auth.rfc9068 import issue_access_token, verified
 from smart_auth.scopes import split
 from smart_auth.store import AuthStore, digest, later, now
+from smart_auth.token_cache import Entry, TokenCache
 
 log = logging.getLogger("smart_auth")
 # How long the registered redirect URIs (the CORS origins) are kept between lookups: a
@@ -81,6 +83,13 @@ class AuthServer:
         # AuditEvent); set before or after start.
         self.audit_hook: Callable[[dict[str, Any]], None] | None = None
         self._redirect_uris: tuple[float, list[str]] | None = None
+        cfg = self.config
+        self.token_cache: TokenCache | None = (
+            TokenCache(cfg.token_cache_size, stale_after_s=cfg.revocation_bound_s)
+            if cfg.token_cache_size > 0
+            else None
+        )
+        self._watch: RevocationWatch | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -95,6 +104,7 @@ class AuthServer:
                 return
             store = AuthStore(mongo_uri, self.config.database)
             store.on_event = self._on_auth_event
+            store.on_revoke = self._on_revoke
             store.ensure_indexes()
             keys = SigningKeys(store, self.config.retired_key_keep_s)
             keys.bootstrap()
@@ -102,6 +112,11 @@ class AuthServer:
             self.launches = Launches(store)
             self._register(store)
             self._store = store
+            if self.token_cache is not None:
+                self._watch = RevocationWatch(
+                    store, self.token_cache, self.config.revocation_poll_s
+                )
+                self._watch.start()
         if self.settings.auto_seed and not self.config.production:
             try:
                 self.seed_development()
@@ -125,8 +140,16 @@ class AuthServer:
         oauth.register_endpoint(RevocationEndpoint)
         oauth.register_endpoint(IntrospectionEndpoint)
 
+    def _on_revoke(self, events: list[Revocation]) -> None:
+        # This process drops at once what it revoked; the others read the feed.
+        if self.token_cache is not None:
+            self.token_cache.drop(events)
+
     def close(self) -> None:
         with self._lock:
+            watch, self._watch = self._watch, None
+            if watch is not None:
+                watch.stop()
             if self._store is not None:
                 self._store.close()
                 self._store = None
@@ -242,9 +265,22 @@ class AuthServer:
         )
         return grant_id
 
+    def cached_access_token(self, token: str) -> AuthContext | None:
+        """The context of a token this process verified and nothing has revoked since, or
+        None: no I/O, safe on the event loop (smart_auth/token_cache.py)."""
+        cache = self.token_cache
+        return cache.get(token) if cache is not None else None
+
     def verify_access_token(self, token: str) -> AuthContext:
-        """Synchronous validation; see :func:`smart_auth.verify_access_token`."""
-        return verify(self.keys, self.store, self.config, token)
+        """Synchronous validation (signature, claims, the token record); the result is
+        cached by the exact token string. See :func:`smart_auth.verify_access_token`."""
+        cache = self.token_cache
+        generation = cache.generation if cache is not None else 0
+        context, username = verified(self.keys, self.store, self.config, token)
+        if cache is not None:
+            entry = Entry(context, username, context.expires_at.timestamp())
+            cache.put(token, entry, generation)
+        return context
 
     def patient_names(self, refs: list[str]) -> dict[str, str]:
         """Display names for patient choices: the resolver the app set, else account names."""
