@@ -203,10 +203,30 @@ class AuthServer:
         """The token response (SMART 2.2 "Response body": ``access_token token_type
         expires_in scope`` plus ``patient``, ``encounter``, ``need_patient_banner``,
         ``smart_style_url``, ``id_token`` and ``refresh_token`` as they apply)."""
-        cfg, words = self.config, split(scope)
-        granted = " ".join(words)
-        lifetime = expires_in or cfg.access_token_lifetime_s
+        granted = " ".join(split(scope))
         grant_id = user.grant_id if user else self.new_grant(client.client_id, None, granted)
+        token = self._token_response(
+            client, user, granted, grant_id, expires_in, include_refresh_token
+        )
+        # A grant revoked while these records were written (a refresh racing its own
+        # replay, a client disabled as it authenticated) missed them: revoke it again now
+        # that they exist, so nothing issued under a revoked grant stays valid.
+        grant = self.store.grants.find_one({"_id": grant_id}, {"revoked": 1})
+        if grant is None or grant.get("revoked"):
+            self.store.revoke_grant(grant_id, "issued while the grant was revoked")
+        return token
+
+    def _token_response(
+        self,
+        client: clients.SmartClient,
+        user: GrantSubject | None,
+        granted: str,
+        grant_id: str,
+        expires_in: int | None,
+        include_refresh_token: bool,
+    ) -> dict[str, Any]:
+        cfg, words = self.config, granted.split()
+        lifetime = expires_in or cfg.access_token_lifetime_s
         token: dict[str, Any] = {
             "access_token": issue_access_token(
                 self.keys,

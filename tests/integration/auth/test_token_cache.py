@@ -27,7 +27,7 @@ from smart_auth.rfc9068 import issue_access_token
 from smart_auth.store import AuthStore
 from smart_auth.token_cache import Entry, TokenCache
 from tests.conftest import make_settings
-from tests.integration.auth.conftest import BACKEND, build_app
+from tests.integration.auth.conftest import BACKEND, PUBLIC, build_app
 
 
 @dataclass
@@ -86,7 +86,7 @@ def backend_token(server: AuthServer, lifetime_s: int | None = None) -> str:
 
 
 def user_token(server: AuthServer, username: str) -> str:
-    grant = server.new_grant("demo-public-app", username, "patient/*.rs")
+    grant = server.new_grant(PUBLIC["client_id"], username, "patient/*.rs")
     subject = GrantSubject(
         username=username, fhir_user="Patient/x", level="dslogon-premium", grant_id=grant
     )
@@ -95,7 +95,7 @@ def user_token(server: AuthServer, username: str) -> str:
             server.keys,
             server.store,
             server.config,
-            client_id="demo-public-app",
+            client_id=PUBLIC["client_id"],
             scope="patient/*.rs",
             grant_id=grant,
             subject=subject,
@@ -280,3 +280,29 @@ def _grant(store: AuthStore, token: str) -> str:
     doc = store.tokens.find_one({"_id": _jti(token)})
     assert doc is not None
     return str(doc["grant_id"])
+
+
+async def test_what_is_issued_as_its_grant_is_revoked_is_revoked_too(cenv: Env) -> None:
+    """A refresh that claimed its token just before the replay revoked the grant writes its
+    new records after the revocation's updates: issuance checks the grant afterwards."""
+    server, store = cenv.server, cenv.server.store
+
+    def race() -> dict[str, Any]:
+        client = load_client(store, PUBLIC["client_id"])
+        assert client is not None
+        grant = server.new_grant(client.client_id, "cache.carol", "patient/*.rs offline_access")
+        store.revoke_grant(grant, "refresh token replayed")  # the replay won the race
+        subject = GrantSubject(
+            username="cache.carol", fhir_user="Patient/x", level="dslogon-premium", grant_id=grant
+        )
+        return server.generate_token(
+            "refresh_token", client, user=subject, scope="patient/*.rs offline_access"
+        )
+
+    body = await anyio.to_thread.run_sync(race)
+    with pytest.raises(InvalidToken):
+        await smart_auth.verify_access_token(cenv.app, body["access_token"])
+    refresh = await anyio.to_thread.run_sync(
+        lambda: store.refresh.find_one({"_id": smart_auth.store.digest(body["refresh_token"])})
+    )
+    assert refresh is not None and refresh["status"] == "revoked"
