@@ -142,7 +142,9 @@ class RevocationWatch:
             if self._stop.wait(self.interval_s):
                 return
 
-    def stop(self, timeout_s: float = 5.0) -> None:
+    def stop(self, timeout_s: float = 1.0) -> None:
+        """Ask the thread to end; a poll stuck on a hung database is not waited for (the
+        thread is a daemon, and the stop has its own bound: docs/rest.md, "Stopping")."""
         self._stop.set()
         thread, self._thread = self._thread, None
         if thread is not None:

@@ -135,6 +135,20 @@ async def until(done: Callable[[], bool], timeout_s: float = 5.0) -> float:
     raise AssertionError("timed out")
 
 
+async def served_for(serving: Callable[[], bool], timeout_s: float = 5.0) -> float:
+    """How long after now ``serving()`` was last seen true (checked every 10 ms until it is
+    false): a late check on a loaded machine only means fewer observations, never a
+    longer figure."""
+    start = last = time.monotonic()
+    for _ in range(int(timeout_s / 0.01)):
+        now = time.monotonic()
+        if not serving():
+            return last - start
+        last = now
+        await anyio.sleep(0.01)
+    raise AssertionError("still served")
+
+
 async def wait_fresh(cache: TokenCache) -> None:
     await until(lambda: cache.fresh)
 
@@ -217,8 +231,8 @@ async def test_another_process_learns_within_the_bound(cenv: Env, mongo_uri: str
         ctx = await smart_auth.verify_access_token(other, token)
         assert await smart_auth.verify_access_token(other, token) is ctx  # cached there
         await anyio.to_thread.run_sync(lambda: cenv.server.store.revoke_token(ctx.token_id, "t"))
-        elapsed = await until(lambda: other.cached_access_token(token) is None)
-        assert elapsed <= other.config.revocation_bound_s + 0.05, elapsed
+        served = await served_for(lambda: other.cached_access_token(token) is not None)
+        assert served <= other.config.revocation_bound_s, served
         with pytest.raises(InvalidToken):
             await smart_auth.verify_access_token(other, token)
     finally:
@@ -260,7 +274,7 @@ async def test_an_unreadable_feed_stops_the_cache_within_the_bound(cenv: Env) ->
         cache.put(token, Entry(ctx, None, ctx.expires_at.timestamp()), cache.generation)
         assert cache.get(token) is ctx
         watch.store = dead  # the database stops answering
-        assert await until(lambda: cache.get(token) is None) <= bound + 0.05
+        assert await served_for(lambda: cache.get(token) is not None) <= bound
         watch.store = cenv.server.store  # and comes back
         await wait_fresh(cache)
         assert cache.get(token) is ctx
