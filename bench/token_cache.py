@@ -11,7 +11,9 @@ alternate between the servers so drift on a shared machine hits both. Then the r
 find_one of the same stored documents, on the same database, for the ratio against it.
 
 Reported: requests/s and the server's CPU per request (median of rounds) each way, the
-ratios cache on / off, and each against the raw find_one.
+ratios cache on / off, and each against the raw find_one; then the token check alone
+(`smart_auth.verify_access_token`, 2000 times in this process on the same database), wall
+and CPU per check, cache on and off.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import asyncio
 import os
 import statistics
 import tempfile
+import time
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +40,40 @@ async def reads(t: Target, n: int, concurrency: int, ids: list[str]) -> float:
         await t.get(f"/Patient/{ids[i % len(ids)]}")
 
     return await run_pool(n, concurrency, job)
+
+
+async def token_checks(uri: str, database: str, n: int) -> dict[str, tuple[float, float]]:
+    """Seconds of wall and CPU per `smart_auth.verify_access_token`, cache on and off."""
+    import anyio
+
+    import smart_auth
+    from fhir_server.config import Settings
+    from smart_auth import AuthConfig, AuthServer
+    from smart_auth.clients import load_client
+
+    settings = Settings(mongodb_uri=uri, database=database, auto_seed=False)
+    out: dict[str, tuple[float, float]] = {}
+    for name, size in (("cache on", 10_000), ("cache off", 0)):
+        server = AuthServer(settings, AuthConfig.from_settings(settings, token_cache_size=size))
+        await anyio.to_thread.run_sync(server.start, uri)
+        try:
+            client = load_client(server.store, "mhs-bulk-export-service")
+            assert client is not None
+            issue = partial(
+                server.generate_token, "client_credentials", client, scope="system/*.rs"
+            )
+            body = await anyio.to_thread.run_sync(issue)
+            token = body["access_token"]
+            for _ in range(20):  # warm up; and the revocation feed read once
+                await smart_auth.verify_access_token(server, token)
+                await asyncio.sleep(0.02)
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(n):
+                await smart_auth.verify_access_token(server, token)
+            out[name] = ((time.perf_counter() - wall) / n, (time.process_time() - cpu) / n)
+        finally:
+            await anyio.to_thread.run_sync(server.close)
+    return out
 
 
 async def bench(
@@ -70,6 +108,7 @@ async def bench(
                 t.rates.append(await reads(t, n, concurrency, ids))
                 t.cpu.append((cpu_seconds(t.proc.pid) - cpu0) / n)
             raw_rates.append(await run_pool(n, concurrency, raw_find))
+        checks = await token_checks(uri, database, 2000)
     finally:
         for t in (on, off):
             await t.http.aclose()
@@ -96,6 +135,11 @@ async def bench(
     cpu_ratio = statistics.median(off.cpu) / statistics.median(on.cpu)
     print(f"ratio cache on / off: {rate_ratio:.2f} by requests/s")
     print(f"ratio cache on / off: {cpu_ratio:.2f} by server CPU per request (off / on)")
+    print("the token check alone, in one process on the same database (2000 checks each):")
+    for name, (wall, cpu) in checks.items():
+        print(f"  {name:<10}{wall * 1e6:>9.0f} us wall{cpu * 1e6:>9.0f} us CPU per check")
+    (on_wall, on_cpu), (off_wall, off_cpu) = checks["cache on"], checks["cache off"]
+    print(f"  ratio cache off / on: {off_wall / on_wall:.0f}x wall, {off_cpu / on_cpu:.0f}x CPU")
     bad = on.failed + off.failed
     if bad:
         print(f"answers other than 200 (overload): {on.failed} cache on, {off.failed} off")
