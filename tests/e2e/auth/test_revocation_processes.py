@@ -40,7 +40,7 @@ SCOPE = "launch/patient patient/*.rs offline_access"
 class Pair:
     a: LiveServer
     b: LiveServer
-    admin: AuthServer  # the same database, as an operator's tool would open it
+    admin: AuthServer  # seeded the logins and clients (the servers run with AUTO_SEED=0)
 
     def origin(self, server: LiveServer) -> str:
         return server.base.removesuffix("/fhir")
