@@ -126,3 +126,19 @@ def test_a_check_that_began_before_a_drop_is_not_kept() -> None:
     assert cache.get("t") is None
     cache.put("t", entry(1), cache.generation)
     assert cache.get("t") is not None
+
+
+def test_the_cache_size_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fhir_server.config import Settings
+    from smart_auth import AuthConfig, AuthServer
+
+    settings = Settings(auto_seed=False)
+    assert AuthConfig.from_settings(settings).token_cache_size == 10_000
+    monkeypatch.setenv("AUTH_TOKEN_CACHE_SIZE", "0")
+    assert AuthServer(settings).token_cache is None  # off: every request re-verifies
+    for bad in ("-1", "lots", "10000001"):
+        monkeypatch.setenv("AUTH_TOKEN_CACHE_SIZE", bad)
+        with pytest.raises(ValueError):
+            AuthConfig.from_settings(settings)
+    with pytest.raises(ValueError, match="revocation_poll_s"):
+        AuthConfig(base_url="http://x/fhir", revocation_poll_s=1.0, revocation_bound_s=0.9)
