@@ -25,6 +25,8 @@ class ServerContext:
     policy_tables: PolicyTables
     # The CapabilityStatement, built on first request (see rest/dispatch.py).
     capability: dict[str, Any] | None = None
+    # ... and serialised once (rest/render.py sends it as is unless `_pretty`).
+    capability_json: bytes | None = None
     # The running $export tasks of this process (fhir_server/exchange/bulk_tasks.py).
     bulk: Any = None
 

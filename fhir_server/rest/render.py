@@ -91,10 +91,11 @@ def render(req: FhirRequest, resp: FhirResponse, media: str = FHIR_JSON) -> Http
             headers=headers,
             media_type=None if body is None else f"{media}; charset=utf-8",
         )
+    encoded = resp.encoded if body is resp.body and not pretty else None
     return HttpResponse(
         status=resp.status,
         headers=headers,
-        body=dumps(body, pretty),
+        body=encoded if encoded is not None else dumps(body, pretty),
         media_type=f"{media}; charset=utf-8",
     )
 
