@@ -45,15 +45,19 @@ class Server:
     cpu: dict[str, list[float]] = field(default_factory=dict)
 
 
-async def _measure(
-    server: Server, http: httpx.AsyncClient, kind: str, path: Any, n: int, concurrency: int
-) -> None:
-    async def one(i: int) -> None:
-        r = await http.get(f"{server.base}{path(i)}")
-        assert r.status_code == 200, r.text
+async def _measure(server: Server, kind: str, path: Any, n: int, concurrency: int) -> None:
+    # Fresh connections each time: uvicorn closes those idle past its keep-alive (5 s)
+    # while the other servers are measured.
+    limits = httpx.Limits(max_connections=concurrency)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
 
-    cpu0 = cpu_seconds(server.proc.pid)
-    rate = await run_pool(n, concurrency, one)
+        async def one(i: int) -> None:
+            r = await http.get(f"{server.base}{path(i)}")
+            assert r.status_code == 200, r.text
+
+        await run_pool(concurrency, concurrency, one)  # open the connections
+        cpu0 = cpu_seconds(server.proc.pid)
+        rate = await run_pool(n, concurrency, one)
     server.rates.setdefault(kind, []).append(rate)
     server.cpu.setdefault(kind, []).append((cpu_seconds(server.proc.pid) - cpu0) / n)
 
@@ -71,8 +75,7 @@ async def bench(args: argparse.Namespace, uri: str, workdir: Path) -> None:
     coll = raw[database].resources
     raw_rates: list[float] = []
     try:
-        limits = httpx.Limits(max_connections=args.concurrency)
-        async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+        async with httpx.AsyncClient(timeout=60) as http:
             created = await http.post(
                 f"{servers[0].base}/Patient",
                 json=patient(1),
@@ -84,19 +87,19 @@ async def bench(args: argparse.Namespace, uri: str, workdir: Path) -> None:
                 for _ in range(50):
                     await http.get(f"{s.base}/metadata")
                     await http.get(f"{s.base}/Patient/{pid}")
-            for _ in range(args.rounds):
-                for s in servers:
-                    await _measure(
-                        s, http, "metadata", lambda i: "/metadata", args.n, args.concurrency
-                    )
-                    await _measure(
-                        s, http, "read", lambda i: f"/Patient/{pid}", args.n, args.concurrency
-                    )
+        for _ in range(args.rounds):
+            for s in servers:
+                await _measure(s, "metadata", lambda i: "/metadata", args.n, args.concurrency)
+                await _measure(s, "read", lambda i: f"/Patient/{pid}", args.n, args.concurrency)
 
-                async def raw_find(i: int) -> None:
-                    assert await coll.find_one({"_id": f"Patient/{pid}"}) is not None
+            async def raw_find(i: int) -> None:
+                assert await coll.find_one({"_id": f"Patient/{pid}"}) is not None
 
-                raw_rates.append(await run_pool(args.n, args.concurrency, raw_find))
+            raw_rates.append(await run_pool(args.n, args.concurrency, raw_find))
+    except Exception:
+        for i, s in enumerate(servers):  # what the servers said, before the files go
+            print(f"--- {s.label}", (workdir / f"server{i}.log").read_text()[-3000:])
+        raise
     finally:
         await raw.drop_database(database)
         await raw.close()

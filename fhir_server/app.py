@@ -17,6 +17,8 @@ from fastapi import FastAPI, Request
 from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 import smart_auth
 from fhir_server.access.audit import AuditSink
@@ -47,6 +49,7 @@ from fhir_server.validation import KNOWN_RESOURCE_TYPES, Validator
 
 log = logging.getLogger("fhir_server")
 FHIR_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+WELL_KNOWN = "/fhir/.well-known/"
 
 
 def build_context(settings: Settings, db: Any) -> ServerContext:
@@ -183,8 +186,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(NoStoreMiddleware)
     app.add_middleware(LoadShedding, limit=settings.max_in_flight, saturated=audit_backlog_full)
     app.add_middleware(CorsMiddleware, allowed=origin_check(app, frozenset(settings.cors_origins)))
-    # Before the FHIR catch-all, so /fhir/.well-known/smart-configuration is its own route.
-    smart_auth.install(app, settings)
 
     async def fhir(request: Request) -> Response:
         """HTTP in and out only: the pipeline does the rest (fhir_server/pipeline.py)."""
@@ -202,10 +203,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return to_starlette(answer)
 
     # Plain Starlette routes: the endpoint takes the request as it is, so FastAPI's
-    # dependency and parameter machinery (a tenth of the cheapest request's CPU) stays out.
+    # dependency and parameter machinery stays out. They come first (the router tries
+    # routes in order, and matching each of the authorization server's cost more than the
+    # rest of a cheap request's routing), except for the well-known URIs (RFC 8615), which
+    # the authorization server answers (/fhir/.well-known/smart-configuration).
     for route_path in ("/fhir", "/fhir/{path:path}"):
-        app.add_route(route_path, fhir, methods=FHIR_METHODS, include_in_schema=False)
+        app.router.routes.append(
+            FhirRoute(route_path, fhir, methods=FHIR_METHODS, include_in_schema=False)
+        )
+    smart_auth.install(app, settings)
+    # Any other well-known URI below the base answers as before: through the pipeline.
+    app.add_route("/fhir/{path:path}", fhir, methods=FHIR_METHODS, include_in_schema=False)
     return app
+
+
+class FhirRoute(Route):
+    """The FHIR routes, leaving `/fhir/.well-known/*` to the routes after them."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope.get("path", "").startswith(WELL_KNOWN):
+            return Match.NONE, {}
+        return super().matches(scope)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
