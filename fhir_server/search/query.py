@@ -142,7 +142,14 @@ def ordered(
         return key_range(f"ix.{field}", low, bound, elem_match)
 
     if op == "eq":
-        return all_of([cmp("lo", "$gte", slo), cmp("hi", "$lte", shi)])
+        # A value inside [slo, shi] has both ends inside it: each end bounded on both sides,
+        # so each clause alone is a tight index range (on SecantusDB one of them is looked up
+        # alone, secantus_plan.py), and one value's start can no longer pair with another's
+        # end beyond the range.
+        inside = (("$gte", field_prefix + slo), ("$lte", field_prefix + shi))
+        return all_of(
+            [key_range("ix.lo", *inside, elem_match), key_range("ix.hi", *inside, elem_match)]
+        )
     if op == "ne":
         return {"$or": [cmp("lo", "$lt", slo), cmp("hi", "$gt", shi)]}
     if op == "gt":
