@@ -81,6 +81,8 @@ class _Run:
         self.reg = registry
         self.type_filter = type_filter
         self.secantus = not elem_match
+        # SecantusDB: a page's re-checked matches, reused for its total (secantus_plan.py).
+        self.memo: secantus_plan.Memo = {}
 
     def scoped(self, rt: str | None, filt: dict[str, Any]) -> dict[str, Any]:
         """Add the caller's per-type filter (access policy) to a sub-query."""
@@ -97,12 +99,14 @@ class _Run:
         limit: int = 0,
     ) -> list[dict[str, Any]]:
         if self.secantus:
-            return await secantus_plan.find(self.store, filt, projection, sort=sort, limit=limit)
+            return await secantus_plan.find(
+                self.store, filt, projection, sort=sort, limit=limit, memo=self.memo
+            )
         return await self.store.find(filt, projection, sort=sort, limit=limit)
 
     async def count(self, filt: dict[str, Any]) -> int:
         if self.secantus:
-            return await secantus_plan.count(self.store, filt)
+            return await secantus_plan.count(self.store, filt, self.memo)
         return await self.store.count(filt)
 
     def comp_types(self, c: Criterion) -> list[str] | None:

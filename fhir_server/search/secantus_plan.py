@@ -375,10 +375,18 @@ def resolution(q: Conjunction) -> Resolution | None:
     return Resolution(tuple({"rt": rt, **x} for x in lookups if x is not None), fields, test)
 
 
-async def _matches(store: _Store, r: Resolution, sort: Sort | None) -> list[Doc] | None:
+Memo = dict[str, list[Doc]]
+
+
+async def _matches(
+    store: _Store, q: Conjunction, r: Resolution, sort: Sort | None, memo: Memo | None
+) -> list[Doc] | None:
     """The matching rows (`_id`, the re-checked fields, the sort fields); None past
-    RESOLVE_MAX rows from one lookup."""
+    RESOLVE_MAX rows from one lookup. `memo` keeps them for the same request's total."""
     extra = [f for f, _ in sort or [] if f != "_id"]
+    key = repr(q)
+    if memo is not None and key in memo and all(f in r.fields for f in extra):
+        return memo[key]
     proj = {"_id": 1, **dict.fromkeys(sorted({*r.fields, *extra}), 1)}
     found: dict[str, Doc] = {}
     for look in r.lookups:
@@ -386,7 +394,10 @@ async def _matches(store: _Store, r: Resolution, sort: Sort | None) -> list[Doc]
         if len(rows) > RESOLVE_MAX:
             return None
         found.update((d["_id"], d) for d in rows if r.test(d))
-    return list(found.values())
+    out = list(found.values())
+    if memo is not None:
+        memo[key] = out
+    return out
 
 
 # BSON's comparison order of the types our sort fields hold (null and missing first).
@@ -462,6 +473,7 @@ async def find(
     *,
     sort: Sort | None = None,
     limit: int = 0,
+    memo: Memo | None = None,
 ) -> list[Doc]:
     """The rows of `filt` as MongoDB would answer them, through SecantusDB's indexes."""
     filt = point_first(filt)
@@ -483,7 +495,7 @@ async def find(
                     _strip(d, clause.field)
             return kept
     r = resolution(q)
-    found = await _matches(store, r, sort) if r is not None else None
+    found = await _matches(store, q, r, sort, memo) if r is not None else None
     page = in_sort_order(found, sort) if found is not None and sort else found
     if page is not None and limit:
         page = page[:limit]
@@ -494,12 +506,12 @@ async def find(
     )
 
 
-async def count(store: _Store, filt: Doc) -> int:
+async def count(store: _Store, filt: Doc, memo: Memo | None = None) -> int:
     """The number of rows of `filt`, as `find` runs it: the re-checked matches counted."""
     filt = point_first(filt)
     q = None if _bounded(filt) else conjunction(filt)
     r = resolution(q) if q is not None else None
-    rows = await _matches(store, r, None) if r is not None else None
+    rows = await _matches(store, q, r, None, memo) if q is not None and r is not None else None
     if rows is None:
         return await store.count(filt)
     return len(rows)
