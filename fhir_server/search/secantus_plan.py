@@ -196,6 +196,11 @@ class Clause:
             if wanted is None:
                 return None
             return lambda d: any(v in wanted for v in values(d, f) if isinstance(v, str))
+        if set(c) == {"$nin"} and isinstance(c["$nin"], list):
+            if not all(isinstance(v, str) for v in c["$nin"]):
+                return None
+            banned = set(c["$nin"])
+            return lambda d: not any(v in banned for v in values(d, f))
         if set(c) == {"$elemMatch"} and isinstance(c["$elemMatch"], dict):
             ops = c["$elemMatch"]
             if not ops or any(op not in _CMP or not isinstance(b, str) for op, b in ops.items()):
@@ -322,57 +327,38 @@ def ordered(clauses: list[Clause]) -> list[Clause]:
     return sorted(clauses, key=rank)
 
 
-def _lead(clauses: list[Clause]) -> Doc | None:
-    """What one branch is looked up by: a point clause as is, an `lu` range as is (both
-    bounded exactly by `(rt, ix.k, _id)`, `(rt, lu)`), else its best range loosened."""
-    for c in clauses:
-        if c.point() or (c.field == "lu" and c.checker() is not None):
-            return c.as_filter()
-    return next((lc for c in ordered(clauses) if (lc := c.loose()) is not None), None)
-
-
 @dataclass(frozen=True)
 class Resolution:
-    """The indexed lookups whose rows, re-checked in memory against the whole conjunction
+    """One indexed lookup whose rows, re-checked in memory against the whole conjunction
     (`test`), are exactly the filter's matches."""
 
-    lookups: tuple[Doc, ...]
+    lookup: Doc
     fields: tuple[str, ...]  # what the re-check reads
     test: Callable[[Doc], bool]
 
 
 def resolution(q: Conjunction) -> Resolution | None:
-    """None unless every clause can be re-checked and one range (or the `$or`, branch by
-    branch) can be looked up on an index."""
-    rt = q.rt
-    if rt is None or len(q.ors) > 1:
+    """None unless every clause can be re-checked and one can be looked up on an index: a
+    point clause as is (exact), else the best range loosened."""
+    if q.ors:
         return None
     own = [c for c in q.clauses if c.field != "rt"]
-    branches = [[c for c in b.clauses if c.field != "rt"] for o in q.ors for b in o]
-    everything = own + [c for b in branches for c in b]
-    if any(c.checker() is None for c in everything):
+    tests = [c.checker() for c in q.clauses]
+    if any(t is None for t in tests):
         return None
-    if any(c.field == "rt" and c.cond != rt for o in q.ors for b in o for c in b.clauses):
-        return None
-    tests = [t for c in own if (t := c.checker()) is not None]
-    alts = [[t for c in b if (t := c.checker()) is not None] for b in branches]
-
-    def test(d: Doc) -> bool:
-        return all(t(d) for t in tests) and (
-            not alts or any(all(t(d) for t in alt) for alt in alts)
-        )
-
-    ranged = [c for c in own if c.loose() is not None]
-    if ranged:
-        lookups = [ordered(ranged)[0].loose()]
-    elif branches:
-        lookups = [_lead(b) for b in branches]
+    checks = [t for t in tests if t is not None]
+    lead = next((c for c in own if c.point()), None)
+    if lead is not None:
+        sent = lead.as_filter()
     else:
-        return None
-    if any(x is None for x in lookups):
-        return None
-    fields = tuple(sorted({c.field for c in everything} - {"_id"}))
-    return Resolution(tuple({"rt": rt, **x} for x in lookups if x is not None), fields, test)
+        ranged = [c for c in own if c.loose() is not None]
+        loose = ordered(ranged)[0].loose() if ranged else None
+        if loose is None or q.rt is None:
+            return None
+        sent = loose
+    lookup = {"rt": q.rt, **sent} if q.rt is not None else sent
+    fields = tuple(sorted({c.field for c in q.clauses} - {"_id"}))
+    return Resolution(lookup, fields, lambda d: all(t(d) for t in checks))
 
 
 Memo = dict[str, list[Doc]]
@@ -388,13 +374,10 @@ async def _matches(
     if memo is not None and key in memo and all(f in r.fields for f in extra):
         return memo[key]
     proj = {"_id": 1, **dict.fromkeys(sorted({*r.fields, *extra}), 1)}
-    found: dict[str, Doc] = {}
-    for look in r.lookups:
-        rows = await store.find(look, proj, limit=RESOLVE_MAX + 1)
-        if len(rows) > RESOLVE_MAX:
-            return None
-        found.update((d["_id"], d) for d in rows if r.test(d))
-    out = list(found.values())
+    rows = await store.find(r.lookup, proj, limit=RESOLVE_MAX + 1)
+    if len(rows) > RESOLVE_MAX:
+        return None
+    out = [d for d in rows if r.test(d)]
     if memo is not None:
         memo[key] = out
     return out
@@ -431,9 +414,16 @@ def in_sort_order(rows: list[Doc], sort: Sort) -> list[Doc] | None:
 
 
 def _narrowed(q: Conjunction, ids: list[str]) -> Doc:
-    """`_id: {$in: ids}` AND every clause but the `$or` and an `_id` range (which the ids
-    passed in memory): the database still applies the rest, the access policy among it."""
-    keep = [c for c in q.clauses if not (c.field == "_id" and not c.point())]
+    """`_id: {$in: ids}` AND the clauses, flat: the first clause on each field (the access
+    policy's come before the criteria, execute.base_filter) stays for the database to apply
+    again; a later one on the same field, and an `_id` range (a cursor's boundary), were
+    re-checked on the ids and are left out, so the query stays point lookups."""
+    keep: list[Clause] = []
+    seen = {"_id"}
+    for c in q.clauses:
+        if c.field not in seen:
+            keep.append(c)
+            seen.add(c.field)
     return build(keep, ids)
 
 
@@ -466,6 +456,9 @@ def _strip(doc: Doc, field: str) -> None:
         cur.pop(parts[-1], None)
 
 
+OR_MAX = 20  # branches of a top-level `$or` run one by one
+
+
 async def find(
     store: _Store,
     filt: Doc,
@@ -477,8 +470,15 @@ async def find(
 ) -> list[Doc]:
     """The rows of `filt` as MongoDB would answer them, through SecantusDB's indexes."""
     filt = point_first(filt)
-    q = None if _bounded(filt) else conjunction(filt)
+    q = conjunction(filt)
     if q is None:
+        return await store.find(filt, projection, sort=sort, limit=limit)
+    if q.ors:
+        rows = await _union(store, q, projection, sort, limit, memo)
+        if rows is not None:
+            return rows
+        return await store.find(filt, projection, sort=sort, limit=limit)
+    if "$and" not in filt and _bounded(filt):
         return await store.find(filt, projection, sort=sort, limit=limit)
     clause = whole_range(q)
     if clause is not None:
@@ -506,24 +506,81 @@ async def find(
     )
 
 
+def branch_filters(q: Conjunction) -> list[Doc] | None:
+    """A filter with one top-level `$or` as one flat filter per branch (the rest AND the
+    branch): SecantusDB scans on any top-level `$or`, and serves each of these."""
+    if len(q.ors) != 1 or len(q.ors[0]) > OR_MAX:
+        return None
+    return [build([*q.clauses, *b.clauses]) for b in q.ors[0]]
+
+
+async def _union(
+    store: _Store,
+    q: Conjunction,
+    projection: Doc | None,
+    sort: Sort | None,
+    limit: int,
+    memo: Memo | None,
+) -> list[Doc] | None:
+    """The `$or` as the union of its branches, each with the whole rest of the filter (the
+    access policy with it), sorted and limited by the database, merged in MongoDB's order:
+    the first `limit` rows of each branch hold the first `limit` of the union."""
+    branches = branch_filters(q)
+    if branches is None:
+        return None
+    added = [f for f, _ in sort or [] if not _covers(projection, f)]
+    proj = {**projection, **dict.fromkeys(added, 1)} if projection is not None else None
+    rows: dict[str, Doc] = {}
+    for bf in branches:
+        for d in await find(store, bf, proj, sort=sort, limit=limit, memo=memo):
+            rows.setdefault(d["_id"], d)
+    out: list[Doc] | None = list(rows.values())
+    if sort and out is not None:
+        out = in_sort_order(out, sort)
+    if out is None:
+        return None
+    if limit:
+        out = out[:limit]
+    for d in out:
+        for f in added:
+            _strip(d, f)
+    return out
+
+
 async def count(store: _Store, filt: Doc, memo: Memo | None = None) -> int:
-    """The number of rows of `filt`, as `find` runs it: the re-checked matches counted."""
+    """The number of rows of `filt`, as `find` runs it: the re-checked matches counted, or
+    the distinct ids of the branches of an `$or`."""
     filt = point_first(filt)
-    q = None if _bounded(filt) else conjunction(filt)
-    r = resolution(q) if q is not None else None
-    rows = await _matches(store, q, r, None, memo) if q is not None and r is not None else None
+    q = conjunction(filt)
+    if q is not None and q.ors:
+        branches = branch_filters(q)
+        if branches is None:
+            return await store.count(filt)
+        ids: set[str] = set()
+        for bf in branches:
+            ids.update(d["_id"] for d in await find(store, bf, {"_id": 1}, memo=memo))
+        return len(ids)
+    if q is None or ("$and" not in filt and _bounded(filt)):
+        return await store.count(filt)
+    r = resolution(q)
+    rows = await _matches(store, q, r, None, memo) if r is not None else None
     if rows is None:
         return await store.count(filt)
     return len(rows)
 
 
-def plan_queries(filt: Doc, sort: Sort | None = None) -> list[Doc]:
-    """The queries `find` sends for `filt` when nothing goes past its bounds (for explain
-    tests): the whole-range query, or the lookups then the narrowed filter (with a
+def plan_queries(filt: Doc) -> list[Doc]:
+    """The queries `find` sends for `filt` when nothing goes past its bounds, for tests:
+    per `$or` branch, the whole-range query, or the lookup then the narrowed filter (with a
     placeholder id), or the filter itself."""
     filt = point_first(filt)
-    q = None if _bounded(filt) else conjunction(filt)
+    q = conjunction(filt)
     if q is None:
+        return [filt]
+    if q.ors:
+        branches = branch_filters(q)
+        return [x for bf in branches for x in plan_queries(bf)] if branches else [filt]
+    if "$and" not in filt and _bounded(filt):
         return [filt]
     clause = whole_range(q)
     if clause is not None:
@@ -533,4 +590,4 @@ def plan_queries(filt: Doc, sort: Sort | None = None) -> list[Doc]:
     r = resolution(q)
     if r is None:
         return [filt]
-    return [*r.lookups, _narrowed(q, ["?"])]
+    return [r.lookup, _narrowed(q, ["?"])]
