@@ -54,6 +54,7 @@ _CMP: dict[str, Callable[[Any, Any], bool]] = {
     "$lt": operator.lt,
     "$lte": operator.le,
 }
+OR_MAX = 20  # branches of a top-level `$or` run one by one
 NUL = "\x00"  # the string right after `v` in code-point order is `v + NUL`
 
 
@@ -189,6 +190,8 @@ class Clause:
         f, c = self.field, self.cond
         if isinstance(c, str):
             return lambda d: c in values(d, f)
+        if c is None:  # missing or null (a cursor past the rows without the sort value)
+            return lambda d: not values(d, f) or None in values(d, f)
         if not isinstance(c, dict) or not c:
             return None
         if set(c) == {"$in"} and isinstance(c["$in"], list):
@@ -196,6 +199,11 @@ class Clause:
             if wanted is None:
                 return None
             return lambda d: any(v in wanted for v in values(d, f) if isinstance(v, str))
+        if set(c) == {"$all"} and isinstance(c["$all"], list):
+            if not c["$all"] or not all(isinstance(v, str) for v in c["$all"]):
+                return None
+            need = set(c["$all"])
+            return lambda d: need <= {v for v in values(d, f) if isinstance(v, str)}
         if set(c) == {"$nin"} and isinstance(c["$nin"], list):
             if not all(isinstance(v, str) for v in c["$nin"]):
                 return None
@@ -260,7 +268,8 @@ def _parts(filt: Doc) -> list[Doc] | None:
 
 
 def conjunction(filt: Doc) -> Conjunction | None:
-    """`filt` as a flat conjunction, or None for a shape this module leaves alone."""
+    """`filt` as a flat conjunction and its top-level `$or`s, each in disjunctive normal
+    form (a cursor boundary nests `$or`s); None for a shape this module leaves alone."""
     parts = _parts(filt)
     if parts is None:
         return None
@@ -271,16 +280,29 @@ def conjunction(filt: Doc) -> Conjunction | None:
         if k != "$or":
             clauses.append(Clause(k, v))
             continue
-        if not isinstance(v, list) or not v:
+        branches = _disjuncts(v)
+        if branches is None:
             return None
-        branches = []
-        for alt in v:
-            sub = conjunction(alt) if isinstance(alt, dict) else None
-            if sub is None or sub.ors:
-                return None
-            branches.append(Branch(sub.clauses))
-        ors.append(tuple(branches))
+        ors.append(tuple(Branch(b) for b in branches))
     return Conjunction(tuple(clauses), tuple(ors))
+
+
+def _disjuncts(alts: Any) -> list[tuple[Clause, ...]] | None:
+    """The alternatives of an `$or` as flat conjunctions (nested `$or`s distributed)."""
+    if not isinstance(alts, list) or not alts:
+        return None
+    out: list[tuple[Clause, ...]] = []
+    for alt in alts:
+        sub = conjunction(alt) if isinstance(alt, dict) else None
+        if sub is None:
+            return None
+        expanded = [sub.clauses]
+        for o in sub.ors:
+            expanded = [e + b.clauses for e in expanded for b in o]
+        out += expanded
+        if len(out) > OR_MAX:
+            return None
+    return out
 
 
 def build(clauses: list[Clause], ids: list[str] | None = None) -> Doc:
@@ -348,8 +370,14 @@ def resolution(q: Conjunction) -> Resolution | None:
         return None
     checks = [t for t in tests if t is not None]
     lead = next((c for c in own if c.point()), None)
+    every = next(
+        (c for c in own if c.field == "ix.k" and isinstance(c.cond, dict) and "$all" in c.cond),
+        None,
+    )
     if lead is not None:
         sent = lead.as_filter()
+    elif every is not None:
+        sent = {"ix.k": every.cond["$all"][0]}  # one of the keys required, exactly
     else:
         ranged = [c for c in own if c.loose() is not None]
         loose = ordered(ranged)[0].loose() if ranged else None
@@ -442,7 +470,7 @@ def whole_range(q: Conjunction) -> Clause | None:
 
 
 def _covers(projection: Doc | None, field: str) -> bool:
-    if projection is None:
+    if projection is None or field == "_id":
         return True
     return any(field == p or field.startswith(p + ".") for p in projection)
 
@@ -454,9 +482,6 @@ def _strip(doc: Doc, field: str) -> None:
         cur = cur.get(p) if isinstance(cur, dict) else None
     if isinstance(cur, dict):
         cur.pop(parts[-1], None)
-
-
-OR_MAX = 20  # branches of a top-level `$or` run one by one
 
 
 async def find(
