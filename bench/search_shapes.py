@@ -146,7 +146,7 @@ def report(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-async def _run(uri: str, size: int, samples: int, rounds: int, workdir: Path) -> None:
+async def _run(uri: str, size: int, samples: int, rounds: int, workdir: Path, audit: bool) -> None:
     from bench.crud import start_server
     from bench.search import LoadStats, Population, grow, load_templates
     from fhir_server.db.client import ensure_indexes, open_client
@@ -168,10 +168,14 @@ async def _run(uri: str, size: int, samples: int, rounds: int, workdir: Path) ->
     await ensure_indexes(db, index_models())
     pop = Population(load_templates(), registry, ResourceStore(db, indexer))
     await grow(db, pop, size, LoadStats())
-    proc, base = start_server(uri, database, workdir / "server.log")
+    env = {} if audit else {"AUDIT": "0"}
+    proc, base = start_server(uri, database, workdir / "server.log", extra_env=env)
     try:
         n = await db["resources"].count_documents({})
-        print(f"{n} resources; {samples} requests each way per round, alternating")
+        print(
+            f"{n} resources; auditing {'on' if audit else 'off (AUDIT=0)'}; "
+            f"{samples} requests each way per round, alternating"
+        )
         for i in range(rounds):
             print(f"round {i + 1}:\n{report(await measure(base, db, samples=samples))}")
     finally:
@@ -195,6 +199,9 @@ def main() -> None:
     )
     parser.add_argument("--samples", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=2, help="repeat the figures")
+    parser.add_argument(
+        "--no-audit", action="store_true", help="run the server with AUDIT=0 (diagnosis only)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -203,7 +210,7 @@ def main() -> None:
         if not uri:
             proc, uri = start_secantus(workdir / "db", memory=True)
         try:
-            asyncio.run(_run(uri, args.size, args.samples, args.rounds, workdir))
+            asyncio.run(_run(uri, args.size, args.samples, args.rounds, workdir, not args.no_audit))
         finally:
             if proc is not None:
                 proc.terminate()

@@ -6,9 +6,9 @@ regex. Semantics follow https://hl7.org/fhir/R4/search.html#ptypes and #prefix.
 
 `elem_match`: a range over a multikey array must be wrapped in `$elemMatch`, or its two
 bounds may be met by two different keys (`category:text|lab` < `code:text|body~` and
-`code:text|mch` > `code:text|body`). execute.py unwraps the first one on SecantusDB and hints
-its index there, because that planner scans the collection on any `$elemMatch`
-(docs/search.md).
+`code:text|mch` > `code:text|body`). On SecantusDB, whose planner scans the collection on any
+`$elemMatch`, secantus_plan.py sends it as a plain range and re-checks it in memory
+(docs/database.md, "Ranges on SecantusDB").
 """
 
 from __future__ import annotations
@@ -58,8 +58,9 @@ def all_of(filters: list[dict[str, Any]]) -> dict[str, Any]:
         if any(k in merged or k == "$and" for k in f):
             rest.append(f)
         else:
-            # A lone `$or` stays beside the fields (an implicit AND on both databases), so
-            # SecantusDB can still look up a field such as the access policy's `comp` first.
+            # A lone `$or` stays beside the fields (an implicit AND on both databases);
+            # SecantusDB scans on any top-level `$or`, so secantus_plan.py runs it branch by
+            # branch, each branch with these fields.
             merged.update(f)
     if not rest:
         return merged
