@@ -532,11 +532,15 @@ async def find(
 
 
 def branch_filters(q: Conjunction) -> list[Doc] | None:
-    """A filter with one top-level `$or` as one flat filter per branch (the rest AND the
-    branch): SecantusDB scans on any top-level `$or`, and serves each of these."""
-    if len(q.ors) != 1 or len(q.ors[0]) > OR_MAX:
-        return None
-    return [build([*q.clauses, *b.clauses]) for b in q.ors[0]]
+    """A filter with top-level `$or`s as one flat filter per combination of their branches
+    (the rest AND the branches): SecantusDB scans on any top-level `$or`, and serves each of
+    these."""
+    combos: list[tuple[Clause, ...]] = [()]
+    for o in q.ors:
+        combos = [c + b.clauses for c in combos for b in o]
+        if len(combos) > OR_MAX:
+            return None
+    return [build([*q.clauses, *c]) for c in combos]
 
 
 async def _union(

@@ -110,6 +110,10 @@ def filters(draw: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for p in parts:
         out.update(p)
+    if draw(st.booleans()) and "$or" in out:
+        # A second `$or` (the access policy's beside a cursor's): joined by `$and`.
+        second = {"$or": [draw(clause()) for _ in range(draw(st.integers(1, 2)))]}
+        return {"$and": [out, second]}
     return out
 
 
