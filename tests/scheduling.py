@@ -35,18 +35,20 @@ def file_costs(path: Path = DURATIONS) -> dict[str, float]:
     return table
 
 
+def longest_first(units: dict[str, Any], costs: dict[str, float]) -> list[str]:
+    """The files (work units: file -> its tests) in descending order of expected seconds."""
+    return sorted(units, key=lambda f: -costs.get(f, UNKNOWN_PER_TEST_S * len(units[f])))
+
+
 class LongestFileFirst(LoadFileScheduling):
     def __init__(self, config: pytest.Config, log: Any = None) -> None:
         super().__init__(config, log)
         self.costs = file_costs()
         self.ordered = False
 
-    def cost(self, scope: str, tests: int) -> float:
-        return self.costs.get(scope, UNKNOWN_PER_TEST_S * tests)
-
     def _assign_work_unit(self, node: Any) -> None:
         if not self.ordered:
-            units = sorted(self.workqueue.items(), key=lambda u: -self.cost(u[0], len(u[1])))
+            units = {f: self.workqueue[f] for f in longest_first(self.workqueue, self.costs)}
             self.workqueue.clear()
             self.workqueue.update(units)
             self.ordered = True
