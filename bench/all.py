@@ -103,6 +103,8 @@ class Side:
     client_cpu: float = 0.0
     wall: float = 0.0
     requests: int = 0
+    server_cpu: float | None = None  # CPU seconds of the server process over the rounds
+    db_cpu: float | None = None  # of the embedded database process
 
     def add(self, r: loadgen.Round) -> None:
         self.latencies += r.latencies
@@ -118,6 +120,17 @@ class Side:
 
     def p(self, q: float) -> float:
         return percentile(self.latencies, q) if self.latencies else float("nan")
+
+    def cpu_note(self) -> str:
+        """Server and database CPU per request: steadier than rates on a shared machine."""
+        if not self.requests:
+            return ""
+        out = []
+        if self.server_cpu is not None:
+            out.append(f"server CPU {self.server_cpu / self.requests * 1000:.2f} ms/req")
+        if self.db_cpu is not None:
+            out.append(f"db CPU {self.db_cpu / self.requests * 1000:.2f} ms/req")
+        return ", ".join(out)
 
     def client_note(self) -> str:
         """The load generator's own CPU per request and share of one core."""
@@ -157,6 +170,14 @@ class Row:
         return ("pass" if ok else "FAIL") + (" (errors)" if errors else "")
 
 
+def notes(server: Side, raw: Side) -> str:
+    """The CPU figures of an HTTP row: client, server and database per request."""
+    parts = [server.client_note(), server.cpu_note()]
+    if raw.db_cpu is not None:
+        parts.append(f"raw: {raw.cpu_note()}")
+    return "; ".join(p for p in parts if p)
+
+
 def na(path: str, why: str) -> Row:
     """A row whose server path does not exist (yet)."""
     return Row(path, "", None, None, "", note=why)
@@ -186,6 +207,10 @@ class Server:
         self.http.headers["Authorization"] = f"Bearer {token}"
         self.load.headers["Authorization"] = f"Bearer {token}"
 
+    @property
+    def pid(self) -> int:
+        return int(self.proc.pid)
+
     def rss(self) -> float:
         return rss_mb(self.proc.pid) or float("nan")
 
@@ -210,9 +235,12 @@ class Contender:
     concurrency: int
     # Run after each round, outside its timing (the audit sink's flush, 0.5 s period).
     settle: Callable[[], Awaitable[None]] | None = None
+    pid: int | None = None  # the server process, whose CPU the round charges to the side
 
 
-async def alternate(contenders: list[Contender], rounds: int, warmup: int) -> None:
+async def alternate(
+    contenders: list[Contender], rounds: int, warmup: int, db_pid: int | None = None
+) -> None:
     for c in contenders:  # warm-up, excluded
         await loadgen.run_round(min(warmup, c.n), c.concurrency, c.job)
         if c.settle:
@@ -220,9 +248,16 @@ async def alternate(contenders: list[Contender], rounds: int, warmup: int) -> No
     for r in range(rounds):
         k = r % len(contenders)
         for c in contenders[k:] + contenders[:k]:
+            cpu0 = cpu_seconds(c.pid) if c.pid else 0.0
+            db0 = cpu_seconds(db_pid) if db_pid else 0.0
             c.side.add(await loadgen.run_round(c.n, c.concurrency, c.job))
             if c.settle:
+                # The AuditEvents of the round are its cost: charged after they are written.
                 await c.settle()
+            if c.pid:
+                c.side.server_cpu = (c.side.server_cpu or 0.0) + cpu_seconds(c.pid) - cpu0
+            if db_pid:
+                c.side.db_cpu = (c.side.db_cpu or 0.0) + cpu_seconds(db_pid) - db0
 
 
 async def flush_audit() -> None:
@@ -256,6 +291,7 @@ class Bench:
     audit: Server
     noaudit: Server
     open: Server
+    db_pid: int | None = None
     rows: dict[str, list[Row]] = field(default_factory=dict)
     portal: dict[int, list[tuple[Side, Side]]] = field(default_factory=dict)
     export_rss: dict[int, tuple[float, float, int]] = field(default_factory=dict)
@@ -289,12 +325,13 @@ async def measure_read(b: Bench) -> list[Row]:
     await alternate(
         [
             Contender(sides["raw"], raw, n, c),
-            Contender(sides["audit"], http_get(b.audit, targets), n, c, flush_audit),
-            Contender(sides["noaudit"], http_get(b.noaudit, targets), n, c),
-            Contender(sides["open"], http_get(b.open, targets), n, c),
+            Contender(sides["audit"], http_get(b.audit, targets), n, c, flush_audit, b.audit.pid),
+            Contender(sides["noaudit"], http_get(b.noaudit, targets), n, c, None, b.noaudit.pid),
+            Contender(sides["open"], http_get(b.open, targets), n, c, None, b.open.pid),
         ],
         b.args.rounds,
         b.args.warmup,
+        b.db_pid,
     )
     raw_side = sides["raw"]
     return [
@@ -305,7 +342,7 @@ async def measure_read(b: Bench) -> list[Row]:
             raw_side,
             "raw find_one",
             ">= 0.80",
-            note=sides["audit"].client_note(),
+            note=notes(sides["audit"], raw_side),
         ),
         Row(
             "  same, token, audit off",
@@ -313,7 +350,7 @@ async def measure_read(b: Bench) -> list[Row]:
             sides["noaudit"],
             raw_side,
             "raw find_one",
-            note=sides["noaudit"].client_note(),
+            note=notes(sides["noaudit"], raw_side),
         ),
         Row(
             "  same, no token, no audit",
@@ -321,7 +358,7 @@ async def measure_read(b: Bench) -> list[Row]:
             sides["open"],
             raw_side,
             "raw find_one",
-            note=sides["open"].client_note(),
+            note=notes(sides["open"], raw_side),
         ),
         Row(
             "audited / not audited (GET by id)",
@@ -359,24 +396,22 @@ async def search_row(b: Bench, label: str, rt: str, params: list[list[tuple[str,
     await alternate(
         [
             Contender(rside, raw, n, c),
-            Contender(srv, http_get(b.audit, targets), n, c, flush_audit),
+            Contender(srv, http_get(b.audit, targets), n, c, flush_audit, b.audit.pid),
         ],
         b.args.rounds,
         b.args.warmup,
+        b.db_pid,
     )
-    note = f"{statistics.median(rows):.0f} matches; " + srv.client_note()
+    note = f"{statistics.median(rows):.0f} matches; " + notes(srv, rside)
     if mismatches:
         note += f"; answers differ for {mismatches} of {len(plans)}"
     return Row(label, "req/s", srv, rside, "raw indexed find", ">= 0.67", note=note)
 
 
 async def measure_searches(b: Bench) -> list[Row]:
-    pats = [
-        d["res"]
-        async for d in b.db.resources.find(
-            {"_id": {"$in": [f"Patient/{p}" for p in b.patients()]}}, {"res": 1}
-        )
-    ]
+    # The Patients as the server returns them (whatever the stored shape).
+    await b.audit.login()
+    pats = [orjson.loads((await b.audit.load.get(0, f"/Patient/{p}"))[1]) for p in b.patients()]
     families = sorted({n["family"] for p in pats for n in p.get("name", []) if n.get("family")})
     ssn = "http://hl7.org/fhir/sid/us-ssn"
     idents = sorted(
@@ -420,10 +455,11 @@ async def measure_portal(b: Bench) -> list[Row]:
         await alternate(
             [
                 Contender(rside, raw, half, 1),
-                Contender(srv, http_get(b.audit, targets), half, 1, flush_audit),
+                Contender(srv, http_get(b.audit, targets), half, 1, flush_audit, b.audit.pid),
             ],
             2,
             2,
+            b.db_pid,
         )
         out.append((srv, rside))
     b.portal[b.size] = out
@@ -502,9 +538,10 @@ async def measure_everything(b: Bench) -> list[Row]:
     srv, rside = Side("server"), Side("raw")
     n, c = b.args.n_everything, b.args.concurrency_everything
     await alternate(
-        [Contender(rside, raw, n, c), Contender(srv, server, n, c, flush_audit)],
+        [Contender(rside, raw, n, c), Contender(srv, server, n, c, flush_audit, b.audit.pid)],
         b.args.rounds,
         b.args.warmup,
+        b.db_pid,
     )
     return [
         Row(
@@ -513,7 +550,7 @@ async def measure_everything(b: Bench) -> list[Row]:
             srv,
             rside,
             "raw compartment finds",
-            note=f"{statistics.median(sizes):.0f} resources/record (median); " + srv.client_note(),
+            note=f"{statistics.median(sizes):.0f} resources/record (median); " + notes(srv, rside),
         )
     ]
 
@@ -573,7 +610,9 @@ async def raw_export(db: AsyncDatabase[Doc], types: list[str]) -> tuple[int, flo
     for rt in types:
         buf = bytearray()
         async for d in db.resources.find({"rt": rt}, {"res": 1}).sort("_id", ASCENDING):
-            buf += orjson.dumps(d["res"]) + b"\n"
+            res = d["res"]
+            # The resource as stored: a document, or its JSON kept as is (lean storage).
+            buf += (res if isinstance(res, bytes) else orjson.dumps(res)) + b"\n"
             count += 1
     return count, time.perf_counter() - t0
 
@@ -718,6 +757,8 @@ async def run_step(b: Bench, name: str, step: Step, t_start: float) -> None:
     else:
         b.rows[name] = rows
     print(f"[{time.perf_counter() - t_start:5.0f} s] {name} measured", file=sys.stderr, flush=True)
+    if rows:  # as it goes, so a run stopped early still has its figures
+        print_table(rows, file=sys.stderr)
 
 
 # -- output -----------------------------------------------------------------------------
@@ -731,13 +772,13 @@ def rate(x: float) -> str:
     return "-" if x != x else (f"{x:,.0f}" if x >= 100 else f"{x:,.1f}")
 
 
-def print_table(rows: list[Row]) -> None:
+def print_table(rows: list[Row], file: Any = None) -> None:
     head = (
         f"{'path':<44}{'unit':>6}{'srv p50':>9}{'p99':>9}{'rate':>8}"
         f"{'raw p50':>9}{'p99':>9}{'rate':>8}{'ratio':>7}  {'vs':<22}{'goal':>8}  verdict  note"
     )
-    print(head)
-    print("-" * len(head))
+    print(head, file=file)
+    print("-" * len(head), file=file)
     for r in rows:
         v = r.value()
         a, b = r.a, r.b
@@ -756,13 +797,15 @@ def print_table(rows: list[Row]) -> None:
         note = r.note + (f"; errors {dict(errs)}" if errs else "")
         print(
             f"{r.path:<44}{r.unit:>6}{cells}{ratio:>7}  {r.vs:<22}{r.goal:>8}  "
-            f"{r.verdict():<8} {note}"
+            f"{r.verdict():<8} {note}",
+            file=file,
         )
 
 
 async def bench(args: argparse.Namespace, uri: str, workdir: Path, db_pid: int | None) -> None:
     database = f"bench_{uuid.uuid4().hex[:8]}"
-    client: AsyncMongoClient[Doc] = open_client(uri, timeout_ms=30000)
+    # Long socket reads: a batch of 1,000 inserts can take over 30 s on a busy machine.
+    client: AsyncMongoClient[Doc] = open_client(uri, timeout_ms=30000, socket_timeout_ms=600_000)
     db = client[database]
     registry = Registry.load_default()
 
@@ -793,7 +836,7 @@ async def bench(args: argparse.Namespace, uri: str, workdir: Path, db_pid: int |
         servers.append(noaudit)
         opened = await open_server("open", uri, database, workdir, {}, workers)
         servers.append(opened)
-        b = Bench(args, db, registry, pop, stats, audit, noaudit, opened)
+        b = Bench(args, db, registry, pop, stats, audit, noaudit, opened, db_pid)
         kind = "MONGODB_URI" if os.environ.get("MONGODB_URI") else "SecantusDB (standalone, disk)"
         print(
             f"database: {kind}; 3 fhir-server processes; n={args.n} x {args.rounds} rounds at "
