@@ -233,8 +233,6 @@ class Contender:
     job: loadgen.Job
     n: int
     concurrency: int
-    # Run after each round, outside its timing (the audit sink's flush, 0.5 s period).
-    settle: Callable[[], Awaitable[None]] | None = None
     pid: int | None = None  # the server process, whose CPU the round charges to the side
 
 
@@ -243,25 +241,48 @@ async def alternate(
 ) -> None:
     for c in contenders:  # warm-up, excluded
         await loadgen.run_round(min(warmup, c.n), c.concurrency, c.job)
-        if c.settle:
-            await c.settle()
+        await drain([c.pid, db_pid])
     for r in range(rounds):
         k = r % len(contenders)
         for c in contenders[k:] + contenders[:k]:
             cpu0 = cpu_seconds(c.pid) if c.pid else 0.0
             db0 = cpu_seconds(db_pid) if db_pid else 0.0
-            c.side.add(await loadgen.run_round(c.n, c.concurrency, c.job))
-            if c.settle:
-                # The AuditEvents of the round are its cost: charged after they are written.
-                await c.settle()
+            done = await loadgen.run_round(c.n, c.concurrency, c.job)
+            # The round's work that outlives its last answer (the audit sink writes its
+            # AuditEvents every 0.5 s) is the round's: its time and CPU are charged to it,
+            # and the next side starts on a quiet database.
+            done.wall += await drain([c.pid, db_pid])
+            c.side.add(done)
             if c.pid:
                 c.side.server_cpu = (c.side.server_cpu or 0.0) + cpu_seconds(c.pid) - cpu0
             if db_pid:
                 c.side.db_cpu = (c.side.db_cpu or 0.0) + cpu_seconds(db_pid) - db0
 
 
-async def flush_audit() -> None:
-    await asyncio.sleep(1.0)
+# A process is busy in a 0.1 s sample when it used any CPU (one clock tick, 10 ms: on a
+# crowded machine a busy process may get little of a core); the work is done after QUIET_S
+# without a busy sample (longer than the audit sink's 0.5 s period).
+SAMPLE_S = 0.1
+BUSY_CPU_S = 0.01
+QUIET_S = 0.7
+MAX_DRAIN_S = 120.0
+
+
+async def drain(pids: list[int | None]) -> float:
+    """Seconds from now to the end of the last busy sample of `pids` (the round's server
+    and the database) before they went quiet: 0 when they were quiet at once."""
+    procs = [p for p in pids if p]
+    start = last_busy = time.perf_counter()
+    prev = [cpu_seconds(p) for p in procs]
+    while True:
+        await asyncio.sleep(SAMPLE_S)
+        now = time.perf_counter()
+        cur = [cpu_seconds(p) for p in procs]
+        if any(c - p >= BUSY_CPU_S for c, p in zip(cur, prev, strict=True)):
+            last_busy = now
+        prev = cur
+        if now - last_busy >= QUIET_S or now - start > MAX_DRAIN_S:
+            return last_busy - start
 
 
 def http_get(srv: Server, targets: list[str]) -> loadgen.Job:
@@ -325,9 +346,9 @@ async def measure_read(b: Bench) -> list[Row]:
     await alternate(
         [
             Contender(sides["raw"], raw, n, c),
-            Contender(sides["audit"], http_get(b.audit, targets), n, c, flush_audit, b.audit.pid),
-            Contender(sides["noaudit"], http_get(b.noaudit, targets), n, c, None, b.noaudit.pid),
-            Contender(sides["open"], http_get(b.open, targets), n, c, None, b.open.pid),
+            Contender(sides["audit"], http_get(b.audit, targets), n, c, pid=b.audit.pid),
+            Contender(sides["noaudit"], http_get(b.noaudit, targets), n, c, pid=b.noaudit.pid),
+            Contender(sides["open"], http_get(b.open, targets), n, c, pid=b.open.pid),
         ],
         b.args.rounds,
         b.args.warmup,
@@ -396,7 +417,7 @@ async def search_row(b: Bench, label: str, rt: str, params: list[list[tuple[str,
     await alternate(
         [
             Contender(rside, raw, n, c),
-            Contender(srv, http_get(b.audit, targets), n, c, flush_audit, b.audit.pid),
+            Contender(srv, http_get(b.audit, targets), n, c, pid=b.audit.pid),
         ],
         b.args.rounds,
         b.args.warmup,
@@ -455,7 +476,7 @@ async def measure_portal(b: Bench) -> list[Row]:
         await alternate(
             [
                 Contender(rside, raw, half, 1),
-                Contender(srv, http_get(b.audit, targets), half, 1, flush_audit, b.audit.pid),
+                Contender(srv, http_get(b.audit, targets), half, 1, pid=b.audit.pid),
             ],
             2,
             2,
@@ -538,7 +559,7 @@ async def measure_everything(b: Bench) -> list[Row]:
     srv, rside = Side("server"), Side("raw")
     n, c = b.args.n_everything, b.args.concurrency_everything
     await alternate(
-        [Contender(rside, raw, n, c), Contender(srv, server, n, c, flush_audit, b.audit.pid)],
+        [Contender(rside, raw, n, c), Contender(srv, server, n, c, pid=b.audit.pid)],
         b.args.rounds,
         b.args.warmup,
         b.db_pid,
@@ -634,7 +655,7 @@ async def measure_export(b: Bench) -> list[Row]:
                 peaks.append(peak)
                 befores.append(before)
                 counts.append(n)
-            await flush_audit()
+            await drain([b.audit.pid, b.db_pid])
     b.export_rss[b.size] = (statistics.median(befores), max(peaks), counts[-1])
     return [
         Row(
