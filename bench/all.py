@@ -21,19 +21,23 @@ Every row compares the server with the raw driver doing the same database work o
 documents in the same run; rounds alternate between the sides (their order rotating), so
 drift on a shared machine hits both; a warm-up round of each side is excluded; p50/p99 come
 from per-request timings pooled over the rounds, the rate is the median of the rounds' rates.
+After each round the run waits until that side's server and the database are quiet, and
+charges the wait to the round (`drain`): the audit sink writes a round's AuditEvents after
+its answers, and that work is the round's, not the next side's.
 
 | row | server | raw driver |
 |---|---|---|
 | read | `GET Patient/<id>` | `find_one({_id})` |
-| family / token search | `Patient?family=`, `Patient?identifier=sys\\|value` | the server's own filter (`parse_search` + `search_filter` + `plan`), `find().sort().limit(count + 1)` (+ `count_documents` when a next page exists) |
+| family / token search | `Patient?family=`, `Patient?identifier=sys\\|value` | the server's own filter (`parse_search` + `search_filter` + `plan`), `find().sort().limit(count + 1)` (+ `count_documents` when a next page exists); where that filter is an `$elemMatch` range (a scan on SecantusDB), also the plain indexed range, which carries the goal |
 | portal queries | the four of bench/search.py, sequential, at each size | the same, as bench/search.py |
 | `$everything` | `GET Patient/<id>/$everything` (every page) | `find_one` of the Patient, `find({comp})` of its compartment, `find({_id: {$in}})` of the includes the server returned |
 | `$export` | kick-off, status polled every 0.1 s, every file downloaded | one cursor per exported type, `res` written as NDJSON lines |
 | ingest | `POST` of a Synthea transaction Bundle (`open` server) | `insert_many` of the very documents (and history versions) it stored, with fresh ids |
 
-HTTP load comes from bench/loadgen.py (keep-alive HTTP/1.1 on asyncio, a few tens of
-microseconds per request); its own CPU per request and share of a core is printed beside
-each HTTP row, so a client-bound figure shows.
+HTTP load comes from bench/loadgen.py (keep-alive HTTP/1.1 on asyncio, about 0.2 ms of
+client CPU per request here); its own CPU per request and share of a core is printed beside
+each HTTP row, so a client-bound figure shows. The servers run with raised query and socket
+limits (`LIMITS`), so a busy machine gives figures rather than 503s.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 httpx costs about as much client CPU per request as the server's cheapest path does, so
 on a 2-core machine it would measure the client. This speaks just enough HTTP/1.1 over
 asyncio streams (a request line and headers out; status, `Content-Length` or chunked body
-in) for GETs and POSTs to the server, at a few tens of microseconds per request, and
-reports its own CPU so a reader can check it was not the bottleneck.
+in) for GETs and POSTs to the server, at about 0.2 ms of client CPU per request on this
+machine, and reports its own CPU so a reader can check it was not the bottleneck.
 """
 
 from __future__ import annotations
