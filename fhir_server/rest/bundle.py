@@ -29,6 +29,10 @@ Doc = dict[str, Any]
 Dispatch = Callable[[ServerContext, FhirRequest], Awaitable[FhirResponse]]
 
 MAX_ENTRIES = 10_000
+# The database refusing a transaction for its size or its duration (MongoDB's
+# TransactionTooLarge, TransactionExceededLifetimeLimitSeconds, TransactionTooLargeForCache;
+# SecantusDB answers the last with the same code).
+_TOO_LARGE = frozenset({257, 290, 388})
 # Spec order for a transaction: https://hl7.org/fhir/R4/http.html#trules
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _REASONS = {
@@ -151,7 +155,9 @@ async def process(ctx: ServerContext, req: FhirRequest, dispatch: Dispatch) -> F
     if not isinstance(entries, list):
         raise BadRequest("Bundle.entry must be an array", code="structure")
     if len(entries) > MAX_ENTRIES:
-        raise BadRequest(f"a Bundle may hold at most {MAX_ENTRIES} entries", code="too-costly")
+        # One transaction, all or nothing, has to fit the database's own limits
+        # (docs/rest.md, "Bundles"): past this many entries, split the bundle.
+        raise PayloadTooLarge(f"a Bundle may hold at most {MAX_ENTRIES} entries; split it")
     want_resource = prefer(req.header("prefer")).get("return") == "representation"
     if kind == "batch":
         out = await _batch(ctx, entries, dispatch, want_resource, policy)
@@ -292,11 +298,14 @@ async def _transaction(
             sub.body = _rewrite_references(sub.body, mapping)
         if sub.method in ("POST", "PUT") and isinstance(sub.body, dict):
             _prevalidate(ctx, sub, reqs.index(sub))
-    order = sorted(range(len(reqs)), key=lambda i: _ORDER[reqs[i].method])
+    order = sorted(range(len(reqs)), key=lambda i: _run_order(ctx, reqs[i]))
     results: dict[int, FhirResponse] = {}
     async with ctx.store.client.start_session() as session:
         try:
-            async with await session.start_transaction():
+            async with (
+                await session.start_transaction(),
+                ctx.store.deferred_writes(session),
+            ):
                 for i in order:
                     sub = reqs[i]
                     sub.session = session
@@ -310,6 +319,11 @@ async def _transaction(
                         ]
                         raise
         except OperationFailure as exc:
+            if exc.code in _TOO_LARGE:
+                raise PayloadTooLarge(
+                    "the transaction is too large for one database transaction "
+                    f"({exc.code}); nothing was changed, split the bundle"
+                ) from None
             if exc.has_error_label("TransientTransactionError") or exc.code == 112:
                 raise PreconditionFailed(
                     "the transaction conflicted with a concurrent "
@@ -322,6 +336,15 @@ async def _transaction(
         )
         for i in range(len(reqs))
     ]
+
+
+def _run_order(ctx: ServerContext, sub: FhirRequest) -> tuple[int, bool]:
+    """The spec's order by method; within a method, the types that inherit their targets'
+    compartments (a Provenance) after the rest, so they find targets created by the same
+    transaction whatever the entries' order (docs/storage.md, "Inherited compartments")."""
+    inheritance = ctx.store.inheritance
+    inherits = inheritance is not None and bool(sub.path) and sub.path[0] in inheritance.types
+    return _ORDER[sub.method], inherits
 
 
 def _prevalidate(ctx: ServerContext, sub: FhirRequest, index: int) -> None:
