@@ -177,10 +177,12 @@ def main() -> None:
     )
     parser.add_argument("--data", type=Path, default=SYNTHEA)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--bundles", type=int, default=0, help="only the first N bundles")
     args = parser.parse_args()
+    work = read_bundles(args.data)[: args.bundles or None]
 
     async def run(uri: str) -> list[IngestFigures]:
-        return await measure(uri, data=args.data, rounds=args.rounds)
+        return await measure(uri, rounds=args.rounds, bundles=work)
 
     uri = os.environ.get("MONGODB_URI")
     if uri:

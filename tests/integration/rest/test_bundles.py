@@ -366,3 +366,19 @@ async def test_concurrent_transaction_bundles_same_id(client: httpx.AsyncClient)
         for tag, status in zip(tags, statuses, strict=True):
             n = await ctx.store.count({"rt": "Patient", "res.identifier.value": tag})
             assert n == (10 if status == 200 else 0)
+
+
+async def test_bundle_over_the_entry_limit_is_413(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+):
+    """One transaction never splits: past the documented size it is refused whole."""
+    from fhir_server.rest import bundle as bundles
+
+    monkeypatch.setattr(bundles, "MAX_ENTRIES", 2)
+    before = await _history_total(client)
+    for kind in ("transaction", "batch"):
+        body = _tx(*(_post(patient(), urn()) for _ in range(3))) | {"type": kind}
+        r = await client.post("", json=body, headers=FHIR_JSON)
+        assert r.status_code == 413, r.text
+        assert r.json()["issue"][0]["code"] == "too-costly"
+    assert await _history_total(client) == before

@@ -6,7 +6,7 @@ import gzip
 from collections import Counter
 from pathlib import Path
 
-from fhir_server.loader import load_paths
+from fhir_server.loader import count_resources, load_paths
 from tests.conftest import FHIR_JSON, SYNTHEA_DIR, make_settings, running_app, synthea_bundles
 
 BUNDLES = synthea_bundles()
@@ -61,6 +61,8 @@ async def test_loader_reports_failures_and_ndjson(mongo_uri: str, tmp_path: Path
         ctx = client.app.state.ctx  # type: ignore[attr-defined]
         summary = await load_paths(ctx, [tmp_path], progress=False)
         assert summary.created == Counter({"Patient": 1, "Observation": 1})
+        # The progress bar's total counts resources, not files.
+        assert [count_resources(tmp_path / f) for f in ("broken.json", "rows.ndjson")] == [0, 3]
         assert len(summary.failures) == 2
         assert any("broken.json" in f for f in summary.failures)
         assert any("rows.ndjson" in f and "400" in f for f in summary.failures)
