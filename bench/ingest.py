@@ -6,16 +6,20 @@ Starts a database (SecantusDB in memory, or MONGODB_URI) and, in one run on it, 
 round:
 
 - **server**: every bundle of DIR (default: the 16 Synthea bundles, 3,507 resources) through
-  `fhir-server load`'s path (`loader.load_paths`: the transaction bundle processing of
-  `POST /fhir`, validation, reference resolution, write rules, one database transaction per
-  bundle) into a fresh database with the server's indexes;
+  `fhir-server load`'s path (`loader.Pipeline`, as `load_paths` runs it: the transaction
+  bundle processing of `POST /fhir`, validation, reference resolution, write rules, one
+  database transaction per bundle with its writes in bulk, the next bundle prepared while
+  one commits) into a fresh database with the server's indexes;
 - **raw**: the very documents the server stored (current documents and their history
   versions, read back from that database) written into another fresh database with the
   same indexes by the raw driver, one `insert_many` per collection per bundle, no
   transaction, no validation.
 
-It prints resources/s of each, the ratio server / raw (issue 11's goal: 0.5 or more) and
-the per-bundle latency p50 / p99 of both. The database's own speed cancels out of the ratio;
+- **raw in transactions**: the same, each bundle's two `insert_many` in one transaction, to
+  show what all-or-nothing costs the database itself.
+
+It prints resources/s of each, the ratio server / raw (issue 11's goal: 0.5 or more), the
+ratio server / raw in transactions and the per-bundle latency p50 / p99 of server and raw. The database's own speed cancels out of the ratio;
 the absolute rates depend on the machine and its load. `measure()` is what `make bench`
 calls.
 """
@@ -31,7 +35,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +44,7 @@ import orjson
 from fhir_server.config import Settings
 from fhir_server.db.client import ensure_indexes, open_client
 from fhir_server.db.embedded import EmbeddedDatabase
-from fhir_server.loader import LoadSummary, load_bundle
+from fhir_server.loader import LoadSummary, Pipeline
 from fhir_server.search.indexes import index_models
 
 Doc = dict[str, Any]
@@ -60,6 +64,10 @@ class IngestFigures:
     server_p99_ms: float
     raw_p50_ms: float
     raw_p99_ms: float
+    # The same raw writes, each bundle's two inside one transaction: what all-or-nothing
+    # costs the database itself.
+    raw_txn_per_s: float
+    ratio_to_raw_txn: float
 
 
 def read_bundles(data: Path) -> list[tuple[str, Doc]]:
@@ -120,18 +128,21 @@ async def measure(
 async def _round(uri: str, bundles: list[tuple[str, Doc]]) -> IngestFigures:
     tag = uuid.uuid4().hex[:8]
     n = sum(len(b.get("entry") or []) for _, b in bundles)
-    server_ms: list[float] = []
     raw_ms: list[float] = []
     async with _server_context(uri, f"ingest_srv_{tag}") as ctx:
         summary = LoadSummary()
         # Copies: the server's path must not see a bundle another round already changed.
         work = [(name, orjson.loads(orjson.dumps(b))) for name, b in bundles]
+        marks: list[float] = []
+        pipeline = Pipeline(ctx, summary, lambda _: marks.append(time.perf_counter()))
         t0 = time.perf_counter()
         for name, bundle in work:
-            t = time.perf_counter()
-            await load_bundle(ctx, name, bundle, summary)
-            server_ms.append((time.perf_counter() - t) * 1000)
+            await pipeline.add(name, bundle)
+        await pipeline.drain()
         server_s = time.perf_counter() - t0
+        # Bundles overlap (the next one is prepared while one commits): per bundle is the
+        # time from one commit to the next.
+        server_ms = [(b - a) * 1000 for a, b in zip([t0, *marks], marks, strict=False)]
         if summary.failures:
             raise RuntimeError(f"the server refused part of the data: {summary.failures[:3]}")
         # The documents the server stored, grouped per bundle by the order they were written.
@@ -144,20 +155,8 @@ async def _round(uri: str, bundles: list[tuple[str, Doc]]) -> IngestFigures:
         cur = docs[i : i + k]
         groups.append((cur, [hist[f"{d['_id']}/{d['vid']}"] for d in cur]))
         i += k
-    client = open_client(uri, timeout_ms=10_000)
-    raw_db = client[f"ingest_raw_{tag}"]
-    try:
-        await ensure_indexes(raw_db, index_models())
-        t0 = time.perf_counter()
-        for cur, h in groups:
-            t = time.perf_counter()
-            await raw_db.history.insert_many(h, ordered=False)
-            await raw_db.resources.insert_many(cur, ordered=False)
-            raw_ms.append((time.perf_counter() - t) * 1000)
-        raw_s = time.perf_counter() - t0
-    finally:
-        await _drop(uri, raw_db.name)
-        await client.close()
+    raw_s = await _raw(uri, f"ingest_raw_{tag}", groups, raw_ms, in_transaction=False)
+    raw_txn_s = await _raw(uri, f"ingest_rawtx_{tag}", groups, [], in_transaction=True)
     return IngestFigures(
         resources=n,
         bundles=len(bundles),
@@ -168,7 +167,40 @@ async def _round(uri: str, bundles: list[tuple[str, Doc]]) -> IngestFigures:
         server_p99_ms=percentile(server_ms, 0.99),
         raw_p50_ms=statistics.median(raw_ms),
         raw_p99_ms=percentile(raw_ms, 0.99),
+        raw_txn_per_s=n / raw_txn_s,
+        ratio_to_raw_txn=raw_txn_s / server_s,
     )
+
+
+async def _raw(
+    uri: str,
+    database: str,
+    groups: list[tuple[list[Doc], list[Doc]]],
+    latencies_ms: list[float],
+    *,
+    in_transaction: bool,
+) -> float:
+    """Seconds for the raw driver to write `groups` (per bundle: current documents, history
+    versions) with one `insert_many` each, on a fresh database with the server's indexes."""
+    client = open_client(uri, timeout_ms=10_000)
+    db = client[database]
+    try:
+        await ensure_indexes(db, index_models())
+        t0 = time.perf_counter()
+        for cur, hist in groups:
+            t = time.perf_counter()
+            if in_transaction:
+                async with client.start_session() as s, await s.start_transaction():
+                    await db.history.insert_many(hist, session=s)
+                    await db.resources.insert_many(cur, session=s)
+            else:
+                await db.history.insert_many(hist, ordered=False)
+                await db.resources.insert_many(cur, ordered=False)
+            latencies_ms.append((time.perf_counter() - t) * 1000)
+        return time.perf_counter() - t0
+    finally:
+        await _drop(uri, database)
+        await client.close()
 
 
 def main() -> None:
@@ -194,8 +226,16 @@ def main() -> None:
                 figures = asyncio.run(run(embedded.start()))
             finally:
                 embedded.stop()
-    for f in figures:
-        print(asdict(f))
+    print(
+        f"{'round':<6}{'resources':>10}{'server/s':>10}{'raw/s':>8}{'ratio':>7}"
+        f"{'raw tx/s':>10}{'ratio':>7}  per bundle p50/p99 ms: server, raw"
+    )
+    for i, f in enumerate(figures, start=1):
+        print(
+            f"{i:<6}{f.resources:>10}{f.server_per_s:>10.1f}{f.raw_per_s:>8.1f}{f.ratio:>7.2f}"
+            f"{f.raw_txn_per_s:>10.1f}{f.ratio_to_raw_txn:>7.2f}  "
+            f"{f.server_p50_ms:.0f}/{f.server_p99_ms:.0f}, {f.raw_p50_ms:.0f}/{f.raw_p99_ms:.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -238,8 +238,9 @@ async def test_transaction_failing_in_the_middle_writes_nothing(client: httpx.As
 
 
 async def test_transaction_inherits_compartments_from_its_own_entries(client: httpx.AsyncClient):
-    """A Provenance targeting resources created earlier in the same transaction (as every
-    Synthea bundle ends) sits in their patients' compartments (docs/storage.md)."""
+    """A Provenance targeting resources created in the same transaction (as an import's
+    Provenance does), listed before them, sits in their patients' compartments, and in the
+    compartments of a target stored before (docs/storage.md, "Transactions in bulk")."""
     stored = f"stored-{uuid.uuid4().hex[:8]}"
     await client.put(
         f"Observation/{stored}",
