@@ -710,7 +710,7 @@ async def measure_export(b: Bench) -> list[Row]:
             srv,
             rside,
             "raw cursor dump",
-            ">= 0.80" if b.size == max(b.args.sizes) else "-",
+            ">= 0.80" if b.size >= max(b.args.sizes) else "-",
             note=f"server RSS {statistics.median(befores):.0f} MB before, {max(peaks):.0f} MB peak",
         )
     ]
@@ -766,6 +766,12 @@ async def measure_ingest(b: Bench) -> list[Row]:
             "", content=body, headers={"Content-Type": "application/fhir+json"}
         )
         secs = time.perf_counter() - t0
+        if k == 0 and r.status_code == 503:
+            # The warm-up Bundle, after minutes idle: a pooled database connection the peer
+            # closed answers 503 once (seen here); the timed Bundles must not meet it.
+            r = await b.open.http.post(
+                "", content=body, headers={"Content-Type": "application/fhir+json"}
+            )
         assert r.status_code == 200, r.text[:2000]
         keys = ["/".join(e["response"]["location"].split("/")[:2]) for e in r.json()["entry"]]
         docs = [d async for d in b.db.resources.find({"_id": {"$in": keys}})]
