@@ -710,7 +710,7 @@ async def measure_export(b: Bench) -> list[Row]:
             srv,
             rside,
             "raw cursor dump",
-            ">= 0.80" if b.size == max(b.args.sizes) else "-",
+            ">= 0.80" if b.size >= max(b.args.sizes) else "-",
             note=f"server RSS {statistics.median(befores):.0f} MB before, {max(peaks):.0f} MB peak",
         )
     ]
@@ -720,7 +720,8 @@ def export_memory_row(b: Bench) -> Row:
     sizes = sorted(b.export_rss)
     if len(sizes) < 2:
         return na("$export server RSS peak 10x / 1x", "one size only")
-    (_, lo_peak, lo_n), (_, hi_peak, hi_n) = b.export_rss[sizes[0]], b.export_rss[sizes[-1]]
+    (lo_before, lo_peak, lo_n) = b.export_rss[sizes[0]]
+    (hi_before, hi_peak, hi_n) = b.export_rss[sizes[-1]]
     return Row(
         f"$export server RSS peak, {hi_n / lo_n:.1f}x data",
         "MB",
@@ -729,7 +730,9 @@ def export_memory_row(b: Bench) -> Row:
         f"peak @{sizes[0]:,}",
         "<= 1.25",
         ratio=hi_peak / lo_peak,
-        note=f"{lo_peak:.0f} MB with {lo_n:,} resources, {hi_peak:.0f} MB with {hi_n:,}",
+        note=f"{lo_peak:.0f} MB with {lo_n:,} resources, {hi_peak:.0f} MB with {hi_n:,};"
+        f" during the export +{lo_peak - lo_before:.0f} MB and +{hi_peak - hi_before:.0f} MB"
+        " (the rest of the difference is the run's other work in between)",
     )
 
 
@@ -766,6 +769,12 @@ async def measure_ingest(b: Bench) -> list[Row]:
             "", content=body, headers={"Content-Type": "application/fhir+json"}
         )
         secs = time.perf_counter() - t0
+        if k == 0 and r.status_code == 503:
+            # The warm-up Bundle, after minutes idle: a pooled database connection the peer
+            # closed answers 503 once (seen here); the timed Bundles must not meet it.
+            r = await b.open.http.post(
+                "", content=body, headers={"Content-Type": "application/fhir+json"}
+            )
         assert r.status_code == 200, r.text[:2000]
         keys = ["/".join(e["response"]["location"].split("/")[:2]) for e in r.json()["entry"]]
         docs = [d async for d in b.db.resources.find({"_id": {"$in": keys}})]
