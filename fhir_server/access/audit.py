@@ -506,12 +506,11 @@ class AuditSink:
                 self.written += len(chunk)
 
     async def _write(self, events: list[Doc]) -> None:
-        # The store's own document shape (ix, comp, sk), so AuditEvents search like any other.
-        # Ids are fixed when the event is recorded, so a retried batch cannot write an event
-        # twice.
-        await self.store.insert_versions(
-            [self.store.document("AuditEvent", e["id"], 1, e) for e in events]
-        )
+        # The audit log's store (storage/audit_store.py): one insert_many into its own
+        # collection, in the document shape search reads, no history version. Ids are fixed
+        # when the event is recorded, so a retried batch cannot write an event twice.
+        log = self.store.for_type("AuditEvent")
+        await log.insert_versions([log.document("AuditEvent", e["id"], 1, e) for e in events])
 
     async def close(self, timeout_s: float | None = None) -> None:
         """Stop the background task and write everything still buffered, giving up after

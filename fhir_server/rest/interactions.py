@@ -77,14 +77,15 @@ async def visible_version(ctx: ServerContext, req: FhirRequest, rt: str, rid: st
     the in-memory post-check, so hidden and missing answer alike. A tombstone is tested on
     the compartments and search keys the resource had when it was deleted (docs/access.md,
     "Deleted resources: 410 or 404")."""
-    doc = await ctx.store.find_visible(rt, rid, visible(req, rt), session=req.session)
+    store = ctx.store.for_type(rt)
+    doc = await store.find_visible(rt, rid, visible(req, rt), session=req.session)
     if doc is not None:
         v = Version.from_doc(doc)
         stored = doc.get("comp") or []
         if not screen(req.policy, ctx.store.indexer, v.resource, where="read", stored=stored):
             raise NotFound(f"{rt}/{rid} is not known")
         return v
-    tomb = await ctx.store.tombstone(rt, rid, session=req.session)
+    tomb = await store.tombstone(rt, rid, session=req.session)
     if tomb is not None and could_see(req.policy, rt, tomb):
         return tomb.version
     raise NotFound(f"{rt}/{rid} is not known")
@@ -120,7 +121,7 @@ async def vread(ctx: ServerContext, req: FhirRequest, rt: str, rid: str, vid: st
     if req.policy.restricted:
         # Earlier versions are shown only while the resource (or its tombstone) is visible.
         await visible_version(ctx, req, rt, rid)
-    v = await ctx.store.vread(rt, rid, vid, session=req.session)
+    v = await ctx.store.for_type(rt).vread(rt, rid, vid, session=req.session)
     # An old version is itself checked: one labelled then (and relabelled since) stays
     # hidden, answering as a version that does not exist.
     if (

@@ -171,14 +171,23 @@ class ResourceStore:
         self.max_time_ms = max_time_ms
         # Types that also sit in their targets' compartments (access/compartments.py).
         self.inheritance = inheritance
+        # Types kept in a collection of their own, by type (the audit log:
+        # storage/audit_store.py); `for_type` picks the store of a type.
+        self.separate: dict[str, ResourceStore] = {}
+
+    def for_type(self, rt: str | None) -> ResourceStore:
+        """The store that holds resources of type `rt`: this one, or a separate one."""
+        return self.separate.get(rt, self) if rt else self
 
     def limited(self, max_time_ms: int) -> ResourceStore:
         """The same store with another query time limit (a caller's own budget)."""
         if max_time_ms == self.max_time_ms:
             return self
-        return ResourceStore(
+        store = ResourceStore(
             self.db, self.indexer, max_time_ms=max_time_ms, inheritance=self.inheritance
         )
+        store.separate = {rt: s.limited(max_time_ms) for rt, s in self.separate.items()}
+        return store
 
     # -- queries on current resources ----------------------------------------------------
 
