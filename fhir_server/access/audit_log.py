@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fhir_server.access.labels import normalised
 from fhir_server.search.extract import compartments, index_entries
 from fhir_server.search.registry import Registry
 from fhir_server.storage.audit_store import AuditStore, index_models
@@ -102,7 +101,9 @@ def audit_store(store: ResourceStore, registry: Registry) -> AuditStore:
     only = table.search_parameters
 
     def indexer(resource: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-        ix = index_entries(normalised(resource), registry, only)
+        # The server built the event, its labels spelled as the policy table spells them
+        # (audit.py): no `normalised` copy.
+        ix = index_entries(resource, registry, only)
         for f in ("s", "lo", "hi"):
             if f not in fields:
                 ix.pop(f, None)  # keys no index serves: not stored (their searches refused)

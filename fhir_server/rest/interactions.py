@@ -41,13 +41,19 @@ def check_id(rid: str) -> None:
 
 
 def resource_response(
-    ctx: ServerContext, v: Version, status: int = 200, *, location: bool = False
+    ctx: ServerContext,
+    v: Version,
+    status: int = 200,
+    *,
+    location: bool = False,
+    previous: Version | None = None,
 ) -> FhirResponse:
     return FhirResponse(
         status=status,
         body=v.resource,
         headers=version_headers(v, ctx.base_url, location=location),
         location=f"{v.rt}/{v.id}/_history/{v.vid}",
+        versions=(v,) if previous is None else (v, previous),
     )
 
 
@@ -222,7 +228,8 @@ async def update(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhi
 
 
 def _write_response(ctx: ServerContext, result: WriteResult) -> FhirResponse:
-    return resource_response(ctx, result.version, 201 if result.created else 200, location=True)
+    status = 201 if result.created else 200
+    return resource_response(ctx, result.version, status, location=True, previous=result.previous)
 
 
 async def conditional_update(ctx: ServerContext, req: FhirRequest, rt: str) -> FhirResponse:
@@ -298,6 +305,7 @@ async def delete(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhi
     if_match = parse_if_match(req.header("if-match"))
     write_guard.precheck(ctx, req.policy, rt, "delete")
     filt = visible(req, rt)
+    current: Doc | None = None
     if req.policy.restricted:
         current = await ctx.store.find_visible(rt, rid, filt, session=req.session)
         if current is None and filt:
@@ -308,7 +316,9 @@ async def delete(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhi
             await write_guard.guard(ctx, req, rt, "delete", current.get("res"), None)
     tomb = await ctx.store.delete(rt, rid, if_match=if_match, session=req.session)
     headers = {"ETag": tomb.etag} if tomb else {}
-    return FhirResponse(status=204, headers=headers)
+    # The version deleted, when the policy check read it: the audit names its patients.
+    gone = (tomb, Version.from_doc(current)) if tomb and current is not None else ()
+    return FhirResponse(status=204, headers=headers, versions=gone)
 
 
 async def conditional_delete(ctx: ServerContext, req: FhirRequest, rt: str) -> FhirResponse:

@@ -13,6 +13,7 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from fhir_server.access.policy import OPEN, AccessPolicy
+from fhir_server.storage.store import Version
 
 Doc = dict[str, Any]
 
@@ -58,3 +59,7 @@ class FhirResponse:
     # own media type; `body` is then unused.
     raw: bytes | None = None
     media_type: str | None = None
+    # The stored versions the answer is about, as the store returned them (a read: the one
+    # read; a write: the new one and the one it replaced), whose compartments and labels
+    # the audit event names (access/audit.py, `note_response`) without reading them again.
+    versions: tuple[Version, ...] = ()

@@ -101,6 +101,8 @@ class WriteResult:
     created: bool
     # False when an update carried the same content as the current version (no new version).
     changed: bool = True
+    # The current version the write replaced (None for a create): what the audit names.
+    previous: Version | None = None
 
 
 class _Retry(Exception):
@@ -479,7 +481,8 @@ class ResourceStore:
                     ) from None
                 await _backoff()
                 continue
-            return WriteResult(Version.from_doc(hist), created=cur is None)
+            previous = Version.from_doc(cur) if cur is not None else None
+            return WriteResult(Version.from_doc(hist), created=cur is None, previous=previous)
         raise ServiceUnavailable(f"{rt}/{rid} is under heavy concurrent change; retry")
 
     def document(self, rt: str, rid: str, vid: int, resource: Doc) -> Doc:
