@@ -22,7 +22,11 @@ BULK_EXPORT = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
 
 def _search_params(ctx: ServerContext, rt: str) -> list[Doc]:
     out = []
+    # A type kept apart (the audit log) is searched by the parameters it is indexed for.
+    served = getattr(ctx.store.for_type(rt), "searchable", None)
     for code, sp in sorted(ctx.registry.params_for(rt).items()):
+        if served is not None and code not in served:
+            continue
         entry: Doc = {"name": code, "type": sp.type}
         url = getattr(sp, "url", None)
         if url:
@@ -85,6 +89,15 @@ def _resource(ctx: ServerContext, rt: str) -> Doc:
     profiles = [u for u in ctx.validator.profile_urls() if _profile_type(u) == rt]
     if profiles:
         r["supportedProfile"] = profiles
+    if ctx.store.for_type(rt) is not ctx.store:
+        # The audit log: written by the server only, never changed (rest/dispatch.py).
+        r["interaction"] = [{"code": c} for c in ("read", "vread", "history-instance")] + [
+            {"code": c} for c in ("search-type", "history-type")
+        ]
+        for key in ("updateCreate", "conditionalCreate", "conditionalUpdate"):
+            r[key] = False
+        r["conditionalDelete"] = "not-supported"
+        r["versioning"] = "no-version"
     return r
 
 

@@ -32,6 +32,9 @@ _FIELDS_OF_TYPE: dict[str, tuple[str, ...]] = {
     "string": ("s",),
 }
 LAST_UPDATED = "_lastUpdated"  # served from the top-level `lu` (extract.SKIP)
+# A typed search on `_id` tests the document's `_id` (search/query.py); its `ix.k` keys
+# serve only system-level searches, which do not cover the log.
+TYPED_ID = "_id"
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,7 @@ def audit_store(store: ResourceStore, registry: Registry) -> AuditStore:
     """The audit log's store, on `store`'s database and time limit."""
     table = load_table(registry)
     fields = indexed_fields(table, registry)
-    only = table.search_parameters
+    only = table.search_parameters - {TYPED_ID}
 
     def indexer(resource: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         # The server built the event, its labels spelled as the policy table spells them
@@ -114,7 +117,7 @@ def audit_store(store: ResourceStore, registry: Registry) -> AuditStore:
         indexer,
         resource_type=table.resource_type,
         collection=table.collection,
-        searchable=only,
+        searchable=table.search_parameters,
         indexed=frozenset(fields),
         indexes=index_models(fields, compartment_sort(table, registry)),
         max_time_ms=store.max_time_ms,

@@ -21,6 +21,7 @@ from fhir_server.access.audit import AuditRecord, audit_event
 from fhir_server.access.audit_log import load_table, parse_table
 from fhir_server.search.registry import Registry
 from fhir_server.storage.audit_store import prepare_separate
+from fhir_server.storage.reindex import reindex
 from fhir_server.storage.store import new_id
 from tests.integration.access.test_smart_enforcement import Server
 from tests.integration.auth.conftest import BACKEND
@@ -162,6 +163,13 @@ async def test_clients_cannot_write_the_log(env: Env) -> None:
     await env.flush()
     assert await env.db.audit.count_documents({"id": "client-made"}) == 0
     assert await env.db.resources.count_documents({"rt": "AuditEvent"}) == 0
+    # The CapabilityStatement says so, and lists the parameters the log is searched by.
+    meta = (await http.get("/fhir/metadata")).json()
+    (entry,) = [r for r in meta["rest"][0]["resource"] if r["type"] == "AuditEvent"]
+    codes = {i["code"] for i in entry["interaction"]}
+    assert codes == {"read", "vread", "history-instance", "search-type", "history-type"}
+    served = load_table(Registry.load_default()).search_parameters
+    assert {p["name"] for p in entry["searchParam"]} == served
 
 
 async def test_everything_leaves_the_log_out(env: Env) -> None:
@@ -201,6 +209,14 @@ async def test_events_an_older_version_stored_move_at_start_up(env: Env) -> None
     moved = await env.db.audit.find_one({"_id": f"AuditEvent/{rid}"})
     assert moved["lu"] == lu and moved["res"]["entity"] == old["entity"]
     assert (await env.get("backend", f"AuditEvent/{rid}")).status_code == 200
+    found = await env.get("backend", "AuditEvent", entity="Patient/x", _id=rid)
+    assert found.json()["total"] == 1
+    # `fhir-server reindex` recomputes the log's keys in its own collection.
+    await env.db.audit.update_one({"_id": f"AuditEvent/{rid}"}, {"$set": {"ix": {}}})
+    assert (await env.get("backend", "AuditEvent", entity="Patient/x", _id=rid)).json()[
+        "total"
+    ] == 0
+    assert await reindex(store) >= await env.db.audit.count_documents({})
     found = await env.get("backend", "AuditEvent", entity="Patient/x", _id=rid)
     assert found.json()["total"] == 1
 
