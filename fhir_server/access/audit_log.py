@@ -102,6 +102,11 @@ def audit_store(store: ResourceStore, registry: Registry) -> AuditStore:
     table = load_table(registry)
     fields = indexed_fields(table, registry)
     only = table.search_parameters - {TYPED_ID}
+    # The compartments are read back from the keys of the compartment parameters (AuditEvent
+    # `patient`) when the table lists them all, rather than evaluated a second time.
+    comp_codes = registry.compartment_params(table.resource_type)
+    from_keys = set(comp_codes) <= only
+    prefixes = tuple(f"{c}=Patient/" for c in comp_codes)
 
     def indexer(resource: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         # The server built the event, its labels spelled as the policy table spells them
@@ -110,7 +115,10 @@ def audit_store(store: ResourceStore, registry: Registry) -> AuditStore:
         for f in ("s", "lo", "hi"):
             if f not in fields:
                 ix.pop(f, None)  # keys no index serves: not stored (their searches refused)
-        return ix, compartments(resource, registry)
+        if not from_keys:
+            return ix, compartments(resource, registry)
+        comp = [k.split("=", 1)[1] for k in ix["k"] if k.startswith(prefixes)]
+        return ix, list(dict.fromkeys(comp))
 
     return AuditStore(
         store.db,

@@ -234,3 +234,27 @@ def test_the_table_is_checked_against_the_definitions() -> None:
     ):
         with pytest.raises(ValueError):
             parse_table(bad, registry)
+
+
+def test_compartments_read_back_from_the_keys_match_the_definitions() -> None:
+    from pymongo import AsyncMongoClient
+
+    from fhir_server.access.audit import audit_events
+    from fhir_server.access.audit_log import audit_store
+    from fhir_server.search.extract import compartments
+    from fhir_server.storage.store import ResourceStore
+
+    registry = Registry.load_default()
+    db = AsyncMongoClient("mongodb://127.0.0.1:1", connect=False)["unused"]
+    log = audit_store(ResourceStore(db), registry)
+    records = [
+        AuditRecord(
+            "GET", ["Observation", "o1"], status=200, fhir_user=JAMES, patients=["Patient/a"]
+        ),
+        AuditRecord("GET", ["Observation"], query="patient=a,b", status=200, patient="Patient/a"),
+        AuditRecord("GET", ["Patient", "p1"], status=404, fhir_user="Practitioner/k"),
+    ]
+    for rec in records:
+        for event in audit_events(rec):
+            _, comp = log.indexer({**event, "id": "x"})
+            assert sorted(comp) == sorted(compartments(event, registry)), event
