@@ -35,6 +35,7 @@ LAST_UPDATED = "_lastUpdated"  # served from the top-level `lu` (extract.SKIP)
 # A typed search on `_id` tests the document's `_id` (search/query.py); its `ix.k` keys
 # serve only system-level searches, which do not cover the log.
 TYPED_ID = "_id"
+PRESENCE = (":present", ":missing")  # the keys of `:missing` (search/extract.py)
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,9 @@ def audit_store(store: ResourceStore, registry: Registry) -> AuditStore:
         for f in ("s", "lo", "hi"):
             if f not in fields:
                 ix.pop(f, None)  # keys no index serves: not stored (their searches refused)
+        # No `:present`/`:missing` keys: a third of the rest, each an index entry, for a
+        # modifier no audit query uses (`:missing` on the log is refused).
+        ix["k"] = [k for k in ix["k"] if not k.endswith(PRESENCE)]
         if not from_keys:
             return ix, compartments(resource, registry)
         comp = [k.split("=", 1)[1] for k in ix["k"] if k.startswith(prefixes)]
@@ -127,6 +131,7 @@ def audit_store(store: ResourceStore, registry: Registry) -> AuditStore:
         collection=table.collection,
         searchable=table.search_parameters,
         indexed=frozenset(fields),
+        refused_modifiers=frozenset({"missing"}),
         indexes=index_models(fields, compartment_sort(table, registry)),
         max_time_ms=store.max_time_ms,
     )

@@ -106,7 +106,13 @@ class _Run:
         filt, _ = plan(filt, self.secantus)
         return await self.store.for_type(rt).count(filt)
 
-    def served(self, rt: str | None, codes: list[str], filt: dict[str, Any] | None = None) -> None:
+    def served(
+        self,
+        rt: str | None,
+        codes: list[str],
+        filt: dict[str, Any] | None = None,
+        modifier: str | None = None,
+    ) -> None:
         """Refuse a search that a separately stored type's collection does not index
         (the audit log keeps the keys of a few parameters only: profiles/access/audit_log.json):
         run anyway, it would scan, and miss what it keeps no keys for."""
@@ -114,6 +120,8 @@ class _Run:
         if not isinstance(store, AuditStore):
             return
         bad = [c for c in codes if c not in store.searchable and c not in ("_id", "*")]
+        if modifier in store.refused_modifiers:
+            bad = [f"{c}:{modifier}" for c in codes]
         if filt is not None and not bad:
             bad = [f"{f} (this modifier)" for f in _fields(filt) if f not in store.indexed]
         if bad:
@@ -132,7 +140,7 @@ class _Run:
 
     async def criterion(self, rt: str | None, c: Criterion) -> dict[str, Any]:
         f = await self._criterion(rt, c)
-        self.served(rt, [c.code], None if c.chain or c.has else f)
+        self.served(rt, [c.code], None if c.chain or c.has else f, c.modifier)
         return f
 
     async def _criterion(self, rt: str | None, c: Criterion) -> dict[str, Any]:

@@ -61,6 +61,7 @@ class AuditStore(ResourceStore):
         searchable: frozenset[str],
         indexed: frozenset[str],
         indexes: list[IndexModel],
+        refused_modifiers: frozenset[str] = frozenset(),
         max_time_ms: int = DEFAULT_MAX_TIME_MS,
     ) -> None:
         super().__init__(db, indexer, max_time_ms=max_time_ms)
@@ -73,6 +74,8 @@ class AuditStore(ResourceStore):
         self.searchable = searchable
         self.indexed = indexed
         self.indexes = indexes
+        # Modifiers whose keys the indexer does not keep (`:missing`).
+        self.refused_modifiers = refused_modifiers
 
     def limited(self, max_time_ms: int) -> AuditStore:
         if max_time_ms == self.max_time_ms:
@@ -85,6 +88,7 @@ class AuditStore(ResourceStore):
             searchable=self.searchable,
             indexed=self.indexed,
             indexes=self.indexes,
+            refused_modifiers=self.refused_modifiers,
             max_time_ms=max_time_ms,
         )
 

@@ -130,6 +130,7 @@ async def test_searches_the_log_does_not_index_are_refused(env: Env) -> None:
     for params in (
         {"altid": "x"},  # a parameter the table does not list
         {"type:text": "rest"},  # a modifier whose keys the log does not keep
+        {"agent:missing": "false"},  # nor these
         {"_sort": "source"},
     ):
         r = await env.get("backend", "AuditEvent", **params)
