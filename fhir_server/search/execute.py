@@ -380,19 +380,23 @@ def include_targets(reg: Registry, doc: dict[str, Any], inc: Include) -> list[st
     return out
 
 
-def stored_type(store: ResourceStore, req: SearchRequest) -> str | None:
-    """The type whose store answers `req`'s main query: its type, or the one type of a
-    system search's `_type`. A type kept apart (the audit log) is searched on its own: a
-    system search covers the `resources` collection (docs/storage.md, "The audit log")."""
+def stored_type(store: ResourceStore, req: SearchRequest) -> tuple[SearchRequest, str | None]:
+    """`req` and the type whose store answers its main query: its type, or None for the
+    `resources` collection. A type kept apart (the audit log) is searched on its own: a
+    system search covers `resources` (docs/storage.md, "The audit log"); one whose `_type`
+    is that type alone runs as a search of the type, the criteria it may use being common
+    ones."""
     if req.resource_type is not None:
-        return req.resource_type
+        return req, req.resource_type
     apart = [t for t in req.types if store.for_type(t) is not store]
     if apart and len(req.types) > 1:
         raise BadRequest(
             f"{', '.join(apart)} cannot be searched together with other types; search it alone",
             code="not-supported",
         )
-    return req.types[0] if apart else None
+    if not apart:
+        return req, None
+    return replace(req, resource_type=apart[0], types=()), apart[0]
 
 
 def _fields(filt: Any) -> set[str]:
@@ -441,7 +445,7 @@ async def run_search(
     store = as_store(db, max_time_ms)
     run = _Run(store, registry, type_filter, await uses_elem_match(store.db))
     page = SearchPage(compartment=compartment)
-    rt = stored_type(store, req)
+    req, rt = stored_type(store, req)
     run.served(rt, [k.code for k in req.sort])
     for inc in (*req.includes, *req.revincludes):
         run.served(inc.source_type, [inc.code])
@@ -493,7 +497,8 @@ async def count(
     """Number of matches (for `_summary=count` and `_total`)."""
     store = as_store(db, max_time_ms)
     run = _Run(store, registry, type_filter, await uses_elem_match(store.db))
-    return await run.count(await run.base_filter(req, compartment), stored_type(store, req))
+    req, rt = stored_type(store, req)
+    return await run.count(await run.base_filter(req, compartment), rt)
 
 
 async def criteria_filter(
