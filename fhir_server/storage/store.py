@@ -487,7 +487,7 @@ class ResourceStore:
 
     def document(self, rt: str, rid: str, vid: int, resource: Doc) -> Doc:
         """The stored shape of one version (`res`, `ix`, `comp`, `sk`...), for writers that
-        insert in bulk outside `update` (the audit sink, benchmark loaders)."""
+        insert in bulk outside `update` (benchmark loaders; the audit log has its own)."""
         lu = now_utc()
         res = copy.deepcopy(normalised(resource))
         res["resourceType"] = rt
@@ -611,7 +611,7 @@ class ResourceStore:
 
     async def insert_versions(self, docs: list[Doc]) -> None:
         """Insert new resources (version 1, from `document`) and their history entries in
-        bulk, skipping any already written (a retried batch): the audit sink's path."""
+        bulk, skipping any already written (a retried batch): benchmark and test loaders."""
         hist = []
         for d in docs:
             h = {k: d[k] for k in ("rt", "id", "vid", "lu", "comp", "sk", "res")}
