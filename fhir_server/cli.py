@@ -1,4 +1,4 @@
-"""The `fhir-server` console script: serve, load, seed, reindex.
+"""The `fhir-server` console script: serve, load, seed, reindex, client.
 
 Settings come from the environment (PORT, HOST, MONGODB_URI, DATA_DIR, ...), see
 fhir_server/config.py. `load`, `seed` and `reindex` attach to the embedded database of a
@@ -139,6 +139,33 @@ def _reindex(settings: Settings, _: argparse.Namespace) -> int:
     return _run(settings, job)
 
 
+def _client(settings: Settings, args: argparse.Namespace) -> int:
+    """Disable or enable a registered SMART client. Disabling revokes every grant and token
+    it holds, in every server process within a second (docs/smart.md, "Token cache")."""
+    from fhir_server.db.embedded import EmbeddedDatabase
+    from smart_auth.clients import disable_client, enable_client
+    from smart_auth.store import AuthStore
+
+    embedded = None
+    uri = settings.mongodb_uri
+    if not uri:
+        embedded = EmbeddedDatabase(settings.data_dir)
+        uri = embedded.start()  # attaches to a running server's database
+    store = AuthStore(uri, settings.database)
+    try:
+        change = disable_client if args.action == "disable" else enable_client
+        done = change(store, args.client_id)
+    finally:
+        store.close()
+        if embedded is not None and embedded.owned:
+            embedded.stop()
+    if not done:
+        print(f"no registered client {args.client_id!r}", file=sys.stderr)
+        return 1
+    print(f"client {args.client_id} {args.action}d")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fhir-server", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -148,10 +175,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     sub.add_parser("seed", help="load the development seed population")
     sub.add_parser("reindex", help="recompute search index entries of every resource")
+    p = sub.add_parser("client", help="disable or enable a registered SMART client")
+    p.add_argument("action", choices=["disable", "enable"])
+    p.add_argument("client_id")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
-    handlers = {"serve": _serve, "load": _load, "seed": _seed, "reindex": _reindex}
+    handlers = {
+        "serve": _serve,
+        "load": _load,
+        "seed": _seed,
+        "reindex": _reindex,
+        "client": _client,
+    }
     return handlers[args.command](settings, args)
 
 

@@ -101,6 +101,9 @@ async def verify_access_token(
     Checks the RS256 signature (algorithm pinned), ``typ``, issuer, expiry, audience (the
     FHIR base URL) and that neither the token nor its grant was revoked. ``InvalidToken``
     is a ``fhir_server.errors.Unauthorized`` carrying the ``WWW-Authenticate`` header.
+    A token this process already verified is answered from its cache, until its ``exp``
+    or a revocation anywhere (within ``AuthConfig.revocation_bound_s``): docs/smart.md,
+    "Token cache".
     """
     server = _server(app_or_server)
     if not token:
@@ -112,6 +115,9 @@ async def verify_access_token(
             await ensure_started(server, app_or_server)
         else:
             raise RuntimeError("the authorization server has not started")
+    cached = server.cached_access_token(token)
+    if cached is not None:  # verified before, revoked nowhere: no thread, no database
+        return cached
     return await anyio.to_thread.run_sync(server.verify_access_token, token)
 
 

@@ -183,6 +183,9 @@ def authenticate(
     if doc.get("failures", 0) >= limit:
         until = later(policy.lockout.lock_seconds)
         store.users.update_one({"_id": key}, {"$set": {"locked_until": until, "failures": 0}})
+        # Someone is guessing the password: the account's existing grants end too, for
+        # every app and in every process (docs/smart.md, "Token cache").
+        store.revoke_account(key, "account locked")
         record_event(store, "lockout", account=True, locked_until=until, **ctx)
     raise LoginFailed()
 

@@ -84,7 +84,9 @@ def origin_allowed(origin: str, redirect_uris: list[str]) -> bool:
 def registered_redirect_uris(store: AuthStore) -> list[str]:
     """Every registered client's redirect URIs (the CORS origins, docs/rest.md)."""
     out: list[str] = []
-    for doc in store.clients.find({}, {"redirect_uris": 1}):
+    for doc in store.clients.find({}, {"redirect_uris": 1, "disabled": 1}):
+        if doc.get("disabled"):
+            continue
         out.extend(u for u in doc.get("redirect_uris", []) if isinstance(u, str))
     return out
 
@@ -211,10 +213,32 @@ def client_doc(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def register_client(store: AuthStore, entry: dict[str, Any]) -> None:
-    """Create or replace one client registration."""
+    """Create or replace one client registration (a disabled client stays disabled)."""
     doc = client_doc(entry)
     doc["registered_at"] = now()
+    old = store.clients.find_one({"_id": doc["_id"]}, {"disabled": 1})
+    if old is not None and old.get("disabled"):
+        doc["disabled"] = True
     store.clients.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+
+
+def disable_client(store: AuthStore, client_id: str) -> bool:
+    """Stop a client: it can no longer authenticate, and every grant and token it holds is
+    revoked in every process within a second (docs/smart.md, "Token cache"). False when
+    there is no such client."""
+    found = store.clients.update_one(
+        {"_id": client_id}, {"$set": {"disabled": True, "disabled_at": now()}}
+    )
+    if found.matched_count == 0:
+        return False
+    store.revoke_client(client_id, "client disabled")
+    return True
+
+
+def enable_client(store: AuthStore, client_id: str) -> bool:
+    """Let a disabled client authenticate again (its revoked grants stay revoked)."""
+    found = store.clients.update_one({"_id": client_id}, {"$unset": {"disabled": ""}})
+    return found.matched_count > 0
 
 
 def register_clients_file(store: AuthStore, path: Path) -> int:
@@ -228,4 +252,4 @@ def load_client(store: AuthStore, client_id: object) -> SmartClient | None:
     if not isinstance(client_id, str) or not client_id:
         return None
     doc = store.clients.find_one({"_id": client_id})
-    return SmartClient.from_doc(doc) if doc else None
+    return SmartClient.from_doc(doc) if doc and not doc.get("disabled") else None

@@ -43,7 +43,19 @@ class AuthConfig:
     # certificate (PEM, URL-encoded, e.g. nginx $ssl_client_escaped_cert). Empty: disabled.
     client_cert_header: str = ""
     cookie_name: str = "smart_auth_tx"
+    # Verified access tokens kept per process (smart_auth/token_cache.py); 0 turns the
+    # cache off (every request re-verifies: signature and a database lookup).
+    token_cache_size: int = 10_000
+    # The revocation feed is read this often, and the cache serves nothing once its last
+    # complete read started longer ago than revocation_bound_s: a revocation reaches every
+    # process within that bound, and a database that stops answering stops the cache.
+    revocation_poll_s: float = 0.2
+    revocation_bound_s: float = 0.9
     extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.revocation_poll_s < self.revocation_bound_s:
+            raise ValueError("revocation_poll_s must be above 0 and below revocation_bound_s")
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> AuthConfig:
@@ -58,6 +70,11 @@ class AuthConfig:
             values["max_failures"] = int(env["AUTH_LOCKOUT_MAX_FAILURES"])
         if "AUTH_LOCKOUT_DAYS" in env:
             values["lock_days"] = float(env["AUTH_LOCKOUT_DAYS"])
+        if env.get("AUTH_TOKEN_CACHE_SIZE", "").strip():
+            size = int(env["AUTH_TOKEN_CACHE_SIZE"])
+            if not 0 <= size <= 10_000_000:
+                raise ValueError(f"AUTH_TOKEN_CACHE_SIZE must be 0 to 10000000, not {size}")
+            values["token_cache_size"] = size
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
 

@@ -6,8 +6,10 @@ claims ``iss sub aud exp iat jti client_id scope`` (section 2.2) plus SMART's ``
 
 Validation (section 4) pins the algorithm to RS256, so ``alg: none`` and an HS256 token
 "signed" with the public key both fail; it checks ``typ``, issuer, audience and expiry,
-then looks the ``jti`` up in MongoDB: a token revoked (alone or with its grant) is refused
-at once, by every server process.
+then looks the ``jti`` up in MongoDB: a token revoked (alone or with its grant) is refused.
+The FHIR server keeps what this check returns in a per-process cache
+(``smart_auth.token_cache``) that the revocation feed empties in every process within a
+second (``smart_auth.revocations``).
 """
 
 from __future__ import annotations
@@ -108,13 +110,20 @@ def decode_claims(keys: SigningKeys, config: AuthConfig, token: str) -> dict[str
 
 def verify(keys: SigningKeys, store: AuthStore, config: AuthConfig, token: str) -> AuthContext:
     """The whole check, synchronous (it reads MongoDB): run it in a worker thread."""
+    return verified(keys, store, config, token)[0]
+
+
+def verified(
+    keys: SigningKeys, store: AuthStore, config: AuthConfig, token: str
+) -> tuple[AuthContext, str | None]:
+    """:func:`verify`, with the account behind a user token (what a lockout revokes)."""
     claims = decode_claims(keys, config, token)
     record = store.tokens.find_one({"_id": claims["jti"]})
     if record is None or record.get("revoked") or aware(record["expires_at"]) <= now():
         raise InvalidToken.build(config.base_url, "access token revoked or unknown")
     subject = GrantSubject.from_doc(record["subject"]) if record.get("subject") else None
     scope = str(claims.get("scope", ""))
-    return AuthContext(
+    context = AuthContext(
         subject=str(claims["sub"]),
         client_id=claims["client_id"],
         scopes=parse_scopes(scope),
@@ -128,3 +137,4 @@ def verify(keys: SigningKeys, store: AuthStore, config: AuthConfig, token: str) 
         acr=subject.level if subject else None,
         acts_for=subject.acts_for if subject else (),
     )
+    return context, subject.username if subject else None

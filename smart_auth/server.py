@@ -25,13 +25,15 @@ from smart_auth.models import AuthContext, GrantSubject
 from smart_auth.oauth import SmartAuthorizationServerBase
 from smart_auth.oidc import id_token
 from smart_auth.policy import AccessPolicy
+from smart_auth.revocations import Revocation, RevocationWatch
 from smart_auth.rfc7009 import RevocationEndpoint
 from smart_auth.rfc7523 import JwksFetcher, PrivateKeyJWT
 from smart_auth.rfc7636 import S256CodeChallenge
 from smart_auth.rfc7662 import IntrospectionEndpoint
-from smart_auth.rfc9068 import issue_access_token, verify
+from smart_auth.rfc9068 import issue_access_token, verified
 from smart_auth.scopes import split
 from smart_auth.store import AuthStore, digest, later, now
+from smart_auth.token_cache import Entry, TokenCache
 
 log = logging.getLogger("smart_auth")
 # How long the registered redirect URIs (the CORS origins) are kept between lookups: a
@@ -81,6 +83,13 @@ class AuthServer:
         # AuditEvent); set before or after start.
         self.audit_hook: Callable[[dict[str, Any]], None] | None = None
         self._redirect_uris: tuple[float, list[str]] | None = None
+        cfg = self.config
+        self.token_cache: TokenCache | None = (
+            TokenCache(cfg.token_cache_size, stale_after_s=cfg.revocation_bound_s)
+            if cfg.token_cache_size > 0
+            else None
+        )
+        self._watch: RevocationWatch | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -95,6 +104,7 @@ class AuthServer:
                 return
             store = AuthStore(mongo_uri, self.config.database)
             store.on_event = self._on_auth_event
+            store.on_revoke = self._on_revoke
             store.ensure_indexes()
             keys = SigningKeys(store, self.config.retired_key_keep_s)
             keys.bootstrap()
@@ -102,6 +112,11 @@ class AuthServer:
             self.launches = Launches(store)
             self._register(store)
             self._store = store
+            if self.token_cache is not None:
+                self._watch = RevocationWatch(
+                    store, self.token_cache, self.config.revocation_poll_s
+                )
+                self._watch.start()
         if self.settings.auto_seed and not self.config.production:
             try:
                 self.seed_development()
@@ -125,8 +140,16 @@ class AuthServer:
         oauth.register_endpoint(RevocationEndpoint)
         oauth.register_endpoint(IntrospectionEndpoint)
 
+    def _on_revoke(self, events: list[Revocation]) -> None:
+        # This process drops at once what it revoked; the others read the feed.
+        if self.token_cache is not None:
+            self.token_cache.drop(events)
+
     def close(self) -> None:
         with self._lock:
+            watch, self._watch = self._watch, None
+            if watch is not None:
+                watch.stop()
             if self._store is not None:
                 self._store.close()
                 self._store = None
@@ -180,10 +203,30 @@ class AuthServer:
         """The token response (SMART 2.2 "Response body": ``access_token token_type
         expires_in scope`` plus ``patient``, ``encounter``, ``need_patient_banner``,
         ``smart_style_url``, ``id_token`` and ``refresh_token`` as they apply)."""
-        cfg, words = self.config, split(scope)
-        granted = " ".join(words)
-        lifetime = expires_in or cfg.access_token_lifetime_s
+        granted = " ".join(split(scope))
         grant_id = user.grant_id if user else self.new_grant(client.client_id, None, granted)
+        token = self._token_response(
+            client, user, granted, grant_id, expires_in, include_refresh_token
+        )
+        # A grant revoked while these records were written (a refresh racing its own
+        # replay, a client disabled as it authenticated) missed them: revoke it again now
+        # that they exist, so nothing issued under a revoked grant stays valid.
+        grant = self.store.grants.find_one({"_id": grant_id}, {"revoked": 1})
+        if grant is None or grant.get("revoked"):
+            self.store.revoke_grant(grant_id, "issued while the grant was revoked")
+        return token
+
+    def _token_response(
+        self,
+        client: clients.SmartClient,
+        user: GrantSubject | None,
+        granted: str,
+        grant_id: str,
+        expires_in: int | None,
+        include_refresh_token: bool,
+    ) -> dict[str, Any]:
+        cfg, words = self.config, granted.split()
+        lifetime = expires_in or cfg.access_token_lifetime_s
         token: dict[str, Any] = {
             "access_token": issue_access_token(
                 self.keys,
@@ -242,9 +285,22 @@ class AuthServer:
         )
         return grant_id
 
+    def cached_access_token(self, token: str) -> AuthContext | None:
+        """The context of a token this process verified and nothing has revoked since, or
+        None: no I/O, safe on the event loop (smart_auth/token_cache.py)."""
+        cache = self.token_cache
+        return cache.get(token) if cache is not None else None
+
     def verify_access_token(self, token: str) -> AuthContext:
-        """Synchronous validation; see :func:`smart_auth.verify_access_token`."""
-        return verify(self.keys, self.store, self.config, token)
+        """Synchronous validation (signature, claims, the token record); the result is
+        cached by the exact token string. See :func:`smart_auth.verify_access_token`."""
+        cache = self.token_cache
+        generation = cache.generation if cache is not None else 0
+        context, username = verified(self.keys, self.store, self.config, token)
+        if cache is not None:
+            entry = Entry(context, username, context.expires_at.timestamp())
+            cache.put(token, entry, generation)
+        return context
 
     def patient_names(self, refs: list[str]) -> dict[str, str]:
         """Display names for patient choices: the resolver the app set, else account names."""

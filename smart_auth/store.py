@@ -20,6 +20,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 
 from fhir_server.db.client import client_options
+from smart_auth.revocations import Revocation, publish
 
 Doc = dict[str, Any]
 
@@ -31,7 +32,10 @@ INDEXES: dict[str, list[IndexModel]] = {
     "auth_launch": [TTL],
     "auth_tokens": [TTL, IndexModel([("grant_id", ASCENDING)], name="grant")],
     "auth_refresh": [TTL, IndexModel([("grant_id", ASCENDING)], name="grant")],
-    "auth_grants": [IndexModel([("client_id", ASCENDING)], name="client")],
+    "auth_grants": [
+        IndexModel([("client_id", ASCENDING)], name="client"),
+        IndexModel([("username", ASCENDING)], name="username"),
+    ],
     "auth_events": [IndexModel([("at", ASCENDING)], name="at")],
 }
 
@@ -67,6 +71,9 @@ class AuthStore:
         self.db: Database[Doc] = self.client[database]
         # Called with each `auth_events` row once written (the FHIR server's audit sink).
         self.on_event: Callable[[Doc], None] | None = None
+        # Called with what was revoked, once recorded and published (this process's token
+        # cache drops it at once; the others read the feed).
+        self.on_revoke: Callable[[list[Revocation]], None] | None = None
 
     def __getitem__(self, name: str) -> Collection[Doc]:
         return self.db[name]
@@ -123,12 +130,53 @@ class AuthStore:
         for name, models in INDEXES.items():
             self.db[name].create_indexes(models)
 
+    # Every revocation goes through one of these four: the records first, then the feed
+    # (smart_auth/revocations.py), so a process that learns of it re-verifies and refuses.
+
+    def revoke_token(self, jti: str, reason: str) -> None:
+        """Revoke one access token (RFC 7009 section 2.1)."""
+        self.tokens.update_one({"_id": jti}, {"$set": _stamp(reason)})
+        self._published([Revocation("token", jti)])
+
     def revoke_grant(self, grant_id: str, reason: str) -> None:
         """Revoke a grant and everything issued under it, at once."""
-        stamp = {"revoked": True, "revoked_at": now(), "revoked_reason": reason}
-        self.grants.update_one({"_id": grant_id}, {"$set": stamp})
-        self.tokens.update_many({"grant_id": grant_id}, {"$set": stamp})
-        self.refresh.update_many({"grant_id": grant_id}, {"$set": {**stamp, "status": "revoked"}})
+        self._revoke_grants([grant_id], reason)
+        self._published([Revocation("grant", grant_id)])
+
+    def revoke_account(self, username: str, reason: str) -> None:
+        """Revoke every grant of an account (its lockout), user tokens of every client."""
+        self._revoke_grants(self._grant_ids({"username": username}), reason)
+        self._published([Revocation("account", username)])
+
+    def revoke_client(self, client_id: str, reason: str) -> None:
+        """Revoke every grant of a client (it was disabled), its backend tokens included."""
+        self._revoke_grants(self._grant_ids({"client_id": client_id}), reason)
+        self._published([Revocation("client", client_id)])
+
+    def _grant_ids(self, which: Doc) -> list[str]:
+        # One indexed field only (auth_grants "username" / "client"): the embedded database
+        # scans when a second predicate joins it (docs/database.md).
+        return [g["_id"] for g in self.grants.find(which, {"_id": 1})]
+
+    def _revoke_grants(self, ids: list[str], reason: str) -> None:
+        if not ids:
+            return
+        stamp = _stamp(reason)
+        self.grants.update_many({"_id": {"$in": ids}}, {"$set": stamp})
+        self.tokens.update_many({"grant_id": {"$in": ids}}, {"$set": stamp})
+        self.refresh.update_many(
+            {"grant_id": {"$in": ids}}, {"$set": {**stamp, "status": "revoked"}}
+        )
+
+    def _published(self, events: list[Revocation]) -> None:
+        publish(self, events)
+        hook = self.on_revoke
+        if hook is not None:
+            hook(events)
 
     def close(self) -> None:
         self.client.close()
+
+
+def _stamp(reason: str) -> Doc:
+    return {"revoked": True, "revoked_at": now(), "revoked_reason": reason}
