@@ -9,7 +9,7 @@ unchanged, with:
 
 - `ix` holding only the keys of the search parameters the log serves
   (profiles/access/audit_log.json), and only the indexes those parameters' types need
-  (`index_models`): about 45 index entries an event, one insert, no history version;
+  (`index_models`): about 30 index entries an event, one insert, no history version;
 - no versions: every event is version 1, written once by the server (`append`), never
   updated or deleted (`create`, `update`, `delete` refuse); vread of version 1, instance and
   type history answer from the collection itself;
