@@ -29,8 +29,11 @@ test: $(STAMP) lint typecheck
 	# module's seeded server is built once.
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25
 
+# Every issue 11 ratio in one run on one database (bench/README.md); bigger sizes with e.g.
+# make bench BENCH_ARGS="--sizes 10000,40000"
+BENCH_ARGS ?=
 bench: $(STAMP)
-	$(BIN)/python -m bench.crud
+	$(BIN)/python -m bench.all $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -14,53 +14,32 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from pymongo.errors import (
-    ConnectionFailure,
-    DocumentTooLarge,
-    ExecutionTimeout,
-    PyMongoError,
-    ServerSelectionTimeoutError,
-)
+from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 import smart_auth
-from fhir_server.access.audit import AuditRecord, AuditSink, note_response, query_patients
+from fhir_server.access.audit import AuditSink
 from fhir_server.access.audit_log import attach_audit_log
 from fhir_server.access.audit_privacy import load_table as audit_privacy_table
-from fhir_server.access.care_team import load_table as clinician_table
 from fhir_server.access.compartments import load_table as inheritance_table
 from fhir_server.access.family import load_table
 from fhir_server.access.labels import normalised
-from fhir_server.access.policy import build_policy
+from fhir_server.access.policy_tables import compile_tables
 from fhir_server.access.writes import load_table as load_write_table
 from fhir_server.config import Settings
 from fhir_server.context import ServerContext
 from fhir_server.db.client import ensure_indexes, open_client
 from fhir_server.db.embedded import EmbeddedDatabase
-from fhir_server.errors import (
-    FhirError,
-    NotFound,
-    PayloadTooLarge,
-    ServiceUnavailable,
-)
+from fhir_server.errors import FhirError, NotFound
 from fhir_server.exchange.bulk_tasks import exports
-from fhir_server.rest.body import (
-    FORM_TYPE,
-    JSON_TYPES,
-    PATCH_TYPES,
-    check_entry_sizes,
-    check_media_type,
-    check_query_length,
-    media_type,
-    parse_json,
-    read_limited,
-)
+from fhir_server.pipeline import Pipeline
 from fhir_server.rest.cors import CorsMiddleware, origin_check
-from fhir_server.rest.dispatch import dispatch
-from fhir_server.rest.messages import FhirRequest
+from fhir_server.rest.messages import HttpRequest
 from fhir_server.rest.no_store import NoStoreMiddleware
-from fhir_server.rest.render import negotiate, render, render_error
+from fhir_server.rest.render import render_error, to_starlette
 from fhir_server.rest.shedding import LoadShedding
 from fhir_server.search.extract import compartments, index_entries
 from fhir_server.search.indexes import index_models
@@ -72,8 +51,7 @@ from fhir_server.validation import KNOWN_RESOURCE_TYPES, Validator
 
 log = logging.getLogger("fhir_server")
 FHIR_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
-# The header a clinician states a break-the-glass reason in (profiles/access/clinicians.json).
-BREAK_GLASS = clinician_table().break_glass_header
+WELL_KNOWN = "/fhir/.well-known/"
 
 
 def build_context(settings: Settings, db: Any) -> ServerContext:
@@ -100,6 +78,8 @@ def build_context(settings: Settings, db: Any) -> ServerContext:
         validator=validator,
         registry=registry,
         known_types=KNOWN_RESOURCE_TYPES,
+        # Malformed access tables stop the server here, and requests only look them up.
+        policy_tables=compile_tables(registry),
     )
 
 
@@ -170,6 +150,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             audit.start()
             # Logins (smart_auth, in worker threads) go through the same batched sink.
             app.state.smart_auth.audit_hook = audit.record_threadsafe
+
+        async def verify(token: str | None) -> smart_auth.AuthContext:
+            return await smart_auth.verify_access_token(app, token)
+
+        app.state.pipeline = Pipeline(ctx, verify=verify, audit=audit)
         try:
             yield
         finally:
@@ -210,124 +195,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(NoStoreMiddleware)
     app.add_middleware(LoadShedding, limit=settings.max_in_flight, saturated=audit_backlog_full)
     app.add_middleware(CorsMiddleware, allowed=origin_check(app, frozenset(settings.cors_origins)))
-    # Before the FHIR catch-all, so /fhir/.well-known/smart-configuration is its own route.
+
+    async def fhir(request: Request) -> Response:
+        """HTTP in and out only: the pipeline does the rest (fhir_server/pipeline.py)."""
+        pipeline: Pipeline = request.app.state.pipeline
+        path: str = request.path_params.get("path", "")
+        answer = await pipeline.handle(
+            HttpRequest(
+                method=request.method,
+                path=tuple(p for p in path.split("/") if p),
+                query=request.scope.get("query_string", b""),
+                headers={k.lower(): v for k, v in request.headers.items()},
+                body=request.stream(),
+            )
+        )
+        return to_starlette(answer)
+
+    # Plain Starlette routes: the endpoint takes the request as it is, so FastAPI's
+    # dependency and parameter machinery stays out. They come first (the router tries
+    # routes in order, and matching each of the authorization server's cost more than the
+    # rest of a cheap request's routing), except for the well-known URIs (RFC 8615), which
+    # the authorization server answers (/fhir/.well-known/smart-configuration).
+    for route_path in ("/fhir", "/fhir/{path:path}"):
+        app.router.routes.append(
+            FhirRoute(route_path, fhir, methods=FHIR_METHODS, include_in_schema=False)
+        )
     smart_auth.install(app, settings)
-
-    @app.api_route("/fhir", methods=FHIR_METHODS, include_in_schema=False)
-    @app.api_route("/fhir/{path:path}", methods=FHIR_METHODS, include_in_schema=False)
-    async def fhir(request: Request, path: str = "") -> Response:
-        audit: AuditSink | None = request.app.state.audit
-        parts = [p for p in path.split("/") if p]
-        if audit is None or parts == ["metadata"]:
-            return await _fhir(request, path, None)
-        record = AuditRecord(method=request.method, path=parts, query=request.url.query)
-        try:
-            response = await _fhir(request, path, record)
-            record.status = response.status_code
-            return response
-        except FhirError as exc:
-            record.status = exc.status
-            raise
-        finally:
-            await audit.record(record)
-
-    async def _fhir(request: Request, path: str, record: AuditRecord | None) -> Response:
-        ctx: ServerContext = request.app.state.ctx
-        try:
-            freq = await to_fhir_request(request, path, ctx.settings)
-            media = negotiate(freq)
-            if ctx.settings.auth_required and freq.path != ["metadata"]:
-                auth = await smart_auth.verify_access_token(
-                    request.app, smart_auth.bearer_token(request.headers.get("authorization"))
-                )
-                if record is not None:
-                    record.fhir_user, record.client_id = auth.fhir_user, auth.client_id
-                    record.subject, record.token_id = auth.subject, auth.token_id
-                    record.patient = _audit_patient(freq.path, auth.patient)
-                freq.policy = await build_policy(
-                    ctx.store, ctx.registry, auth, break_glass=freq.header(BREAK_GLASS)
-                )
-                if record is not None and freq.policy.break_glass:
-                    record.break_glass_reason = freq.policy.break_glass
-            resp = await dispatch(ctx, freq)
-            if record is not None:
-                await _audit_answer(record, ctx, freq, resp)
-            return render(freq, resp, media)
-        except FhirError:
-            raise
-        except DocumentTooLarge:
-            # The resource fit the body limits but not with its index entries (16 MiB).
-            raise PayloadTooLarge(
-                "the resource is too large to store; MongoDB holds at most 16 MiB per document"
-            ) from None
-        except ExecutionTimeout:
-            raise ServiceUnavailable("the query ran past its time limit", code="timeout") from None
-        except (ServerSelectionTimeoutError, ConnectionFailure) as exc:
-            log.warning("database unavailable: %s", exc)
-            raise ServiceUnavailable(
-                "the database is unavailable; retry shortly", headers={"Retry-After": "5"}
-            ) from None
-        except PyMongoError:
-            log.exception("database error on %s %s", request.method, request.url.path)
-            raise ServiceUnavailable(
-                "the database could not complete the request; retry shortly"
-            ) from None
-        except Exception:
-            # Log the trace for operators; the client gets no internals.
-            log.exception("unexpected error on %s %s", request.method, request.url.path)
-            raise FhirError("internal error; the request was not completed") from None
-
+    # Any other well-known URI below the base answers as before: through the pipeline.
+    app.add_route("/fhir/{path:path}", fhir, methods=FHIR_METHODS, include_in_schema=False)
     return app
 
 
-async def _audit_answer(
-    record: AuditRecord, ctx: ServerContext, freq: FhirRequest, resp: Any
-) -> None:
-    """The patients and labels of the answer, for the audit; an audit bug must not fail the
-    request (it is logged, and the event is still written with what is known)."""
-    record.status = resp.status
-    try:
-        record.patients = query_patients(freq.path, freq.params)
-        await note_response(record, ctx.store, resp)
-    except Exception:
-        log.exception("describing %s %s for the audit failed", freq.method, freq.path)
+class FhirRoute(Route):
+    """The FHIR routes, leaving `/fhir/.well-known/*` to the routes after them."""
 
-
-def _audit_patient(path: list[str], launch_patient: str | None) -> str | None:
-    """The patient an interaction is about, for the audit (BALP patient entity)."""
-    if len(path) >= 2 and path[0] == "Patient" and not path[1].startswith(("_", "$")):
-        return f"Patient/{path[1]}"
-    return f"Patient/{launch_patient}" if launch_patient else None
-
-
-async def to_fhir_request(request: Request, path: str, settings: Settings) -> FhirRequest:
-    check_query_length(request.scope.get("query_string", b""))
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    freq = FhirRequest(
-        method=request.method,
-        path=[p for p in path.split("/") if p],
-        params=list(request.query_params.multi_items()),
-        headers=headers,
-    )
-    if request.method in ("POST", "PUT", "PATCH"):
-        # A write to a resource URL carries one resource: the lower limit applies. The base
-        # (batch/transaction) and operations take up to max_body_bytes.
-        whole = not freq.path or freq.path[-1].startswith("$")
-        limit = settings.max_body_bytes if whole else settings.max_resource_bytes
-        raw = await read_limited(request.stream(), headers.get("content-length"), limit)
-        ctype = headers.get("content-type")
-        is_search = freq.path[-1:] == ["_search"]
-        if is_search and media_type(ctype) == FORM_TYPE:
-            freq.body = raw.decode("utf-8", errors="replace")
-        elif request.method == "PATCH":
-            check_media_type(ctype, PATCH_TYPES)
-            freq.body = parse_json(raw, max_bytes=limit, max_depth=settings.max_json_depth)
-        elif raw.strip() or not is_search:
-            check_media_type(ctype, JSON_TYPES | ({FORM_TYPE} if is_search else frozenset()))
-            freq.body = parse_json(raw, max_bytes=limit, max_depth=settings.max_json_depth)
-            if not freq.path:
-                check_entry_sizes(freq.body, settings.max_resource_bytes)
-    return freq
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope.get("path", "").startswith(WELL_KNOWN):
+            return Match.NONE, {}
+        return super().matches(scope)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

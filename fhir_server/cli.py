@@ -36,6 +36,8 @@ def uvicorn_config(settings: Settings, app: Any) -> Any:
         host=settings.host,
         port=settings.port,
         log_level="info",
+        # The audit log is the access record; ACCESS_LOG=1 for diagnosis (config.py).
+        access_log=settings.access_log,
         lifespan="on",
         http="h11",
         h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,

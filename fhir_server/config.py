@@ -104,6 +104,10 @@ class Settings:
 
     # SIGTERM to exit, whatever the database does (docs/rest.md, "Stopping").
     stop_timeout_s: int = 30
+    # uvicorn's access log, a line per request: off, since the audit log is the access
+    # record and the line cost a quarter of the cheapest request's CPU (docs/rest.md,
+    # "Request flow"); ACCESS_LOG=1 turns it on for diagnosis.
+    access_log: bool = False
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -134,6 +138,7 @@ class Settings:
                 "DB_SOCKET_TIMEOUT_MS", cls.db_socket_timeout_ms, 1_000, 3_600_000
             ),
             stop_timeout_s=_env_int("STOP_TIMEOUT_S", cls.stop_timeout_s, 3, 3_600),
+            access_log=_env_bool("ACCESS_LOG", cls.access_log),
         )
 
     @property

@@ -9,6 +9,7 @@ from fhir_server.config import Settings
 from fhir_server.storage.store import ResourceStore
 
 if TYPE_CHECKING:
+    from fhir_server.access.policy_tables import PolicyTables
     from fhir_server.search.registry import Registry
     from fhir_server.validation import Validator
 
@@ -20,8 +21,12 @@ class ServerContext:
     validator: Validator
     registry: Registry
     known_types: frozenset[str]
+    # The access tables compiled once at start-up (access/policy_tables.py).
+    policy_tables: PolicyTables
     # The CapabilityStatement, built on first request (see rest/dispatch.py).
     capability: dict[str, Any] | None = None
+    # ... and serialised once (rest/render.py sends it as is unless `_pretty`).
+    capability_json: bytes | None = None
     # The running $export tasks of this process (fhir_server/exchange/bulk_tasks.py).
     bulk: Any = None
 

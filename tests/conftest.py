@@ -24,6 +24,32 @@ from fhir_server.db.embedded import EmbeddedDatabase
 SYNTHEA_DIR = Path(__file__).parent / "data" / "synthea-r4"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--write-durations",
+        action="store_true",
+        help="write each file's setup+call+teardown seconds to tests/durations.json "
+        "(the order in which pytest-xdist hands out files: tests/scheduling.py)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("write_durations") and not hasattr(config, "workerinput"):
+        from tests.scheduling import DURATIONS, DurationRecorder
+
+        config.pluginmanager.register(DurationRecorder(DURATIONS), "file-durations")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Longest files first under `--dist loadfile` (tests/scheduling.py)."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from tests.scheduling import LongestFileFirst
+
+    return LongestFileFirst(config, log)
+
+
 def synthea_bundles() -> list[tuple[str, dict[str, Any]]]:
     """The 16 vendored Synthea transaction bundles as (name, bundle)."""
     import gzip

@@ -16,12 +16,14 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from fhir_server.access import care_team, scope_filters
-from fhir_server.access.family import Band, FamilyTable, compartment_rules, load_table
+from fhir_server.access.family import Band, compartment_rules, load_table
+from fhir_server.access.policy_tables import PolicyTables, label_keys, message_keys
 from fhir_server.access.rules import CompartmentRule, DirectoryRule, rules_admit, rules_filter
 from fhir_server.errors import BadRequest, Forbidden
-from fhir_server.search.parse import parse_search
-from fhir_server.search.query import criterion_filter
 from smart_auth import AuthContext, allows
+
+# Built from the tables once (policy_tables.py); named here for the tests that check them.
+__all__ = ["OPEN", "AccessPolicy", "PolicyTables", "build_policy", "label_keys", "message_keys"]
 
 Doc = dict[str, Any]
 
@@ -196,37 +198,39 @@ def _confinement(auth: AuthContext) -> tuple[str, ...] | None:
 
 
 async def build_policy(
-    db: Any, registry: Any, auth: AuthContext, *, break_glass: str | None = None
+    db: Any, tables: PolicyTables, auth: AuthContext, *, break_glass: str | None = None
 ) -> AccessPolicy:
     """Turn a validated token into filters, parsing query-qualified scopes as searches.
 
+    `tables` are the access tables compiled at start-up (policy_tables.py): only the token
+    and the data (relationships, Consents, care teams) are looked at per request.
     `break_glass` is the reason a clinician stated for reaching beyond its care teams on this
     request (the `X-Break-Glass-Reason` header); anyone else stating one is refused."""
     if break_glass is not None:
-        reason = _break_glass_reason(auth, break_glass)
+        reason = _break_glass_reason(auth, break_glass, tables.clinicians)
         # The clinician sees every patient for this one request, as before care teams.
         base = AccessPolicy(auth=auth, break_glass=reason)
     else:
-        base = await _confined_policy(db, registry, auth)
-    built = await scope_filters.build(db, registry, auth.scopes, base.type_filter)
+        base = await _confined_policy(db, tables, auth)
+    built = await scope_filters.build(db, tables.registry, auth.scopes, base.type_filter)
     return replace(base, scope_filters=built) if built else base
 
 
-async def _confined_policy(db: Any, registry: Any, auth: AuthContext) -> AccessPolicy:
+async def _confined_policy(db: Any, tables: PolicyTables, auth: AuthContext) -> AccessPolicy:
     """The policy before query-qualified scopes: compartments, family rules, directory."""
     confined: tuple[str, ...] | None
     if _is_clinician(auth):
-        confined = await _clinician_compartments(db, auth)
+        confined = await _clinician_compartments(db, tables.clinicians, auth)
     else:
         confined = _confinement(auth)
-    rules = await _rules(db, registry, auth, confined) if confined is not None else None
+    rules = await _rules(db, tables, auth, confined) if confined is not None else None
     if rules is not None:
         confined = tuple(r.compartment for r in rules)
     return AccessPolicy(
         auth=auth,
         compartments=confined,
         rules=rules,
-        directory=_directory(registry) if confined is not None else None,
+        directory=tables.directory if confined is not None else None,
     )
 
 
@@ -234,10 +238,11 @@ def _is_clinician(auth: AuthContext) -> bool:
     return not auth.is_system and (auth.fhir_user or "").startswith("Practitioner/")
 
 
-async def _clinician_compartments(db: Any, auth: AuthContext) -> tuple[str, ...]:
+async def _clinician_compartments(
+    db: Any, table: care_team.ClinicianTable, auth: AuthContext
+) -> tuple[str, ...]:
     """A practitioner sees the patients of its care teams; launched on a patient (`patient/`
     scopes) it gets that patient only if the patient is one of them."""
-    table = care_team.load_table()
     team = await care_team.care_team_patients(db, table, auth.fhir_user or "", today())
     contexts = {s.context for s in auth.scopes}
     allowed: list[str] = []
@@ -248,10 +253,9 @@ async def _clinician_compartments(db: Any, auth: AuthContext) -> tuple[str, ...]
     return tuple(dict.fromkeys(allowed))
 
 
-def _break_glass_reason(auth: AuthContext, raw: str) -> str:
+def _break_glass_reason(auth: AuthContext, raw: str, table: care_team.ClinicianTable) -> str:
     from fhir_server.access.break_glass import stated_reason  # its rules: that module
 
-    table = care_team.load_table()
     if not _is_clinician(auth):
         raise Forbidden("break-the-glass access is only for practitioners")
     reason = stated_reason(raw, table)
@@ -265,75 +269,28 @@ def _break_glass_reason(auth: AuthContext, raw: str) -> str:
     return reason
 
 
-def _directory(registry: Any) -> DirectoryRule:
-    types = care_team.load_table().directory_types
-    placed = frozenset(t for t in types if registry.compartment_params(t))
-    return DirectoryRule(types, placed)
-
-
-def _keys(filt: Any) -> list[str]:
-    """The `ix.k` keys a search filter tests (equality, `$in` or `$nin`)."""
-    out: list[str] = []
-    if isinstance(filt, dict):
-        for k, v in filt.items():
-            if k == "ix.k":
-                if isinstance(v, str):
-                    out.append(v)
-                elif isinstance(v, dict):
-                    for op in ("$in", "$nin", "$eq"):
-                        val = v.get(op)
-                        out += [val] if isinstance(val, str) else list(val or [])
-            else:
-                out += _keys(v)
-    elif isinstance(filt, list):
-        for v in filt:
-            out += _keys(v)
-    return out
-
-
-def label_keys(registry: Any, table: FamilyTable) -> tuple[str, ...]:
-    """The sensitive labels as index keys, by parsing `_security:not=<sys>|<code>,...`
-    (a policy rule is a search)."""
-    value = ",".join(f"{system}|{code}" for system, code in table.labels)
-    req = parse_search(None, [("_security:not", value)], registry, strict=True)
-    return tuple(_keys(criterion_filter(req.criteria[0], resource_type=None, elem_match=True)))
-
-
-def message_keys(registry: Any, table: FamilyTable, patient: str) -> tuple[str, ...]:
-    """Keys of messages sent by or to `patient` (`sender=<patient>`, `recipient=<patient>`)."""
-    out: list[str] = []
-    for rt, params in table.message_params.items():
-        for code in params:
-            req = parse_search(rt, [(code, patient)], registry, strict=True)
-            c = req.criteria[0]
-            out += _keys(criterion_filter(c, resource_type=rt, elem_match=True))
-    return tuple(out)
-
-
 def today() -> date:
     return datetime.now(UTC).date()
 
 
 async def _rules(
-    db: Any, registry: Any, auth: AuthContext, confined: tuple[str, ...]
+    db: Any, tables: PolicyTables, auth: AuthContext, confined: tuple[str, ...]
 ) -> tuple[CompartmentRule, ...]:
     fhir_user = auth.fhir_user or ""
     if not fhir_user.startswith("Patient/"):
         # A clinician launched on a patient: that compartment whole (care-team confinement
         # is a separate rule).
         return tuple(CompartmentRule.of(c, "clinician", None, ()) for c in confined)
-    table = load_table()
-    labels = label_keys(registry, table)
 
     def hidden(band: Band, patient: str) -> list[str]:
-        keys = list(labels) if band.hide_labelled else []
+        keys = list(tables.label_keys) if band.hide_labelled else []
         if band.hide_care_team_messages:
-            keys += message_keys(registry, table, patient)
+            keys += tables.message_keys(patient)
         return keys
 
     return await compartment_rules(
         db,
-        table,
+        tables.family,
         fhir_user=fhir_user,
         level=auth.acr,
         compartments=confined,

@@ -11,8 +11,10 @@ Batch entries run independently, each answering with its own status.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -29,6 +31,12 @@ Doc = dict[str, Any]
 Dispatch = Callable[[ServerContext, FhirRequest], Awaitable[FhirResponse]]
 
 MAX_ENTRIES = 10_000
+# The database refusing a transaction for its size or its duration (MongoDB's
+# TransactionTooLarge, TransactionExceededLifetimeLimitSeconds, TransactionTooLargeForCache;
+# SecantusDB answers the last with the same code).
+_TOO_LARGE = frozenset({257, 290, 388})
+# Entries validated between two yields to the event loop (about 20-50 ms of CPU).
+_YIELD_EVERY = 25
 # Spec order for a transaction: https://hl7.org/fhir/R4/http.html#trules
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _REASONS = {
@@ -139,9 +147,10 @@ def _error_response(exc: FhirError) -> FhirResponse:
     return FhirResponse(status=exc.status, body=exc.outcome())
 
 
-async def process(ctx: ServerContext, req: FhirRequest, dispatch: Dispatch) -> FhirResponse:
+def bundle_entries(req: FhirRequest) -> tuple[str, list[Any]]:
+    """The kind ("batch" or "transaction") and the entries of a Bundle to process, or the
+    400/413 that says why it cannot be processed."""
     bundle = req.body
-    policy = req.policy
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise BadRequest("POST to the base URL takes a Bundle of type batch or transaction")
     kind = bundle.get("type")
@@ -151,12 +160,17 @@ async def process(ctx: ServerContext, req: FhirRequest, dispatch: Dispatch) -> F
     if not isinstance(entries, list):
         raise BadRequest("Bundle.entry must be an array", code="structure")
     if len(entries) > MAX_ENTRIES:
-        raise BadRequest(f"a Bundle may hold at most {MAX_ENTRIES} entries", code="too-costly")
-    want_resource = prefer(req.header("prefer")).get("return") == "representation"
-    if kind == "batch":
-        out = await _batch(ctx, entries, dispatch, want_resource, policy)
-    else:
-        out = await _transaction(ctx, entries, dispatch, want_resource, policy)
+        # One transaction, all or nothing, has to fit the database's own limits
+        # (docs/rest.md, "Bundles"): past this many entries, split the bundle.
+        raise PayloadTooLarge(f"a Bundle may hold at most {MAX_ENTRIES} entries; split it")
+    return str(kind), entries
+
+
+def wants_resources(req: FhirRequest) -> bool:
+    return prefer(req.header("prefer")).get("return") == "representation"
+
+
+def response_bundle(kind: str, out: list[Doc]) -> FhirResponse:
     return FhirResponse(
         status=200,
         body={
@@ -166,6 +180,17 @@ async def process(ctx: ServerContext, req: FhirRequest, dispatch: Dispatch) -> F
             "entry": out,
         },
     )
+
+
+async def process(ctx: ServerContext, req: FhirRequest, dispatch: Dispatch) -> FhirResponse:
+    kind, entries = bundle_entries(req)
+    want_resource = wants_resources(req)
+    if kind == "batch":
+        out = await _batch(ctx, entries, dispatch, want_resource, req.policy)
+    else:
+        prepared = await prepare_transaction(ctx, entries, req.policy, want_resource)
+        out = await write_transaction(ctx, prepared, dispatch)
+    return response_bundle(kind, out)
 
 
 async def _batch(
@@ -270,13 +295,36 @@ async def _resolve(
     return mapping
 
 
-async def _transaction(
-    ctx: ServerContext,
-    entries: list[Any],
-    dispatch: Dispatch,
-    want_resource: bool,
-    policy: AccessPolicy,
-) -> list[Doc]:
+@dataclass
+class PreparedTransaction:
+    """A transaction bundle parsed, its references resolved and every resource validated:
+    all that is left is its database transaction (`write_transaction`)."""
+
+    reqs: list[FhirRequest]
+    want_resource: bool
+
+
+def looks_up_before_writing(entries: list[Any]) -> bool:
+    """Whether preparing these entries reads the database (an `ifNoneExist`, a conditional
+    reference); a bundle without either is prepared from its own content alone, so the
+    loader prepares it while the previous bundle's transaction runs."""
+    for entry in entries:
+        if not isinstance(entry, dict):
+            continue
+        request = entry.get("request")
+        if isinstance(request, dict) and request.get("ifNoneExist"):
+            return True
+        for ref in _references(entry.get("resource"), set()):
+            if "?" in ref and not ref.startswith(("urn:", "#", "http")):
+                return True
+    return False
+
+
+async def prepare_transaction(
+    ctx: ServerContext, entries: list[Any], policy: AccessPolicy, want_resource: bool
+) -> PreparedTransaction:
+    """Everything a transaction does before its database transaction: entries parsed,
+    `urn:uuid` and conditional references resolved, every resource validated."""
     reqs: list[FhirRequest] = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
@@ -287,16 +335,32 @@ async def _transaction(
             raise BadRequest("a transaction entry may not itself be a batch or transaction")
         reqs.append(sub)
     mapping = await _resolve(ctx, reqs, entries)
-    for sub in reqs:
+    for i, sub in enumerate(reqs):
         if sub.body is not None and mapping:
             sub.body = _rewrite_references(sub.body, mapping)
         if sub.method in ("POST", "PUT") and isinstance(sub.body, dict):
-            _prevalidate(ctx, sub, reqs.index(sub))
-    order = sorted(range(len(reqs)), key=lambda i: _ORDER[reqs[i].method])
+            _prevalidate(ctx, sub, i)
+        if i % _YIELD_EVERY == _YIELD_EVERY - 1:
+            # Validation is CPU only: let other requests (and the loader's transaction
+            # under way) move on between slices of a large bundle.
+            await asyncio.sleep(0)
+    return PreparedTransaction(reqs, want_resource)
+
+
+async def write_transaction(
+    ctx: ServerContext, prepared: PreparedTransaction, dispatch: Dispatch
+) -> list[Doc]:
+    """Run the prepared entries in one database transaction, their writes sent in bulk at
+    the end (docs/storage.md, "Transactions in bulk"): every entry commits or none does."""
+    reqs, want_resource = prepared.reqs, prepared.want_resource
+    order = sorted(range(len(reqs)), key=lambda i: _run_order(ctx, reqs[i]))
     results: dict[int, FhirResponse] = {}
     async with ctx.store.client.start_session() as session:
         try:
-            async with await session.start_transaction():
+            async with (
+                await session.start_transaction(),
+                ctx.store.deferred_writes(session),
+            ):
                 for i in order:
                     sub = reqs[i]
                     sub.session = session
@@ -310,6 +374,11 @@ async def _transaction(
                         ]
                         raise
         except OperationFailure as exc:
+            if exc.code in _TOO_LARGE:
+                raise PayloadTooLarge(
+                    "the transaction is too large for one database transaction "
+                    f"({exc.code}); nothing was changed, split the bundle"
+                ) from None
             if exc.has_error_label("TransientTransactionError") or exc.code == 112:
                 raise PreconditionFailed(
                     "the transaction conflicted with a concurrent "
@@ -322,6 +391,15 @@ async def _transaction(
         )
         for i in range(len(reqs))
     ]
+
+
+def _run_order(ctx: ServerContext, sub: FhirRequest) -> tuple[int, bool]:
+    """The spec's order by method; within a method, the types that inherit their targets'
+    compartments (a Provenance) after the rest, so they find targets created by the same
+    transaction whatever the entries' order (docs/storage.md, "Inherited compartments")."""
+    inheritance = ctx.store.inheritance
+    inherits = inheritance is not None and bool(sub.path) and sub.path[0] in inheritance.types
+    return _ORDER[sub.method], inherits
 
 
 def _prevalidate(ctx: ServerContext, sub: FhirRequest, index: int) -> None:

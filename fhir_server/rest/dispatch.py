@@ -13,6 +13,7 @@ from fhir_server.exchange import bulk_routes
 from fhir_server.exchange.everything import everything
 from fhir_server.rest import bundle, history, interactions, searching
 from fhir_server.rest.messages import FhirRequest, FhirResponse
+from fhir_server.rest.render import dumps
 
 # The scope interaction each method needs (https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html).
 _TYPE_LEVEL = {"GET": "search", "POST": "create", "PUT": "update", "DELETE": "delete"}
@@ -61,10 +62,11 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
     if n == 1 and head == "metadata":
         if method != "GET":
             raise _not_allowed(req)
-        if ctx.capability is None:
-            # Built once: it depends only on definitions loaded at start-up.
+        if ctx.capability is None or ctx.capability_json is None:
+            # Built and serialised once: it depends only on definitions loaded at start-up.
             ctx.capability = capability_statement(ctx)
-        return FhirResponse(status=200, body=ctx.capability)
+            ctx.capability_json = dumps(ctx.capability, pretty=False)
+        return FhirResponse(status=200, body=ctx.capability, encoded=ctx.capability_json)
     if n == 1 and head == "_history":
         if method != "GET":
             raise _not_allowed(req)

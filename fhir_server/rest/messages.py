@@ -1,12 +1,15 @@
-"""Framework-free request and response: what routes and bundle entries both speak.
+"""Framework-free requests and responses: what the pipeline, routes and bundle entries speak.
 
-The FastAPI adapter turns an HTTP request into a `FhirRequest`; a batch or transaction
-entry becomes one too; `dispatch` answers both with a `FhirResponse`. So an interaction
-behaves the same whether it arrives on its own or inside a Bundle.
+`HttpRequest` / `HttpResponse` are one HTTP exchange as any web framework hands it over and
+takes it back (the FastAPI route in app.py only converts); the pipeline (fhir_server/
+pipeline.py) turns an `HttpRequest` into a `FhirRequest`; a batch or transaction entry
+becomes one too; `dispatch` answers both with a `FhirResponse`. So an interaction behaves
+the same whether it arrives on its own or inside a Bundle.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +19,32 @@ from fhir_server.access.policy import OPEN, AccessPolicy
 from fhir_server.storage.store import Version
 
 Doc = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """One HTTP request to the FHIR endpoint (https://hl7.org/fhir/R4/http.html)."""
+
+    method: str
+    # The path below the FHIR base, split on "/", empty segments dropped.
+    path: tuple[str, ...]
+    # The query string as sent (percent-encoded, without "?").
+    query: bytes = b""
+    # Lower-case header names.
+    headers: Mapping[str, str] = field(default_factory=dict)
+    # The body, whole or as the chunks arrive: the pipeline reads it within its size limit
+    # (a body known to be too large is refused before it is read).
+    body: bytes | AsyncIterable[bytes] = b""
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    """The answer, ready for the wire: `media_type` becomes Content-Type."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    media_type: str | None = None
 
 
 @dataclass
@@ -59,6 +88,9 @@ class FhirResponse:
     # own media type; `body` is then unused.
     raw: bytes | None = None
     media_type: str | None = None
+    # `body` already serialised (compact JSON), for a constant body sent often: the
+    # CapabilityStatement (590 KB, about 1 ms of CPU to serialise) answers every probe.
+    encoded: bytes | None = None
     # The stored versions the answer is about, as the store returned them (a read: the one
     # read; a write: the new one and the one it replaced), whose compartments and labels
     # the audit event names (access/audit.py, `note_response`) without reading them again.

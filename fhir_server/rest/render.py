@@ -1,5 +1,9 @@
 """Turning a FhirResponse into HTTP: format negotiation, _pretty and Prefer: return.
 
+`render` and `error_response` build a framework-free `HttpResponse` (the pipeline's);
+`render_error` is the same error as a Starlette response, for the framework's own
+exception handlers (unknown URLs, the authorization server's routes).
+
 See https://hl7.org/fhir/R4/http.html#mime-type, #general (_format, _pretty) and
 #ops (Prefer: return=minimal | representation | OperationOutcome).
 """
@@ -13,7 +17,7 @@ from starlette.responses import Response
 
 from fhir_server.errors import FhirError, Issue
 from fhir_server.rest.headers import prefer
-from fhir_server.rest.messages import FhirRequest, FhirResponse
+from fhir_server.rest.messages import FhirRequest, FhirResponse, HttpResponse
 
 FHIR_JSON = "application/fhir+json"
 _JSON_FORMATS = {
@@ -63,12 +67,12 @@ def _write_outcome(resp: FhirResponse) -> dict[str, Any]:
     }
 
 
-def render(req: FhirRequest, resp: FhirResponse, media: str = FHIR_JSON) -> Response:
+def render(req: FhirRequest, resp: FhirResponse, media: str = FHIR_JSON) -> HttpResponse:
     if resp.raw is not None:
-        return Response(
-            content=b"" if req.method == "HEAD" else resp.raw,
-            status_code=resp.status,
+        return HttpResponse(
+            status=resp.status,
             headers=dict(resp.headers),
+            body=b"" if req.method == "HEAD" else resp.raw,
             media_type=resp.media_type,
         )
     body = resp.body
@@ -82,23 +86,38 @@ def render(req: FhirRequest, resp: FhirResponse, media: str = FHIR_JSON) -> Resp
     headers = dict(resp.headers)
     pretty = (req.param("_pretty") or "").lower() == "true"
     if req.method == "HEAD" or body is None:
-        return Response(
-            status_code=resp.status,
+        return HttpResponse(
+            status=resp.status,
             headers=headers,
             media_type=None if body is None else f"{media}; charset=utf-8",
         )
-    return Response(
-        content=dumps(body, pretty),
-        status_code=resp.status,
+    encoded = resp.encoded if body is resp.body and not pretty else None
+    return HttpResponse(
+        status=resp.status,
         headers=headers,
+        body=encoded if encoded is not None else dumps(body, pretty),
         media_type=f"{media}; charset=utf-8",
     )
 
 
-def render_error(exc: FhirError, pretty: bool = False) -> Response:
-    return Response(
-        content=dumps(exc.outcome(), pretty),
-        status_code=exc.status,
-        headers=exc.headers,
+def error_response(exc: FhirError, pretty: bool = False) -> HttpResponse:
+    """The OperationOutcome of an error, with its status and headers."""
+    return HttpResponse(
+        status=exc.status,
+        headers=dict(exc.headers),
+        body=dumps(exc.outcome(), pretty),
         media_type=f"{FHIR_JSON}; charset=utf-8",
     )
+
+
+def to_starlette(answer: HttpResponse) -> Response:
+    return Response(
+        content=answer.body,
+        status_code=answer.status,
+        headers=answer.headers,
+        media_type=answer.media_type,
+    )
+
+
+def render_error(exc: FhirError, pretty: bool = False) -> Response:
+    return to_starlette(error_response(exc, pretty))

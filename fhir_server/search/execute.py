@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 
 from fhir_server.errors import BadRequest, TooCostly
 from fhir_server.search import cursor as cur
+from fhir_server.search import secantus_plan
 from fhir_server.search.extract import reference_targets
 from fhir_server.search.parse import Criterion, Include, SearchRequest, parse_search
 from fhir_server.search.query import (
@@ -81,6 +82,8 @@ class _Run:
         self.reg = registry
         self.type_filter = type_filter
         self.secantus = not elem_match
+        # SecantusDB: a page's re-checked matches, reused for its total (secantus_plan.py).
+        self.memo: secantus_plan.Memo = {}
 
     def scoped(self, rt: str | None, filt: dict[str, Any]) -> dict[str, Any]:
         """Add the caller's per-type filter (access policy) to a sub-query."""
@@ -99,12 +102,18 @@ class _Run:
     ) -> list[dict[str, Any]]:
         """One query on the collection that holds type `rt` (the audit log's for
         AuditEvent: storage/audit_store.py)."""
-        filt, _ = plan(filt, self.secantus)
-        return await self.store.for_type(rt).find(filt, projection, sort=sort, limit=limit)
+        store = self.store.for_type(rt)
+        if self.secantus:
+            return await secantus_plan.find(
+                store, filt, projection, sort=sort, limit=limit, memo=self.memo
+            )
+        return await store.find(filt, projection, sort=sort, limit=limit)
 
     async def count(self, filt: dict[str, Any], rt: str | None = None) -> int:
-        filt, _ = plan(filt, self.secantus)
-        return await self.store.for_type(rt).count(filt)
+        store = self.store.for_type(rt)
+        if self.secantus:
+            return await secantus_plan.count(store, filt, self.memo)
+        return await store.count(filt)
 
     def served(
         self,
@@ -265,42 +274,16 @@ class _Run:
                 return
 
 
-# SecantusDB's order of preference for the one clause it looks up in an index (`plan`): the
-# patient's compartment (hundreds of resources) before a key, which may be any size
-# (`category=laboratory` is every lab result of every patient).
-_POINT_FIELDS = ("_id", "comp", "ix.k")
-
-
 def plan(filt: dict[str, Any], secantus: bool) -> tuple[dict[str, Any], str | None]:
-    """The filter as sent, and an index hint (always None now; kept for callers).
+    """The filter with SecantusDB's point clause first, and an index hint (always None).
 
-    MongoDB's planner chooses among the indexes itself. SecantusDB 0.7.0b3's does not
-    (docs/database.md, "SecantusDB's query planner"): it serves a filter from an index only when
-    every field is a bare equality on an index prefix, or equalities plus one `$in`/range
-    field; otherwise it looks up the FIRST top-level clause that an index can answer alone
-    and checks the rest per document. Our filters start with `rt`, so that was every
-    resource of the type. Moving the most selective point clause first (`_id`, the patient
-    compartment, one key of `ix.k`) bounds the lookup by the patient or the key instead;
-    the conjunction means the same in any order. A `hint()` on SecantusDB walks the WHOLE
-    index (a multikey one: decodes and sorts the whole collection), so none is given.
+    MongoDB's planner chooses among the indexes itself. On SecantusDB `_Run` runs every
+    query through `secantus_plan` (point clause first, ranges on a looser index range
+    re-checked in memory); this is its first step alone, for callers that send one filter
+    themselves (bench/search.py). A `hint()` on SecantusDB walks the WHOLE index, so none
+    is given.
     """
-    if not secantus:
-        return filt, None
-    first = next((f for f in _POINT_FIELDS if _point(filt.get(f))), None)
-    if first is None or next(iter(filt)) == first:
-        return filt, None
-    return {first: filt[first], **{k: v for k, v in filt.items() if k != first}}, None
-
-
-def _point(cond: Any) -> bool:
-    """An equality or a short `$in` list of scalars: what SecantusDB looks up key by key."""
-    if isinstance(cond, str):
-        return True
-    if isinstance(cond, dict) and set(cond) == {"$in"} and isinstance(cond["$in"], list):
-        return 0 < len(cond["$in"]) <= MAX_CHAIN_IDS and all(
-            isinstance(v, str) for v in cond["$in"]
-        )
-    return False
+    return (secantus_plan.point_first(filt) if secantus else filt), None
 
 
 _PATIENT_ONLY = ".where(resolve() is Patient)"

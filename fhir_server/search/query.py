@@ -6,9 +6,9 @@ regex. Semantics follow https://hl7.org/fhir/R4/search.html#ptypes and #prefix.
 
 `elem_match`: a range over a multikey array must be wrapped in `$elemMatch`, or its two
 bounds may be met by two different keys (`category:text|lab` < `code:text|body~` and
-`code:text|mch` > `code:text|body`). execute.py unwraps the first one on SecantusDB and hints
-its index there, because that planner scans the collection on any `$elemMatch`
-(docs/search.md).
+`code:text|mch` > `code:text|body`). On SecantusDB, whose planner scans the collection on any
+`$elemMatch`, secantus_plan.py sends it as a plain range and re-checks it in memory
+(docs/database.md, "Ranges on SecantusDB").
 """
 
 from __future__ import annotations
@@ -58,8 +58,9 @@ def all_of(filters: list[dict[str, Any]]) -> dict[str, Any]:
         if any(k in merged or k == "$and" for k in f):
             rest.append(f)
         else:
-            # A lone `$or` stays beside the fields (an implicit AND on both databases), so
-            # SecantusDB can still look up a field such as the access policy's `comp` first.
+            # A lone `$or` stays beside the fields (an implicit AND on both databases);
+            # SecantusDB scans on any top-level `$or`, so secantus_plan.py runs it branch by
+            # branch, each branch with these fields.
             merged.update(f)
     if not rest:
         return merged
@@ -142,7 +143,14 @@ def ordered(
         return key_range(f"ix.{field}", low, bound, elem_match)
 
     if op == "eq":
-        return all_of([cmp("lo", "$gte", slo), cmp("hi", "$lte", shi)])
+        # A value inside [slo, shi] has both ends inside it: each end bounded on both sides,
+        # so each clause alone is a tight index range (on SecantusDB one of them is looked up
+        # alone, secantus_plan.py), and one value's start can no longer pair with another's
+        # end beyond the range.
+        inside = (("$gte", field_prefix + slo), ("$lte", field_prefix + shi))
+        return all_of(
+            [key_range("ix.lo", *inside, elem_match), key_range("ix.hi", *inside, elem_match)]
+        )
     if op == "ne":
         return {"$or": [cmp("lo", "$lt", slo), cmp("hi", "$gt", shi)]}
     if op == "gt":

@@ -6,6 +6,7 @@ query time limit on every query. docs/storage.md, "The Store", lists the contrac
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -107,5 +108,6 @@ class Store(Protocol):
         if_match: int | None = None,
         session: AsyncClientSession | None = None,
     ) -> Version | None: ...
+    def deferred_writes(self, session: AsyncClientSession) -> AbstractAsyncContextManager[None]: ...
     def document(self, rt: str, rid: str, vid: int, resource: Doc) -> Doc: ...
     async def insert_versions(self, docs: list[Doc]) -> None: ...

@@ -16,12 +16,13 @@ import asyncio
 import copy
 import random
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pymongo import DESCENDING
+from pymongo import DESCENDING, InsertOne, ReplaceOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
@@ -152,6 +153,18 @@ def visible_query(key: str, visible: Doc | None) -> Doc:
     return {"_id": key, "$and": [visible]}
 
 
+@dataclass
+class _Deferred:
+    """The writes a transaction has made but not yet sent: history versions and the current
+    documents' inserts or conditional replaces, sent in bulk (`ResourceStore.deferred_writes`)."""
+
+    history: list[Doc] = field(default_factory=list)
+    current: list[InsertOne[Doc] | ReplaceOne[Doc]] = field(default_factory=list)
+    replaces: int = 0
+    # The current documents written, by `_id`: what inheriting compartments reads first.
+    docs: dict[str, Doc] = field(default_factory=dict)
+
+
 class ResourceStore:
     """Create, read, update, delete, search queries and history of resources; no HTTP, no
     policy. The only code that touches the `resources` and `history` collections; every
@@ -173,6 +186,8 @@ class ResourceStore:
         self.max_time_ms = max_time_ms
         # Types that also sit in their targets' compartments (access/compartments.py).
         self.inheritance = inheritance
+        # Writes deferred per session (by id), shared with the `limited` copies.
+        self._deferred: dict[int, _Deferred] = {}
         # Types kept in a collection of their own, by type (the audit log:
         # storage/audit_store.py); `for_type` picks the store of a type.
         self.separate: dict[str, ResourceStore] = {}
@@ -188,6 +203,7 @@ class ResourceStore:
         store = ResourceStore(
             self.db, self.indexer, max_time_ms=max_time_ms, inheritance=self.inheritance
         )
+        store._deferred = self._deferred
         store.separate = {rt: s.limited(max_time_ms) for rt, s in self.separate.items()}
         return store
 
@@ -215,8 +231,13 @@ class ResourceStore:
         limit: int,
         session: AsyncClientSession | None,
         what: str,
+        *,
+        flush: bool = True,
     ) -> list[Doc]:
-        """One time-limited query on `collection`, every document of its answer."""
+        """One time-limited query on `collection`, every document of its answer. In a
+        session with deferred writes they are sent first, so a transaction reads its own."""
+        if flush and session is not None:
+            await self._flush(session)
         with time_limited(what):
             cursor = collection.find(
                 filt,
@@ -458,6 +479,10 @@ class ResourceStore:
             hist = {k: doc[k] for k in ("rt", "id", "vid", "lu", "comp", "sk", "res")}
             hist["_id"] = f"{rt}/{rid}/{vid}"
             hist["method"] = method
+            held = self._deferred.get(id(session)) if session is not None else None
+            if held is not None:
+                self._defer(held, doc, hist, cur)
+                return WriteResult(Version.from_doc(hist), created=cur is None)
 
             async def op(
                 s: AsyncClientSession, cur: Doc | None = cur, doc: Doc = doc, hist: Doc = hist
@@ -484,6 +509,61 @@ class ResourceStore:
             previous = Version.from_doc(cur) if cur is not None else None
             return WriteResult(Version.from_doc(hist), created=cur is None, previous=previous)
         raise ServiceUnavailable(f"{rt}/{rid} is under heavy concurrent change; retry")
+
+    @staticmethod
+    def _defer(held: _Deferred, doc: Doc, hist: Doc, cur: Doc | None) -> None:
+        """Hold one version for the bulk send, with the same conditions `_write` puts in
+        its own writes: a new document is an insert (it fails if the `_id` exists), an
+        update replaces only the version it read."""
+        if cur is None and doc["_id"] in held.docs:
+            raise PreconditionFailed(f"{doc['_id']} is created twice in one transaction")
+        held.history.append(hist)
+        if cur is None:
+            held.current.append(InsertOne(doc))
+        else:
+            held.current.append(ReplaceOne({"_id": doc["_id"], "vid": cur["vid"]}, doc))
+            held.replaces += 1
+        held.docs[doc["_id"]] = doc
+
+    @asynccontextmanager
+    async def deferred_writes(self, session: AsyncClientSession) -> AsyncIterator[None]:
+        """Within the caller's transaction on `session`: hold creates and updates and send
+        them in a few bulk writes (one `insert_many` of history versions, one `bulk_write`
+        of current documents) when the block ends or before the session's next query, so
+        the transaction still reads its own writes (docs/storage.md, "Transactions in
+        bulk"). Every condition stays in the write: an insert fails on an existing `_id`,
+        a replace matches only `{_id, vid: <read>}`; a failed one fails the transaction."""
+        key = id(session)
+        if key in self._deferred:
+            raise RuntimeError("writes are already deferred on this session")
+        self._deferred[key] = _Deferred()
+        try:
+            yield
+            await self._flush(session)
+        finally:
+            self._deferred.pop(key, None)
+
+    async def _flush(self, session: AsyncClientSession) -> None:
+        held = self._deferred.get(id(session))
+        if held is None or not held.history:
+            return
+        self._deferred[id(session)] = _Deferred()
+        try:
+            await self.history.insert_many(held.history, session=session)
+            r = await self.resources.bulk_write(held.current, session=session)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if errors and all(e.get("code") == 11000 for e in errors):
+                key = (errors[0].get("keyValue") or {}).get("_id", "a resource")
+                raise PreconditionFailed(
+                    f"{key} already exists or was written by another request; nothing was changed"
+                ) from None
+            raise
+        if r.matched_count != held.replaces:
+            raise PreconditionFailed(
+                "a resource of the transaction was changed by another request; "
+                "nothing was changed, read it and retry"
+            )
 
     def document(self, rt: str, rid: str, vid: int, resource: Doc) -> Doc:
         """The stored shape of one version (`res`, `ix`, `comp`, `sk`...), for writers that
@@ -521,9 +601,22 @@ class ResourceStore:
         keys = self.inheritance.sources(doc["res"])
         if not keys:
             return
-        found = await self.find(
-            {"_id": {"$in": keys}}, {"comp": 1}, session=session, what="The compartment lookup"
-        )
+        # Sources this transaction wrote but has not sent are read from what it holds; no
+        # other write can be pending for the rest, so the database has them as they are.
+        held = self._deferred.get(id(session)) if session is not None else None
+        found = [held.docs[k] for k in keys if k in held.docs] if held else []
+        rest = [k for k in keys if not held or k not in held.docs]
+        if rest:
+            found += await self._find(
+                self.resources,
+                {"_id": {"$in": rest}},
+                {"comp": 1},
+                None,
+                0,
+                session,
+                "The compartment lookup",
+                flush=False,
+            )
         comp = list(doc["comp"])
         for src in sorted(found, key=lambda d: str(d["_id"])):
             comp += [c for c in src.get("comp") or [] if c not in comp]

@@ -185,7 +185,8 @@ def test_server_killed_during_a_transaction_all_or_nothing(
     assert r.status_code == 200, r.text
     outcomes: dict[str, int] = {}
     # Killed at 40% and 80% of the time a whole bundle takes: past the validation that comes
-    # before the database transaction (about 0.5 ms an entry), so mid-transaction.
+    # before the database transaction (about 0.5 ms an entry), so with the transaction open
+    # (its entries' writes held, or their two bulk writes on their way: docs/storage.md).
     for k, share in enumerate((0.4, 0.8)):
         tag = f"Killed{k}"
         with httpx.Client(timeout=120) as http:

@@ -60,3 +60,13 @@ def test_load_and_stop_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAX_IN_FLIGHT", "0")
     with pytest.raises(ValueError, match="MAX_IN_FLIGHT must be between 1"):
         Settings.from_env()
+
+
+def test_the_access_log_is_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit log is the access record; uvicorn's line per request is for diagnosis."""
+    from fhir_server.cli import uvicorn_config
+
+    monkeypatch.delenv("ACCESS_LOG", raising=False)
+    assert uvicorn_config(Settings.from_env(), object()).access_log is False
+    monkeypatch.setenv("ACCESS_LOG", "1")
+    assert uvicorn_config(Settings.from_env(), object()).access_log is True

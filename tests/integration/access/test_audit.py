@@ -6,15 +6,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 
 from fhir_server.access.audit import AuditRecord, audit_event, interaction
-from fhir_server.seeding import seed
 from tests.conftest import make_settings
 from tests.integration.access.test_smart_enforcement import Server
 from tests.integration.auth.conftest import BASE
+from tests.integration.seeded import restore_seed
 
 USER = "openid fhirUser user/*.cruds"
 
@@ -24,11 +23,10 @@ async def app_server(mongo_uri: str) -> AsyncIterator[tuple[Any, Server]]:
     from fhir_server.app import create_app
 
     settings = make_settings(mongo_uri, auth_required=True)
+    await restore_seed(mongo_uri, settings.database)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         await app.state.ready
-        assert (await seed(app.state.ctx)).failed == []
-        await anyio.to_thread.run_sync(app.state.smart_auth.seed_development)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as http:
             yield app, Server(http)
         await app.state.audit.flush()

@@ -16,12 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 from joserfc.jwk import RSAKey
 
-from fhir_server.seeding import seed
 from tests.conftest import make_settings
 from tests.integration.access.test_smart_enforcement import Server, ids
 from tests.integration.auth.conftest import (
@@ -35,6 +33,7 @@ from tests.integration.auth.conftest import (
     submit_login,
 )
 from tests.integration.auth.test_backend_services import assertion, request_token
+from tests.integration.seeded import restore_seed
 
 ROOT = Path(__file__).resolve().parents[3]
 TABLE = json.loads((ROOT / "profiles/access/family.json").read_text())
@@ -102,12 +101,11 @@ async def env(mongo_uri: str) -> AsyncIterator[Env]:
     from fhir_server.app import create_app
 
     settings = make_settings(mongo_uri, auth_required=True)
+    await restore_seed(mongo_uri, settings.database)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         await app.state.ready
-        assert (await seed(app.state.ctx)).failed == []
         await _probes(app.state.ctx.store)
-        await anyio.to_thread.run_sync(app.state.smart_auth.seed_development)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as http:
             s = Server(http)
             key = RSAKey.import_key(BACKEND["jwk"])

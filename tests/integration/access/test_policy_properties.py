@@ -120,7 +120,7 @@ async def world(mongo_uri: str) -> AsyncIterator[World]:
             token = await server.token(role, scope)
             auth = await smart_auth.verify_access_token(app, token)
             policies[role] = await build_policy(
-                app.state.ctx.store.db, app.state.ctx.registry, auth
+                app.state.ctx.store.db, app.state.ctx.policy_tables, auth
             )
         w = World(app, policies)
         await w.load()

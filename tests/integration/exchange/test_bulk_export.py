@@ -20,13 +20,12 @@ from joserfc.jwk import RSAKey
 
 from fhir_server.exchange import bulk_run
 from fhir_server.exchange.bulk_store import JobStore
-from fhir_server.seeding import seed
 from seed_data.population import build_population
 from tests.conftest import make_settings, running_app
 from tests.integration.access.test_smart_enforcement import Server
 from tests.integration.auth.conftest import BACKEND, BASE
 from tests.integration.auth.test_backend_services import assertion, request_token
-from tests.integration.seeded import seeded_server
+from tests.integration.seeded import restore_seed, seeded_server
 
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
 FAMILY = "group-carter-family"
@@ -71,9 +70,9 @@ def is_lab(r: dict[str, Any]) -> bool:
 
 @pytest.fixture(scope="module")
 async def client(mongo_uri: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_app(make_settings(mongo_uri)) as c:
-        report = await seed(c.app.state.ctx)  # type: ignore[attr-defined]
-        assert report.failed == []
+    settings = make_settings(mongo_uri)
+    await restore_seed(mongo_uri, settings.database, logins=False)
+    async with running_app(settings) as c:
         yield c
 
 
@@ -350,10 +349,10 @@ async def test_shutdown_fails_running_exports(
     # still running when the app shuts down right after the kick-off.
     monkeypatch.setattr(bulk_run, "BATCH", 1)
     settings = make_settings(mongo_uri)
+    await restore_seed(mongo_uri, settings.database, logins=False)
     first = create_app(settings)
     async with first.router.lifespan_context(first):
         await first.state.ready
-        assert (await seed(first.state.ctx)).failed == []
         transport = httpx.ASGITransport(app=first)
         async with httpx.AsyncClient(transport=transport, base_url=BASE + "/fhir/") as c:
             location = await kick_off(c, "$export")

@@ -23,8 +23,8 @@ from fhir_server.exchange import everything as everything_module
 from fhir_server.exchange.everything_params import parse_params
 from fhir_server.search.execute import MAX_INCLUDES
 from fhir_server.search.parse import MAX_COUNT
-from fhir_server.seeding import seed
 from tests.conftest import FHIR_JSON, SYNTHEA_DIR, make_settings, running_app
+from tests.integration.seeded import restore_seed
 
 BUNDLE = "Chet_Hoeger_5c6db3d0-c0fc-4eb7-8eae-dbc7847be741.json.gz"
 SPONSOR = "sponsor-james-carter"
@@ -85,9 +85,9 @@ async def _post_synthea(client: httpx.AsyncClient) -> Synthea:
 
 @pytest.fixture(scope="module")
 async def world(mongo_uri: str) -> AsyncIterator[World]:
-    async with running_app(make_settings(mongo_uri)) as client:
-        report = await seed(client.app.state.ctx)  # type: ignore[attr-defined]
-        assert report.failed == []
+    settings = make_settings(mongo_uri)
+    await restore_seed(mongo_uri, settings.database, logins=False)
+    async with running_app(settings) as client:
         yield World(client, await _post_synthea(client))
 
 
