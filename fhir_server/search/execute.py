@@ -103,16 +103,22 @@ class _Run:
         """One query on the collection that holds type `rt` (the audit log's for
         AuditEvent: storage/audit_store.py)."""
         store = self.store.for_type(rt)
-        if self.secantus:
+        if self.secantus and store is self.store:
             return await secantus_plan.find(
                 store, filt, projection, sort=sort, limit=limit, memo=self.memo
             )
+        if self.secantus:
+            # The audit log: its point clause first, as before secantus_plan, whose looser
+            # ranges were measured on the `resources` indexes, not on the log's own.
+            filt = secantus_plan.point_first(filt)
         return await store.find(filt, projection, sort=sort, limit=limit)
 
     async def count(self, filt: dict[str, Any], rt: str | None = None) -> int:
         store = self.store.for_type(rt)
-        if self.secantus:
+        if self.secantus and store is self.store:
             return await secantus_plan.count(store, filt, self.memo)
+        if self.secantus:
+            filt = secantus_plan.point_first(filt)
         return await store.count(filt)
 
     def served(
