@@ -122,7 +122,7 @@ async def bench(
     off_proc, off_base = start_server(uri, database, workdir / "off.log", {**env, "AUDIT": "0"})
     on, off = Target("audit on", on_proc, on_base), Target("audit off", off_proc, off_base)
     raw: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
-    events = raw[database].resources
+    events = raw[database].audit  # the audit log's own collection (storage/audit_store.py)
     audit_filter = {"rt": "AuditEvent"}
     try:
         baseline = await events.count_documents(audit_filter)  # the seed's own AuditEvents

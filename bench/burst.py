@@ -68,7 +68,7 @@ async def run(args: argparse.Namespace, uri: str, workdir: Path) -> None:
             obs = (await http.get("/Observation", params={"_count": "1"})).json()
             obs_id = obs["entry"][0]["resource"]["id"]
             await fill_log(base, args.events)
-            log = await raw[database].resources.count_documents({"rt": "AuditEvent"})
+            log = await raw[database].audit.count_documents({"rt": "AuditEvent"})
             print(f"AuditEvents before the burst: {log}", flush=True)
 
             async def fuzz() -> None:
@@ -111,7 +111,7 @@ async def run(args: argparse.Namespace, uri: str, workdir: Path) -> None:
                 await asyncio.sleep(PROBE_EVERY_S)
             unanswered = sum(not t.done() for t in tasks)
             print(f"recovered after {recovered} s; unanswered {unanswered}", flush=True)
-            log_after = await raw[database].resources.count_documents({"rt": "AuditEvent"})
+            log_after = await raw[database].audit.count_documents({"rt": "AuditEvent"})
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             try:

@@ -22,6 +22,7 @@ from starlette.types import Scope
 
 import smart_auth
 from fhir_server.access.audit import AuditSink
+from fhir_server.access.audit_log import attach_audit_log
 from fhir_server.access.audit_privacy import load_table as audit_privacy_table
 from fhir_server.access.compartments import load_table as inheritance_table
 from fhir_server.access.family import load_table
@@ -44,6 +45,7 @@ from fhir_server.search.extract import compartments, index_entries
 from fhir_server.search.indexes import index_models
 from fhir_server.search.registry import Registry
 from fhir_server.stopping import graceful_timeout
+from fhir_server.storage.audit_store import prepare_separate
 from fhir_server.storage.store import ResourceStore
 from fhir_server.validation import KNOWN_RESOURCE_TYPES, Validator
 
@@ -60,15 +62,19 @@ def build_context(settings: Settings, db: Any) -> ServerContext:
         # Labels spelled as the policy table does, wherever they sit (access/labels.py).
         return index_entries(normalised(resource), registry), compartments(resource, registry)
 
+    store = ResourceStore(
+        db,
+        indexer,
+        max_time_ms=settings.query_max_time_ms,
+        # A malformed profiles/access/compartments.json stops the server here.
+        inheritance=inheritance_table(known_types=KNOWN_RESOURCE_TYPES),
+    )
+    # AuditEvents in their own collection (profiles/access/audit_log.json; a malformed
+    # table stops the server here).
+    attach_audit_log(store, registry)
     return ServerContext(
         settings=settings,
-        store=ResourceStore(
-            db,
-            indexer,
-            max_time_ms=settings.query_max_time_ms,
-            # A malformed profiles/access/compartments.json stops the server here.
-            inheritance=inheritance_table(known_types=KNOWN_RESOURCE_TYPES),
-        ),
+        store=store,
         validator=validator,
         registry=registry,
         known_types=KNOWN_RESOURCE_TYPES,
@@ -82,6 +88,9 @@ async def _prepare_database(ctx: ServerContext) -> None:
     while True:
         try:
             await ensure_indexes(ctx.store.db, index_models())
+            # The audit log's indexes, and AuditEvents an older version kept in `resources`.
+            if moved := await prepare_separate(ctx.store):
+                log.info("moved %d AuditEvents into the audit log", moved)
             # $export jobs: their indexes, and jobs a dead process left running marked failed.
             await exports(ctx).prepare(ctx)
             break

@@ -11,6 +11,7 @@ from typing import Any
 import smart_auth
 from fhir_server.context import ServerContext
 from fhir_server.search.parse import FULL_TEXT_DOC
+from fhir_server.storage.store import ResourceStore
 
 Doc = dict[str, Any]
 
@@ -22,7 +23,11 @@ BULK_EXPORT = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
 
 def _search_params(ctx: ServerContext, rt: str) -> list[Doc]:
     out = []
+    # A type kept apart (the audit log) is searched by the parameters it is indexed for.
+    served = getattr(_apart(ctx, rt), "searchable", None)
     for code, sp in sorted(ctx.registry.params_for(rt).items()):
+        if served is not None and code not in served:
+            continue
         entry: Doc = {"name": code, "type": sp.type}
         url = getattr(sp, "url", None)
         if url:
@@ -32,6 +37,14 @@ def _search_params(ctx: ServerContext, rt: str) -> list[Doc]:
             entry["documentation"] = doc
         out.append(entry)
     return out
+
+
+def _apart(ctx: ServerContext, rt: str) -> ResourceStore | None:
+    """The store of a type kept in a collection of its own (the audit log), else None."""
+    store: ResourceStore | None = getattr(ctx, "store", None)  # None: a definitions-only ctx
+    if store is None or store.for_type(rt) is store:
+        return None
+    return store.for_type(rt)
 
 
 def _documentation(description: str, rt: str) -> str:
@@ -85,6 +98,15 @@ def _resource(ctx: ServerContext, rt: str) -> Doc:
     profiles = [u for u in ctx.validator.profile_urls() if _profile_type(u) == rt]
     if profiles:
         r["supportedProfile"] = profiles
+    if _apart(ctx, rt) is not None:
+        # The audit log: written by the server only, never changed (rest/dispatch.py).
+        r["interaction"] = [{"code": c} for c in ("read", "vread", "history-instance")] + [
+            {"code": c} for c in ("search-type", "history-type")
+        ]
+        for key in ("updateCreate", "conditionalCreate", "conditionalUpdate"):
+            r[key] = False
+        r["conditionalDelete"] = "not-supported"
+        r["versioning"] = "no-version"
     return r
 
 

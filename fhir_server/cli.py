@@ -70,6 +70,7 @@ async def _context(settings: Settings) -> AsyncIterator[Any]:
     from fhir_server.db.client import ensure_indexes, open_client
     from fhir_server.db.embedded import EmbeddedDatabase
     from fhir_server.search.indexes import index_models
+    from fhir_server.storage.audit_store import prepare_separate
 
     embedded = None
     uri = settings.mongodb_uri
@@ -80,6 +81,9 @@ async def _context(settings: Settings) -> AsyncIterator[Any]:
     try:
         ctx = build_context(settings, client[settings.database])
         await ensure_indexes(ctx.store.db, index_models())
+        # The audit log's indexes; AuditEvents an older version kept in `resources` move.
+        if moved := await prepare_separate(ctx.store):
+            print(f"moved {moved} AuditEvents into the audit log", file=sys.stderr)
         yield ctx
     finally:
         await client.close()

@@ -156,7 +156,7 @@ async def _audit_answer(
     record.status = resp.status
     try:
         record.patients = query_patients(freq.path, freq.params)
-        await note_response(record, ctx.store, ctx.registry, resp.body, resp.location, resp.headers)
+        await note_response(record, ctx.store, resp)
     except Exception:
         log.exception("describing %s %s for the audit failed", freq.method, freq.path)
 

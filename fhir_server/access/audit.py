@@ -35,12 +35,14 @@ import base64
 import contextlib
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fhir_server.access.audit_privacy import names_sensitive_code
 from fhir_server.access.family import load_table
-from fhir_server.search.extract import compartments
 from fhir_server.storage.store import ResourceStore, instant, new_id, now_utc
+
+if TYPE_CHECKING:
+    from fhir_server.rest.messages import FhirResponse
 
 Doc = dict[str, Any]
 log = logging.getLogger("fhir_server.audit")
@@ -319,48 +321,44 @@ def query_patients(path: list[str], params: list[tuple[str, str]]) -> list[str]:
 ONE_RESOURCE = frozenset({"read", "vread", "create", "update", "patch", "delete"})
 
 
-async def note_response(
-    rec: AuditRecord,
-    store: ResourceStore,
-    registry: Any,
-    body: Any,
-    location: str | None,
-    headers: dict[str, str],
-) -> None:
-    """Fill in the resource, patients and labels of a successful answer (BALP entities).
+async def note_response(rec: AuditRecord, store: ResourceStore, resp: FhirResponse) -> None:
+    """Fill in the resource, patients and labels of a successful answer (BALP entities) from
+    the stored versions the interaction returned (`FhirResponse.versions`: their stored
+    compartments, inherited ones included, and their sensitive labels), not by indexing the
+    answer again or reading storage again.
 
     Only a 2xx answer that names a version counts: a hidden resource answers 404 (or, for a
     delete, a 204 without ETag), so nothing of it is ever copied onto the event, whose
-    requester could otherwise see it in their own compartment."""
+    requester could otherwise see it in their own compartment. A write names the versions
+    before and after it, so an update that drops a label does not unhide its event."""
     code = interaction(rec.method, rec.path)
     if rec.status >= 300 or code not in ONE_RESOURCE:
         return
-    if code in ("read", "vread") and isinstance(body, dict) and body.get("resourceType"):
-        rec.labels = sensitive_labels(body)  # meta survives _summary and _elements
-        if "_summary" in rec.query or "_elements" in rec.query:
-            # A trimmed body may have lost the references that place it in a compartment.
-            doc = await store.find_visible(rec.path[0], rec.path[1], None)
-            rec.patients = list((doc or {}).get("comp") or [])
-        else:
-            rec.patients = compartments(body, registry)
+    stored = [(v.comp, v.resource) for v in resp.versions]
+    if code in ("read", "vread"):
+        if stored:
+            rec.labels = sensitive_labels(stored[0][1])  # the whole resource, not a summary
+            rec.patients = list(stored[0][0])
         return
-    # Writes: the stored versions (the body may be absent with Prefer: return=minimal), the
-    # one before the write included, so an update that drops a label does not unhide it.
-    if location:
-        rt, rid = location.split("/")[:2]
+    if resp.location:
+        rt, rid = resp.location.split("/")[:2]
         rec.target = f"{rt}/{rid}"
-    elif code == "delete" and "etag" in {k.lower() for k in headers} and len(rec.path) == 2:
+    elif code == "delete" and "etag" in {k.lower() for k in resp.headers} and len(rec.path) == 2:
         rt, rid = rec.path
     else:
         return
-    versions = await store.latest_versions(
-        rt, rid, limit=2, projection={"comp": 1, "res.meta.security": 1}
-    )
+    if not stored:
+        # A delete by a caller under no policy does not read what it deletes: the tombstone
+        # and the version before it, from history.
+        versions = await store.latest_versions(
+            rt, rid, limit=2, projection={"comp": 1, "res.meta.security": 1}
+        )
+        stored = [(tuple(h.get("comp") or ()), h.get("res")) for h in versions]
     patients: list[str | None] = []
     labels: list[Doc] = []
-    for h in versions:
-        patients += h.get("comp") or []
-        labels += sensitive_labels(h.get("res") or {})
+    for comp, res in stored:
+        patients += comp
+        labels += sensitive_labels(res or {})
     rec.patients = _unique(patients)
     rec.labels = labels
 
@@ -506,12 +504,11 @@ class AuditSink:
                 self.written += len(chunk)
 
     async def _write(self, events: list[Doc]) -> None:
-        # The store's own document shape (ix, comp, sk), so AuditEvents search like any other.
-        # Ids are fixed when the event is recorded, so a retried batch cannot write an event
-        # twice.
-        await self.store.insert_versions(
-            [self.store.document("AuditEvent", e["id"], 1, e) for e in events]
-        )
+        # The audit log's store (storage/audit_store.py): one insert_many into its own
+        # collection, in the document shape search reads, no history version. Ids are fixed
+        # when the event is recorded, so a retried batch cannot write an event twice.
+        log = self.store.for_type("AuditEvent")
+        await log.insert_versions([log.document("AuditEvent", e["id"], 1, e) for e in events])
 
     async def close(self, timeout_s: float | None = None) -> None:
         """Stop the background task and write everything still buffered, giving up after

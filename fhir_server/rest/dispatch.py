@@ -30,6 +30,16 @@ def _not_allowed(req: FhirRequest) -> MethodNotAllowed:
     return MethodNotAllowed(f"{req.method} is not allowed on /{'/'.join(req.path)}")
 
 
+def _append_only(ctx: ServerContext, req: FhirRequest, rt: str, method: str) -> None:
+    """The audit log is written by the server alone (profiles/access/audit_log.json): a
+    client's create, update, patch or delete of its type answers 405, in a bundle too."""
+    if method != "GET" and ctx.store.for_type(rt) is not ctx.store:
+        raise MethodNotAllowed(
+            f"{rt} is recorded by the server itself; clients cannot {method} it",
+            headers={"Allow": "GET"},
+        )
+
+
 async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
     path, method = req.path, req.method
     if method == "HEAD":
@@ -128,6 +138,7 @@ async def _type_level(ctx: ServerContext, req: FhirRequest, method: str, rt: str
     interaction = _TYPE_LEVEL.get(method)
     if interaction is None:
         raise _not_allowed(req)
+    _append_only(ctx, req, rt, method)
     req.policy.require(rt, interaction)
     if method == "GET":
         return await searching.search(ctx, req, rt)
@@ -146,6 +157,7 @@ async def _instance_level(
     interaction = _INSTANCE_LEVEL.get(method)
     if interaction is None:
         raise _not_allowed(req)
+    _append_only(ctx, req, rt, method)
     req.policy.require(rt, interaction)
     if method == "GET":
         return await interactions.read(ctx, req, rt, rid)

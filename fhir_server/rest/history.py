@@ -72,7 +72,7 @@ async def _history_filter(ctx: ServerContext, req: FhirRequest, rt: str | None) 
     policy = req.policy
     if policy.scope_filters and (rt is None or rt in policy.scope_filters):
         raise Forbidden("history is not available under a query-restricted scope")
-    return await history_filter(ctx.store, policy, rt)
+    return await history_filter(ctx.store.for_type(rt), policy, rt)
 
 
 async def _deleted_versions(
@@ -88,7 +88,8 @@ async def _deleted_versions(
     visible) and every earlier version the policy admits on its own content, as vread
     checks it. The current resources no longer name it, so the policy's history filter
     (built from them) cannot; one resource's versions are few, so they are checked here."""
-    docs = await ctx.store.history_page(rt=rt, rid=rid, since=since, count=MAX_DELETED_VERSIONS + 1)
+    store = ctx.store.for_type(rt)
+    docs = await store.history_page(rt=rt, rid=rid, since=since, count=MAX_DELETED_VERSIONS + 1)
     if len(docs) > MAX_DELETED_VERSIONS:
         raise TooCostly(f"{rt}/{rid} has too many versions to check; use _since")
     shown = [
@@ -113,6 +114,8 @@ async def history(
         raise BadRequest(f"_count {raw_count!r} is not a number")
     count = max(1, min(int(raw_count), MAX_COUNT))
     before = _decode_cursor(req.param("_cursor") or "") if req.param("_cursor") else None
+    # A type kept apart (the audit log) has its history in its own collection.
+    store = ctx.store.for_type(rt)
     hidden = await _history_filter(ctx, req, rt) if req.policy.restricted else None
     deleted = False
     if rid is not None and hidden is not None:
@@ -123,17 +126,17 @@ async def history(
         assert rt is not None and rid is not None
         docs, total = await _deleted_versions(ctx, req, rt, rid, since, before, count)
     else:
-        docs = await ctx.store.history_page(
+        docs = await store.history_page(
             rt=rt, rid=rid, since=since, before=before, count=count + 1, visible=hidden
         )
     if rid is not None and not docs and before is None:
         assert rt is not None
-        if await ctx.store.tombstone(rt, rid) is None:
-            await ctx.store.read(rt, rid)  # raises 404 for an id that never existed
+        if await store.tombstone(rt, rid) is None:
+            await store.read(rt, rid)  # raises 404 for an id that never existed
     more = len(docs) > count
     docs = docs[:count]
     if not deleted:
-        total = await ctx.store.history_total(rt=rt, rid=rid, since=since, visible=hidden)
+        total = await store.history_total(rt=rt, rid=rid, since=since, visible=hidden)
     path = "/".join(p for p in (rt, rid) if p)
     base = f"{ctx.base_url}/{path}/_history" if path else f"{ctx.base_url}/_history"
     keep = [(k, v) for k, v in req.params if k in ("_since", "_count")]

@@ -41,13 +41,19 @@ def check_id(rid: str) -> None:
 
 
 def resource_response(
-    ctx: ServerContext, v: Version, status: int = 200, *, location: bool = False
+    ctx: ServerContext,
+    v: Version,
+    status: int = 200,
+    *,
+    location: bool = False,
+    previous: Version | None = None,
 ) -> FhirResponse:
     return FhirResponse(
         status=status,
         body=v.resource,
         headers=version_headers(v, ctx.base_url, location=location),
         location=f"{v.rt}/{v.id}/_history/{v.vid}",
+        versions=(v,) if previous is None else (v, previous),
     )
 
 
@@ -77,13 +83,14 @@ async def visible_version(ctx: ServerContext, req: FhirRequest, rt: str, rid: st
     the in-memory post-check, so hidden and missing answer alike. A tombstone is tested on
     the compartments and search keys the resource had when it was deleted (docs/access.md,
     "Deleted resources: 410 or 404")."""
-    doc = await ctx.store.find_visible(rt, rid, visible(req, rt), session=req.session)
+    store = ctx.store.for_type(rt)
+    doc = await store.find_visible(rt, rid, visible(req, rt), session=req.session)
     if doc is not None:
         v = Version.from_doc(doc)
         if not screen(req.policy, ctx.store.indexer, v.resource, where="read", stored=doc):
             raise NotFound(f"{rt}/{rid} is not known")
         return v
-    tomb = await ctx.store.tombstone(rt, rid, session=req.session)
+    tomb = await store.tombstone(rt, rid, session=req.session)
     if tomb is not None and could_see(req.policy, rt, tomb):
         return tomb.version
     raise NotFound(f"{rt}/{rid} is not known")
@@ -119,7 +126,7 @@ async def vread(ctx: ServerContext, req: FhirRequest, rt: str, rid: str, vid: st
     if req.policy.restricted:
         # Earlier versions are shown only while the resource (or its tombstone) is visible.
         await visible_version(ctx, req, rt, rid)
-    v = await ctx.store.vread(rt, rid, vid, session=req.session)
+    v = await ctx.store.for_type(rt).vread(rt, rid, vid, session=req.session)
     # An old version is itself checked: one labelled then (and relabelled since) stays
     # hidden, answering as a version that does not exist.
     if (
@@ -220,7 +227,8 @@ async def update(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhi
 
 
 def _write_response(ctx: ServerContext, result: WriteResult) -> FhirResponse:
-    return resource_response(ctx, result.version, 201 if result.created else 200, location=True)
+    status = 201 if result.created else 200
+    return resource_response(ctx, result.version, status, location=True, previous=result.previous)
 
 
 async def conditional_update(ctx: ServerContext, req: FhirRequest, rt: str) -> FhirResponse:
@@ -296,6 +304,7 @@ async def delete(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhi
     if_match = parse_if_match(req.header("if-match"))
     write_guard.precheck(ctx, req.policy, rt, "delete")
     filt = visible(req, rt)
+    current: Doc | None = None
     if req.policy.restricted:
         current = await ctx.store.find_visible(rt, rid, filt, session=req.session)
         if current is None and filt:
@@ -306,7 +315,9 @@ async def delete(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhi
             await write_guard.guard(ctx, req, rt, "delete", current.get("res"), None)
     tomb = await ctx.store.delete(rt, rid, if_match=if_match, session=req.session)
     headers = {"ETag": tomb.etag} if tomb else {}
-    return FhirResponse(status=204, headers=headers)
+    # The version deleted, when the policy check read it: the audit names its patients.
+    gone = (tomb, Version.from_doc(current)) if tomb and current is not None else ()
+    return FhirResponse(status=204, headers=headers, versions=gone)
 
 
 async def conditional_delete(ctx: ServerContext, req: FhirRequest, rt: str) -> FhirResponse:

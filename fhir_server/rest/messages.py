@@ -16,6 +16,7 @@ from typing import Any
 from pymongo.asynchronous.client_session import AsyncClientSession
 
 from fhir_server.access.policy import OPEN, AccessPolicy
+from fhir_server.storage.store import Version
 
 Doc = dict[str, Any]
 
@@ -90,3 +91,7 @@ class FhirResponse:
     # `body` already serialised (compact JSON), for a constant body sent often: the
     # CapabilityStatement (590 KB, about 1 ms of CPU to serialise) answers every probe.
     encoded: bytes | None = None
+    # The stored versions the answer is about, as the store returned them (a read: the one
+    # read; a write: the new one and the one it replaced), whose compartments and labels
+    # the audit event names (access/audit.py, `note_response`) without reading them again.
+    versions: tuple[Version, ...] = ()

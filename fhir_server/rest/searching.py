@@ -77,7 +77,7 @@ async def search(
         # with the token's own (a Group listing both): as if that patient did not exist.
         type_filter = _nothing
     page = await run_search(
-        ctx.store.db,
+        ctx.store,
         ctx.registry,
         run,
         compartment=compartment,

@@ -29,6 +29,7 @@ from fhir_server.search.query import (
 from fhir_server.search.registry import Registry
 from fhir_server.search.summary import apply
 from fhir_server.search.valuesets import stored_lookup
+from fhir_server.storage.audit_store import AuditStore
 from fhir_server.storage.store import ResourceStore, as_store
 
 MAX_CHAIN_IDS = 1000  # ids a chain or _has may resolve to before it is too costly
@@ -97,17 +98,54 @@ class _Run:
         *,
         sort: list[tuple[str, int]] | None = None,
         limit: int = 0,
+        rt: str | None = None,
     ) -> list[dict[str, Any]]:
-        if self.secantus:
+        """One query on the collection that holds type `rt` (the audit log's for
+        AuditEvent: storage/audit_store.py)."""
+        store = self.store.for_type(rt)
+        if self.secantus and store is self.store:
             return await secantus_plan.find(
-                self.store, filt, projection, sort=sort, limit=limit, memo=self.memo
+                store, filt, projection, sort=sort, limit=limit, memo=self.memo
             )
-        return await self.store.find(filt, projection, sort=sort, limit=limit)
-
-    async def count(self, filt: dict[str, Any]) -> int:
         if self.secantus:
-            return await secantus_plan.count(self.store, filt, self.memo)
-        return await self.store.count(filt)
+            # The audit log: its point clause first, as before secantus_plan, whose looser
+            # ranges were measured on the `resources` indexes, not on the log's own.
+            filt = secantus_plan.point_first(filt)
+        return await store.find(filt, projection, sort=sort, limit=limit)
+
+    async def count(self, filt: dict[str, Any], rt: str | None = None) -> int:
+        store = self.store.for_type(rt)
+        if self.secantus and store is self.store:
+            return await secantus_plan.count(store, filt, self.memo)
+        if self.secantus:
+            filt = secantus_plan.point_first(filt)
+        return await store.count(filt)
+
+    def served(
+        self,
+        rt: str | None,
+        codes: list[str],
+        filt: dict[str, Any] | None = None,
+        modifier: str | None = None,
+    ) -> None:
+        """Refuse a search that a separately stored type's collection does not index
+        (the audit log keeps the keys of a few parameters only: profiles/access/audit_log.json):
+        run anyway, it would scan, and miss what it keeps no keys for."""
+        store = self.store.for_type(rt)
+        if not isinstance(store, AuditStore):
+            return
+        bad = [c for c in codes if c not in store.searchable and c not in ("_id", "*")]
+        if modifier in store.refused_modifiers:
+            bad = [f"{c}:{modifier}" for c in codes]
+        if filt is not None and not bad:
+            bad = [f"{f} (this modifier)" for f in _fields(filt) if f not in store.indexed]
+        if bad:
+            served = ", ".join(sorted(store.searchable))
+            raise BadRequest(
+                f"{rt} cannot be searched by {', '.join(bad)} on this server; "
+                f"its log is searched by {served}",
+                code="not-supported",
+            )
 
     def comp_types(self, c: Criterion) -> list[str] | None:
         if c.type != "composite" or c.param is None:
@@ -116,13 +154,20 @@ class _Run:
         return None if any(x is None for x in comps) else [x.type for x in comps if x]
 
     async def criterion(self, rt: str | None, c: Criterion) -> dict[str, Any]:
+        f = await self._criterion(rt, c)
+        self.served(rt, [c.code], None if c.chain or c.has else f, c.modifier)
+        return f
+
+    async def _criterion(self, rt: str | None, c: Criterion) -> dict[str, Any]:
         if c.has is not None:
             h = c.has
             inner = await self.criterion(h.source_type, h.inner)
+            self.served(h.source_type, [h.ref_code])
             docs = await self.find(
                 self.scoped(h.source_type, all_of([{"rt": h.source_type}, inner])),
                 {"ix.k": 1},
                 limit=MAX_CHAIN_IDS + 1,
+                rt=h.source_type,
             )
             if len(docs) > MAX_CHAIN_IDS:
                 raise TooCostly(f"{c.name} matches too many {h.source_type} resources; narrow it")
@@ -138,7 +183,10 @@ class _Run:
             for t, sub in c.chain:
                 f = await self.criterion(t, sub)
                 docs = await self.find(
-                    self.scoped(t, all_of([{"rt": t}, f])), {"_id": 1}, limit=MAX_CHAIN_IDS + 1
+                    self.scoped(t, all_of([{"rt": t}, f])),
+                    {"_id": 1},
+                    limit=MAX_CHAIN_IDS + 1,
+                    rt=t,
                 )
                 targets += [d["_id"] for d in docs]
                 if len(targets) > MAX_CHAIN_IDS:
@@ -203,6 +251,7 @@ class _Run:
                     self.scoped(t, {"_id": {"$in": group}}),
                     {"res": 1, "ix.k": 1, "comp": 1, "ak": 1},
                     limit=MAX_INCLUDES + 1,
+                    rt=t,
                 )
             for r in revs:
                 keys = [
@@ -215,6 +264,7 @@ class _Run:
                         self.scoped(r.source_type, {"rt": r.source_type, "ix.k": {"$in": keys}}),
                         {"res": 1, "ix.k": 1, "comp": 1, "ak": 1},
                         limit=MAX_INCLUDES + 1,
+                        rt=r.source_type,
                     )
             fresh = [d for d in found if d["_id"] not in seen]
             fresh = list({d["_id"]: d for d in fresh}.values())
@@ -319,6 +369,41 @@ def include_targets(reg: Registry, doc: dict[str, Any], inc: Include) -> list[st
     return out
 
 
+def stored_type(store: ResourceStore, req: SearchRequest) -> tuple[SearchRequest, str | None]:
+    """`req` and the type whose store answers its main query: its type, or None for the
+    `resources` collection. A type kept apart (the audit log) is searched on its own: a
+    system search covers `resources` (docs/storage.md, "The audit log"); one whose `_type`
+    is that type alone runs as a search of the type, the criteria it may use being common
+    ones."""
+    if req.resource_type is not None:
+        return req, req.resource_type
+    apart = [t for t in req.types if store.for_type(t) is not store]
+    if apart and len(req.types) > 1:
+        raise BadRequest(
+            f"{', '.join(apart)} cannot be searched together with other types; search it alone",
+            code="not-supported",
+        )
+    if not apart:
+        return req, None
+    return replace(req, resource_type=apart[0], types=()), apart[0]
+
+
+def _fields(filt: Any) -> set[str]:
+    """The stored fields a filter tests (`ix.k` as `k`, `lu`), at any depth."""
+    found: set[str] = set()
+    if isinstance(filt, dict):
+        for key, value in filt.items():
+            if key.startswith("ix."):
+                found.add(key.split(".")[1])
+            elif key == "lu":
+                found.add("lu")
+            found |= _fields(value)
+    elif isinstance(filt, list):
+        for value in filt:
+            found |= _fields(value)
+    return found
+
+
 def sort_keys(req: SearchRequest) -> list[tuple[str, int]]:
     """The MongoDB sort of `req`, ending in `_id` so the order is total (cursors never skip
     or repeat a row). The `_id` tie-break runs in the direction of the key before it, so one
@@ -349,9 +434,13 @@ async def run_search(
     store = as_store(db, max_time_ms)
     run = _Run(store, registry, type_filter, await uses_elem_match(store.db))
     page = SearchPage(compartment=compartment)
+    req, rt = stored_type(store, req)
+    run.served(rt, [k.code for k in req.sort])
+    for inc in (*req.includes, *req.revincludes):
+        run.served(inc.source_type, [inc.code])
     filt = await run.base_filter(req, compartment)
     if req.summary == "count" or req.count == 0:
-        page.total = await run.count(filt)
+        page.total = await run.count(filt, rt)
         return page
     sort = sort_keys(req)
     direction = "a"
@@ -366,7 +455,7 @@ async def run_search(
     proj.update((f, 1) for f, _ in sort if f.startswith("ix."))
     if req.includes:
         proj["ix.k"] = 1
-    docs = await run.find(query, proj, sort=eff_sort, limit=req.count + 1)
+    docs = await run.find(query, proj, sort=eff_sort, limit=req.count + 1, rt=rt)
     more = len(docs) > req.count
     docs = docs[: req.count]
     if direction == "b":
@@ -381,7 +470,7 @@ async def run_search(
     page.note_compartments(docs)
     page.resources = [apply(d["res"], req.summary, req.elements) for d in docs]
     if req.total in ("accurate", "estimate") or (req.total is None and not req.cursor):
-        page.total = len(docs) if not more and not req.cursor else await run.count(filt)
+        page.total = len(docs) if not more and not req.cursor else await run.count(filt, rt)
     if req.includes or req.revincludes:
         await run.includes(page, docs, req)
     return page
@@ -399,7 +488,8 @@ async def count(
     """Number of matches (for `_summary=count` and `_total`)."""
     store = as_store(db, max_time_ms)
     run = _Run(store, registry, type_filter, await uses_elem_match(store.db))
-    return await run.count(await run.base_filter(req, compartment))
+    req, rt = stored_type(store, req)
+    return await run.count(await run.base_filter(req, compartment), rt)
 
 
 async def criteria_filter(

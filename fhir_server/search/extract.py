@@ -394,13 +394,17 @@ def content_words(resource: dict[str, Any]) -> list[str]:
     return _bounded_words(_strings(resource))
 
 
-def index_entries(resource: dict[str, Any], registry: Registry) -> dict[str, Any]:
-    """The `ix` value of a stored document: keys for every search parameter of its type."""
+def index_entries(
+    resource: dict[str, Any], registry: Registry, only: frozenset[str] | None = None
+) -> dict[str, Any]:
+    """The `ix` value of a stored document: keys for every search parameter of its type, or
+    for the parameters `only` names (a collection that serves fewer searches, such as the
+    audit log's: storage/audit_store.py)."""
     rt = resource.get("resourceType", "")
     params = registry.params_for(rt)
     out = _Out()
     for code, ev in registry.evaluators(rt).items():
-        if code in SKIP:
+        if code in SKIP or (only is not None and code not in only):
             continue
         p = params[code]
         nodes = ev(resource)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from pymongo.asynchronous.client_session import AsyncClientSession
 
-    from fhir_server.storage.store import Indexer, Tombstone, Version, WriteResult
+    from fhir_server.storage.store import Indexer, ResourceStore, Tombstone, Version, WriteResult
 
 Doc = dict[str, Any]
 
@@ -21,6 +21,10 @@ Doc = dict[str, Any]
 class Store(Protocol):
     indexer: Indexer
     max_time_ms: int
+
+    # The store that holds type `rt`: this one, or the separate one of a type kept in a
+    # collection of its own (the audit log: storage/audit_store.py).
+    def for_type(self, rt: str | None) -> ResourceStore: ...
 
     # Current resources: a read is a search on `_id` under the caller's filter.
     async def find(

@@ -4,6 +4,8 @@ Run after the search definitions change (`fhir-server reindex`). Each document i
 only if its version is unchanged, so a concurrent write is never overwritten. Types that
 inherit compartments (profiles/access/compartments.json) get them again from their targets'
 stored compartments, in a pass after every other type, so their targets have their new ones.
+Types kept in a collection of their own (the audit log: storage/audit_store.py) are
+reindexed there, by their own indexer.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ BATCH = 500
 
 
 async def reindex(store: ResourceStore) -> int:
+    count = 0
+    for apart in store.separate.values():
+        count += await _pass(apart, {}, inherit=False)
     inheriting = sorted(store.inheritance.types) if store.inheritance is not None else []
     if not inheriting:
-        return await _pass(store, {}, inherit=False)
+        return count + await _pass(store, {}, inherit=False)
     # Targets first, so an inheriting document never holds its targets' old compartments
     # and never loses its inherited ones in between.
-    count = await _pass(store, {"rt": {"$nin": inheriting}}, inherit=False)
+    count += await _pass(store, {"rt": {"$nin": inheriting}}, inherit=False)
     return count + await _pass(store, {"rt": {"$in": inheriting}}, inherit=True)
 
 

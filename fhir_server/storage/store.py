@@ -117,6 +117,8 @@ class WriteResult:
     created: bool
     # False when an update carried the same content as the current version (no new version).
     changed: bool = True
+    # The current version the write replaced (None for a create): what the audit names.
+    previous: Version | None = None
 
 
 class _Retry(Exception):
@@ -201,6 +203,13 @@ class ResourceStore:
         self.inheritance = inheritance
         # Writes deferred per session (by id), shared with the `limited` copies.
         self._deferred: dict[int, _Deferred] = {}
+        # Types kept in a collection of their own, by type (the audit log:
+        # storage/audit_store.py); `for_type` picks the store of a type.
+        self.separate: dict[str, ResourceStore] = {}
+
+    def for_type(self, rt: str | None) -> ResourceStore:
+        """The store that holds resources of type `rt`: this one, or a separate one."""
+        return self.separate.get(rt, self) if rt else self
 
     def limited(self, max_time_ms: int) -> ResourceStore:
         """The same store with another query time limit (a caller's own budget)."""
@@ -210,6 +219,7 @@ class ResourceStore:
             self.db, self.indexer, max_time_ms=max_time_ms, inheritance=self.inheritance
         )
         store._deferred = self._deferred
+        store.separate = {rt: s.limited(max_time_ms) for rt, s in self.separate.items()}
         return store
 
     # -- queries on current resources ----------------------------------------------------
@@ -523,7 +533,8 @@ class ResourceStore:
                     ) from None
                 await _backoff()
                 continue
-            return WriteResult(Version.from_doc(hist), created=cur is None)
+            previous = Version.from_doc(cur) if cur is not None else None
+            return WriteResult(Version.from_doc(hist), created=cur is None, previous=previous)
         raise ServiceUnavailable(f"{rt}/{rid} is under heavy concurrent change; retry")
 
     @staticmethod
@@ -583,7 +594,7 @@ class ResourceStore:
 
     def document(self, rt: str, rid: str, vid: int, resource: Doc) -> Doc:
         """The stored shape of one version (`res`, `ix`, `comp`, `sk`...), for writers that
-        insert in bulk outside `update` (the audit sink, benchmark loaders)."""
+        insert in bulk outside `update` (benchmark loaders; the audit log has its own)."""
         lu = now_utc()
         res = copy.deepcopy(normalised(resource))
         res["resourceType"] = rt
@@ -721,7 +732,7 @@ class ResourceStore:
 
     async def insert_versions(self, docs: list[Doc]) -> None:
         """Insert new resources (version 1, from `document`) and their history entries in
-        bulk, skipping any already written (a retried batch): the audit sink's path."""
+        bulk, skipping any already written (a retried batch): benchmark and test loaders."""
         hist = []
         for d in docs:
             h = {k: d[k] for k in VERSION_FIELDS if k in d}

@@ -259,7 +259,7 @@ def test_audit_loss_on_sigkill_is_bounded(tmp_path: Path, database: EmbeddedData
 
     assert srv.proc is not None
     with raw(database) as client:
-        events = client[DATABASE].resources
+        events = client[DATABASE].audit
         base_count = events.count_documents({"rt": "AuditEvent"})
         asyncio.run(load())
         srv.proc.send_signal(signal.SIGKILL)

@@ -35,7 +35,7 @@ async def app_server(mongo_uri: str) -> AsyncIterator[tuple[Any, Server]]:
 
 async def _events(app: Any, **match: Any) -> list[dict]:
     await app.state.audit.flush()
-    col = app.state.ctx.store.resources
+    col = app.state.ctx.store.db.audit
     return [d["res"] async for d in col.find({"rt": "AuditEvent", **match}, {"res": 1})]
 
 

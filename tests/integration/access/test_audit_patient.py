@@ -155,7 +155,7 @@ async def test_the_patient_sees_who_looked_at_their_record(env: Env) -> None:
     await env.flush()
     stored = [
         d
-        async for d in env.app.state.ctx.store.resources.find(
+        async for d in env.app.state.ctx.store.db.audit.find(
             {"rt": "AuditEvent", "res.entity.what.reference": obs}
         )
     ]
@@ -222,7 +222,7 @@ async def _hidden_from(env: Env, who: str, ref: str, patient: str) -> None:
     rt, rid = ref.split("/")
     r = await env.s.get(env.tokens[who], rt, _id=rid, _revinclude="AuditEvent:entity")
     assert not [e for e in r.json().get("entry", []) if e["resource"]["resourceType"] != rt]
-    stored = env.app.state.ctx.store.resources.find(
+    stored = env.app.state.ctx.store.db.audit.find(
         {"rt": "AuditEvent", "res.entity.what.reference": ref}, {"id": 1}
     )
     event_ids = [d["id"] async for d in stored]
@@ -301,7 +301,7 @@ async def test_every_login_is_an_audit_event(env: Env) -> None:
     assert detail["login-level"] == james["login"]
     # The unknown username is logged as a failure naming nobody, and is written nowhere.
     await env.flush()
-    col = env.app.state.ctx.store.resources
+    col = env.app.state.ctx.store.db.audit
     unknown = [
         d["res"]
         async for d in col.find({"rt": "AuditEvent", "res.agent.who.display": "unknown user"})

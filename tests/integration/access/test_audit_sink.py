@@ -41,9 +41,10 @@ async def test_close_writes_everything_in_bounded_batches(ctx: ServerContext) ->
     await sink.close()
     assert sink.pending == [] and sink.written == 175
     assert sizes and max(sizes) <= 50
-    col = ctx.store.resources
-    assert await col.count_documents({"rt": "AuditEvent"}) == 175
-    assert await ctx.store.history.count_documents({"rt": "AuditEvent"}) == 175
+    # In the audit log's own collection, with no history version and nothing in `resources`.
+    assert await ctx.store.db.audit.count_documents({"rt": "AuditEvent"}) == 175
+    assert await ctx.store.history.count_documents({"rt": "AuditEvent"}) == 0
+    assert await ctx.store.resources.count_documents({"rt": "AuditEvent"}) == 0
 
 
 async def test_login_events_from_a_worker_thread(ctx: ServerContext) -> None:
@@ -65,7 +66,7 @@ async def test_login_events_from_a_worker_thread(ctx: ServerContext) -> None:
     thread.start()
     thread.join()
     await sink.close()
-    docs = [d async for d in ctx.store.resources.find({"rt": "AuditEvent"})]
+    docs = [d async for d in ctx.store.db.audit.find({"rt": "AuditEvent"})]
     assert len(docs) == 3
     assert all(d["comp"] == ["Patient/p1"] for d in docs)
     assert {d["res"]["type"]["code"] for d in docs} == {"110114"}

@@ -195,7 +195,7 @@ async def test_break_the_glass_reaches_beyond_the_care_team_and_is_audited(env: 
     # Without the header the confinement is back.
     assert (await env.server.get(token, ROBERT)).status_code == 404
     await env.audit.flush()
-    events = env.store.db["resources"].find({"rt": "AuditEvent"}, {"res": 1})
+    events = env.store.db["audit"].find({"rt": "AuditEvent"}, {"res": 1})
     glass = [
         d["res"]
         async for d in events

@@ -192,7 +192,7 @@ async def test_a_patient_sees_only_their_part_of_a_multi_patient_search(env: Env
     audit = await env.get("backend", "AuditEvent", _count="1000", subtype="search-type")
     whole = [e for e in _events(audit.json()) if "43304-5" in (_query(e) or "")]
     assert whole and all(not (_named(e) & {JAMES, SOPHIA}) for e in whole)
-    stored = await env.app.state.ctx.store.find(
+    stored = await env.app.state.ctx.store.for_type("AuditEvent").find(
         {"rt": "AuditEvent", "_id": {"$in": [f"AuditEvent/{e['id']}" for e in whole]}}, {"comp": 1}
     )
     assert stored and all(d["comp"] == [] for d in stored)

@@ -51,7 +51,7 @@ async def test_full_audit_backlog_sheds_then_drains(tmp_path: Path) -> None:
             await asyncio.sleep(1.5)
             raw: AsyncMongoClient[dict] = AsyncMongoClient(uri)
             try:
-                reads = await raw[settings.database].resources.count_documents(
+                reads = await raw[settings.database].audit.count_documents(
                     {"rt": "AuditEvent", "res.entity.what.reference": {"$regex": "^Patient/p"}}
                 )
             finally:

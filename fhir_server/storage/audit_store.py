@@ -1,0 +1,303 @@
+"""One resource type kept in an append-only collection of its own: the audit log.
+
+Every request writes an AuditEvent, so the log grows with the traffic and would dominate the
+`resources` collection: each event there cost a history version and 114-133 index entries
+over the nine generic indexes (issue 11). `AuditStore` keeps the type in its own collection
+(`audit`) instead, in the ordinary document shape (`_id` "AuditEvent/<id>", `rt`, `vid` 1,
+`lu`, `res`, `comp`, `sk`, `ix`) so that the one search engine (fhir_server/search/) runs on it
+unchanged, with:
+
+- `ix` holding only the keys of the search parameters the log serves
+  (profiles/access/audit_log.json), and only the indexes those parameters' types need
+  (`index_models`): about 30 index entries an event, one insert, no history version;
+- no versions: every event is version 1, written once by the server (`append`), never
+  updated or deleted (`create`, `update`, `delete` refuse); vread of version 1, instance and
+  type history answer from the collection itself;
+- a filter's top-level `rt` equality on its own type dropped before it is sent: every
+  document here is of that type, and SecantusDB would otherwise look that clause up first,
+  which no index of this collection serves (docs/database.md).
+
+`ResourceStore.for_type(rt)` hands this store to whoever reads or searches the type
+(docs/storage.md, "The audit log").
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, IndexModel
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+from fhir_server.errors import MethodNotAllowed, NotFound
+from fhir_server.storage.limits import DEFAULT_MAX_TIME_MS, time_limited
+from fhir_server.storage.store import (
+    Indexer,
+    ResourceStore,
+    Tombstone,
+    Version,
+    WriteResult,
+    _conjunction,
+    instant,
+    now_utc,
+)
+
+Doc = dict[str, Any]
+BATCH = 500  # documents moved per round by `adopt`
+
+
+class AuditStore(ResourceStore):
+    """Reads, searches and appends of one type in its own collection (module docstring)."""
+
+    def __init__(
+        self,
+        db: AsyncDatabase[Doc],
+        indexer: Indexer,
+        *,
+        resource_type: str,
+        collection: str,
+        searchable: frozenset[str],
+        indexed: frozenset[str],
+        indexes: list[IndexModel],
+        refused_modifiers: frozenset[str] = frozenset(),
+        max_time_ms: int = DEFAULT_MAX_TIME_MS,
+    ) -> None:
+        super().__init__(db, indexer, max_time_ms=max_time_ms)
+        self.rt = resource_type
+        self.collection_name = collection
+        self.resources = db[collection]
+        self.history = db[collection]  # the versions are the documents themselves
+        # The search parameters served, and the fields (`k`, `lo`, `hi`, `lu`...) indexed:
+        # a search needing any other is refused (search/execute.py), never run as a scan.
+        self.searchable = searchable
+        self.indexed = indexed
+        self.indexes = indexes
+        # Modifiers whose keys the indexer does not keep (`:missing`).
+        self.refused_modifiers = refused_modifiers
+
+    def limited(self, max_time_ms: int) -> AuditStore:
+        if max_time_ms == self.max_time_ms:
+            return self
+        return AuditStore(
+            self.db,
+            self.indexer,
+            resource_type=self.rt,
+            collection=self.collection_name,
+            searchable=self.searchable,
+            indexed=self.indexed,
+            indexes=self.indexes,
+            refused_modifiers=self.refused_modifiers,
+            max_time_ms=max_time_ms,
+        )
+
+    async def ensure_indexes(self) -> None:
+        await self.resources.create_indexes(self.indexes)
+
+    def _own(self, filt: Doc) -> Doc:
+        if filt.get("rt") == self.rt:
+            return {k: v for k, v in filt.items() if k != "rt"}
+        return filt
+
+    # -- queries -------------------------------------------------------------------------
+
+    async def find(
+        self,
+        filt: Doc,
+        projection: Doc | None = None,
+        *,
+        sort: list[tuple[str, int]] | None = None,
+        limit: int = 0,
+        session: AsyncClientSession | None = None,
+        what: str = "The search",
+    ) -> list[Doc]:
+        return await super().find(
+            self._own(filt), projection, sort=sort, limit=limit, session=session, what=what
+        )
+
+    async def count(self, filt: Doc, *, what: str = "Counting the results") -> int:
+        return await super().count(self._own(filt), what=what)
+
+    async def distinct(self, field: str, filt: Doc, *, what: str = "The query") -> list[Any]:
+        return await super().distinct(field, self._own(filt), what=what)
+
+    async def tombstone(
+        self, rt: str, rid: str, *, session: AsyncClientSession | None = None
+    ) -> Tombstone | None:
+        return None  # nothing here is ever deleted
+
+    async def vread(
+        self, rt: str, rid: str, vid: str, *, session: AsyncClientSession | None = None
+    ) -> Version:
+        doc = await self.current(rt, rid, session=session) if vid == "1" else None
+        if doc is None:
+            raise NotFound(f"{rt}/{rid} has no version {vid}")
+        return Version.from_doc({**doc, "method": "POST"})
+
+    async def latest_versions(
+        self, rt: str, rid: str, *, limit: int, projection: Doc | None = None
+    ) -> list[Doc]:
+        return await self.find({"_id": f"{rt}/{rid}"}, projection, limit=1)
+
+    async def _history_find(
+        self,
+        filt: Doc,
+        projection: Doc | None,
+        *,
+        sort: list[tuple[str, int]] | None = None,
+        limit: int = 0,
+        session: AsyncClientSession | None = None,
+    ) -> list[Doc]:
+        docs = await self._find(
+            self.resources, self._own(filt), projection, sort, limit, session, "The history query"
+        )
+        return [{**d, "method": "POST"} for d in docs]  # every event was created once
+
+    async def history_page(
+        self,
+        *,
+        rt: str | None = None,
+        rid: str | None = None,
+        since: datetime | None = None,
+        before: tuple[datetime, str, int] | None = None,
+        count: int = 50,
+        visible: Doc | None = None,
+    ) -> list[Doc]:
+        if rid is not None:
+            if before is not None:
+                return []  # one version only: there is no page after the first
+            query = _conjunction([self._history_scope(rt, rid, since)], visible)
+            return await self._history_find(query, None, limit=count)
+        return await super().history_page(
+            rt=rt, since=since, before=before, count=count, visible=visible
+        )
+
+    async def history_total(
+        self,
+        *,
+        rt: str | None = None,
+        rid: str | None = None,
+        since: datetime | None = None,
+        visible: Doc | None = None,
+    ) -> int:
+        query = _conjunction([self._history_scope(rt, rid, since)], visible)
+        with time_limited("Counting the history"):
+            return int(await self.resources.count_documents(query, maxTimeMS=self.max_time_ms))
+
+    def _history_scope(  # type: ignore[override]
+        self, rt: str | None, rid: str | None, since: datetime | None
+    ) -> Doc:
+        scope: Doc = {}
+        if rid is not None:
+            scope["_id"] = f"{rt or self.rt}/{rid}"
+        if since is not None:
+            scope["lu"] = {"$gte": since}
+        return scope
+
+    # -- writes: append only -------------------------------------------------------------
+
+    def _refuse(self) -> MethodNotAllowed:
+        return MethodNotAllowed(f"{self.rt} is written by the server only and never changed")
+
+    async def create(self, rt: str, resource: Doc, **_: Any) -> WriteResult:
+        raise self._refuse()
+
+    async def update(self, rt: str, rid: str, resource: Doc, **_: Any) -> WriteResult:
+        raise self._refuse()
+
+    async def delete(self, rt: str, rid: str, **_: Any) -> Version | None:
+        raise self._refuse()
+
+    def document(self, rt: str, rid: str, vid: int, resource: Doc) -> Doc:
+        """The stored shape (as `ResourceStore.document`) of an event the server built: it
+        owns the dict and spelled its labels as the policy does, so no deep copy and no
+        label normalising (they were half the cost of an audited request's event)."""
+        lu = now_utc()
+        meta = {**(resource.get("meta") or {}), "versionId": str(vid), "lastUpdated": instant(lu)}
+        res = {**resource, "resourceType": rt, "id": rid, "meta": meta}
+        ix, comp = self.indexer(res)
+        return {
+            "_id": f"{rt}/{rid}",
+            "rt": rt,
+            "id": rid,
+            "vid": vid,
+            "lu": lu,
+            "res": res,
+            "comp": comp,
+            "sk": comp[0] if comp else f"{rt}/{rid}",
+            "ix": ix,
+        }
+
+    async def append(self, resources: list[Doc]) -> None:
+        """Insert new events (each with its `id` already set) in one `insert_many`."""
+        await self.insert_versions([self.document(self.rt, r["id"], 1, r) for r in resources])
+
+    async def insert_versions(self, docs: list[Doc]) -> None:
+        """Insert documents of `document`'s shape, skipping any already written (a retried
+        batch): no history version, which the events do not have."""
+        try:
+            await self.resources.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                raise
+
+    async def adopt(self, source: ResourceStore) -> int:
+        """Move the events an older version stored in `source`'s `resources` (with their
+        history versions) into this collection, indexed as this store indexes them, keeping
+        their ids, contents and times. Idempotent: a move cut short is finished next time."""
+        moved = 0
+        while True:
+            docs = await source.find(
+                {"rt": self.rt}, {"res": 1, "lu": 1}, limit=BATCH, what="Moving the audit log"
+            )
+            if not docs:
+                return moved
+            batch = []
+            for d in docs:
+                ix, comp = self.indexer(d["res"])
+                batch.append(
+                    {
+                        **{k: d[k] for k in ("_id", "res", "lu")},
+                        "rt": self.rt,
+                        "id": d["res"]["id"],
+                        "vid": 1,
+                        "comp": comp,
+                        "sk": comp[0] if comp else d["_id"],
+                        "ix": ix,
+                    }
+                )
+            await self.insert_versions(batch)
+            ids = [d["_id"] for d in docs]
+            rids = [d["res"]["id"] for d in docs]
+            await source.history.delete_many({"rt": self.rt, "id": {"$in": rids}})
+            await source.resources.delete_many({"_id": {"$in": ids}})
+            moved += len(docs)
+
+
+def index_models(fields: list[str], compartment_sort: str | None) -> list[IndexModel]:
+    """The indexes of a separate collection whose `ix` fields in use are `fields` (`k`, `s`,
+    `lo`, `hi`; `lu` for `_lastUpdated`), each suffixed by `_id` like the `resources` ones
+    (search/indexes.py), plus `(comp, ix.o.<compartment_sort>, _id)` for a patient's events
+    newest first when the type is in the patient compartment."""
+    a = ASCENDING
+    models = [
+        IndexModel([("lu" if f == "lu" else f"ix.{f}", a), ("_id", a)], name=f"{f}_id")
+        for f in fields
+    ]
+    if compartment_sort is not None:
+        key = [("comp", a), (f"ix.o.{compartment_sort}", a), ("_id", a)]
+        models.append(IndexModel(key, name=f"comp_{compartment_sort}"))
+    return models
+
+
+async def prepare_separate(store: ResourceStore) -> int:
+    """Create the indexes of every type kept apart and move in what an older version stored
+    of it in `resources` (start-up and every CLI command: docs/storage.md, "The audit log").
+    Returns the number of documents moved."""
+    moved = 0
+    for apart in store.separate.values():
+        if isinstance(apart, AuditStore):
+            await apart.ensure_indexes()
+            moved += await apart.adopt(store)
+    return moved

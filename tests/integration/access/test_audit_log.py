@@ -1,0 +1,263 @@
+"""The audit log in its own collection (storage/audit_store.py, profiles/access/audit_log.json).
+
+AuditEvents land in `audit` with only the indexes their searches need and no history
+version, never in `resources`; they read, vread and search as AuditEvent under the same
+access policy (the patient sees their own, a proxy none, a system client all); clients cannot
+write them; `$everything` leaves them out; an older database's events move in at start-up;
+and a heavy user's own events no longer sit among the resources his searches read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from joserfc.jwk import RSAKey
+
+from fhir_server.access.audit import AuditRecord, audit_event
+from fhir_server.access.audit_log import load_table, parse_table
+from fhir_server.search.registry import Registry
+from fhir_server.storage.audit_store import prepare_separate
+from fhir_server.storage.reindex import reindex
+from fhir_server.storage.store import new_id
+from tests.integration.access.test_smart_enforcement import Server
+from tests.integration.auth.conftest import BACKEND
+from tests.integration.auth.test_backend_services import assertion, request_token
+from tests.integration.seeded import seeded_server
+
+USER = "openid fhirUser user/*.cruds"
+JAMES = "Patient/sponsor-james-carter"
+EMMA_ROLE = "spouse"  # James's spouse: a proxy for the children, never for James's log
+OBS = "Observation/obs-liam-peanut-ige"
+# The indexes the table's parameters need: keys (tokens, references, presence, date
+# coverage), date bounds, `_lastUpdated`, and a patient's events newest first.
+AUDIT_INDEXES = {"_id_", "k_id", "lo_id", "hi_id", "lu_id", "comp_date"}
+
+
+@dataclass
+class Env:
+    app: Any
+    s: Server
+    tokens: dict[str, str]
+
+    @property
+    def db(self) -> Any:
+        return self.app.state.ctx.store.db
+
+    async def flush(self) -> None:
+        await self.app.state.audit.flush()
+
+    async def get(self, who: str, url: str, **params: str) -> httpx.Response:
+        return await self.s.get(self.tokens[who], url, **params)
+
+
+@pytest.fixture(scope="module")
+async def env(mongo_uri: str) -> AsyncIterator[Env]:
+    async with seeded_server(mongo_uri) as (app, http):
+        s = Server(http)
+        key = RSAKey.import_key(BACKEND["jwk"])
+        r = await request_token(s, assertion(key, BACKEND["client_id"], "RS384"))
+        assert r.status_code == 200, r.text
+        tokens = {"backend": r.json()["access_token"]}
+        for role in ("sponsor", EMMA_ROLE):
+            tokens[role] = await s.token(role, USER)
+        yield Env(app, s, tokens)
+        await app.state.audit.flush()
+
+
+async def test_events_land_in_their_own_collection_with_narrow_indexes(env: Env) -> None:
+    assert (await env.get("sponsor", OBS)).status_code == 200
+    await env.flush()
+    db = env.db
+    assert await db.resources.count_documents({"rt": "AuditEvent"}) == 0
+    assert await db.history.count_documents({"rt": "AuditEvent"}) == 0
+    names = {ix["name"] async for ix in await db.audit.list_indexes()}
+    assert names == AUDIT_INDEXES
+    doc = await db.audit.find_one({"res.entity.what.reference": OBS})
+    assert doc is not None and doc["vid"] == 1 and JAMES in doc["comp"]
+    # Keys of the listed parameters only: none of `altid`, `policy`, `source`, no strings.
+    served = load_table(Registry.load_default()).search_parameters
+    codes = {k.split("=")[0].split(":")[0] for k in doc["ix"]["k"]}
+    assert codes <= served and {"patient", "entity", "agent", "subtype"} <= codes
+    assert "s" not in doc["ix"]
+    assert len(doc["ix"]["k"]) < 45  # was 66 keys in two indexes, plus history
+
+
+async def test_read_vread_history_and_search_under_the_policy(env: Env) -> None:
+    assert (await env.get("sponsor", OBS)).status_code == 200
+    await env.flush()
+    doc = await env.db.audit.find_one({"res.entity.what.reference": OBS}, sort=[("lu", -1)])
+    ref = f"AuditEvent/{doc['id']}"
+    # The patient himself: his own events, by read, vread, history and search.
+    read = await env.get("sponsor", ref)
+    assert read.status_code == 200 and read.json()["id"] == doc["id"]
+    assert (await env.get("sponsor", f"{ref}/_history/1")).status_code == 200
+    assert (await env.get("sponsor", f"{ref}/_history/2")).status_code == 404
+    hist = (await env.get("sponsor", f"{ref}/_history")).json()
+    assert [e["request"]["method"] for e in hist["entry"]] == ["POST"]
+    own = (await env.get("sponsor", "AuditEvent", patient=JAMES, _count="1000")).json()
+    assert ref in {f"AuditEvent/{e['resource']['id']}" for e in own["entry"]}
+    newest = await env.get("sponsor", "AuditEvent", patient=JAMES, _sort="-date", _count="5")
+    assert newest.status_code == 200, newest.text
+    dates = [e["resource"]["recorded"] for e in newest.json()["entry"]]
+    assert len(dates) == min(5, len(own["entry"])) and dates == sorted(dates, reverse=True)
+    # A proxy sees none of his log (confidentiality R), not even by id: only her own.
+    assert (await env.get(EMMA_ROLE, ref)).status_code == 404
+    proxy = (await env.get(EMMA_ROLE, "AuditEvent", patient=JAMES)).json()
+    assert proxy["total"] == 0
+    hers = (await env.get(EMMA_ROLE, "AuditEvent", _count="1000")).json()
+    named = {
+        e["what"]["reference"]
+        for x in hers.get("entry", [])
+        for e in x["resource"].get("entity", [])
+        if "what" in e
+    }
+    assert JAMES not in named and OBS not in named
+    # A system client sees the whole log, by the privacy officer's queries too.
+    await env.flush()
+    everything = await env.db.audit.count_documents({})
+    system = (await env.get("backend", "AuditEvent", _summary="count")).json()
+    assert system["total"] >= everything
+    failed = await env.get("backend", "AuditEvent", outcome="4", date="ge2020-01-01")
+    assert failed.status_code == 200
+    assert (await env.get("backend", "AuditEvent", _id=doc["id"])).json()["total"] == 1
+    by_type = await env.get("backend", "", _type="AuditEvent", _id=doc["id"])
+    assert by_type.json()["total"] == 1
+
+
+async def test_searches_the_log_does_not_index_are_refused(env: Env) -> None:
+    for params in (
+        {"altid": "x"},  # a parameter the table does not list
+        {"type:text": "rest"},  # a modifier whose keys the log does not keep
+        {"agent:missing": "false"},  # nor these
+        {"_sort": "source"},
+    ):
+        r = await env.get("backend", "AuditEvent", **params)
+        assert r.status_code == 400, (params, r.text)
+        assert r.json()["issue"][0]["code"] == "not-supported"
+    mixed = await env.get("backend", "", _type="AuditEvent,Patient")
+    assert mixed.status_code == 400 and mixed.json()["issue"][0]["code"] == "not-supported"
+
+
+async def test_clients_cannot_write_the_log(env: Env) -> None:
+    event = {**audit_event(AuditRecord("GET", ["Patient"], status=200)), "id": "client-made"}
+    http = env.s.http
+    auth = {"Authorization": f"Bearer {env.tokens['backend']}"}
+    for method, url in (
+        ("POST", "/fhir/AuditEvent"),
+        ("PUT", "/fhir/AuditEvent/client-made"),
+        ("DELETE", "/fhir/AuditEvent/client-made"),
+        ("PUT", "/fhir/AuditEvent?outcome=0"),
+    ):
+        body = None if method == "DELETE" else event
+        r = await http.request(method, url, json=body, headers=auth)
+        assert r.status_code == 405, (method, url, r.text)
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [{"resource": event, "request": {"method": "POST", "url": "AuditEvent"}}],
+    }
+    r = await http.post("/fhir", json=bundle, headers=auth)
+    assert r.status_code == 200, r.text
+    assert r.json()["entry"][0]["response"]["status"].startswith("405")
+    await env.flush()
+    assert await env.db.audit.count_documents({"id": "client-made"}) == 0
+    assert await env.db.resources.count_documents({"rt": "AuditEvent"}) == 0
+    # The CapabilityStatement says so, and lists the parameters the log is searched by.
+    meta = (await http.get("/fhir/metadata")).json()
+    (entry,) = [r for r in meta["rest"][0]["resource"] if r["type"] == "AuditEvent"]
+    codes = {i["code"] for i in entry["interaction"]}
+    assert codes == {"read", "vread", "history-instance", "search-type", "history-type"}
+    served = load_table(Registry.load_default()).search_parameters
+    assert {p["name"] for p in entry["searchParam"]} == served
+
+
+async def test_everything_leaves_the_log_out(env: Env) -> None:
+    # James's compartment holds hundreds of events by now; his record holds none of them.
+    await env.flush()
+    assert await env.db.audit.count_documents({"comp": JAMES}) > 0
+    r = await env.get("sponsor", f"{JAMES}/$everything", _count="1000")
+    assert r.status_code == 200, r.text
+    types = {e["resource"]["resourceType"] for e in r.json()["entry"]}
+    assert "Patient" in types and "AuditEvent" not in types
+
+
+async def test_a_heavy_users_events_stay_out_of_his_searches(env: Env) -> None:
+    db = env.db
+    before = await db.resources.count_documents({"comp": JAMES})
+    logged = await db.audit.count_documents({"comp": JAMES})
+    for _ in range(30):
+        assert (await env.get("sponsor", "Patient", name="x")).status_code == 200
+    await env.flush()
+    # Every request added an event to his compartment, none to the resources his
+    # searches read: `Patient?name=x` examines what it did before.
+    assert await db.audit.count_documents({"comp": JAMES}) >= logged + 30
+    assert await db.resources.count_documents({"comp": JAMES}) == before
+
+
+async def test_events_an_older_version_stored_move_at_start_up(env: Env) -> None:
+    store = env.app.state.ctx.store
+    rid = new_id()
+    old = {**audit_event(AuditRecord("GET", ["Patient", "x"], status=200)), "id": rid}
+    # The old shape: fully indexed in `resources`, with a history version.
+    await store.insert_versions([store.document("AuditEvent", rid, 1, old)])
+    lu = (await store.resources.find_one({"_id": f"AuditEvent/{rid}"}))["lu"]
+    assert await prepare_separate(store) == 1
+    assert await prepare_separate(store) == 0  # nothing left to move
+    assert await store.resources.count_documents({"_id": f"AuditEvent/{rid}"}) == 0
+    assert await store.history.count_documents({"rt": "AuditEvent", "id": rid}) == 0
+    moved = await env.db.audit.find_one({"_id": f"AuditEvent/{rid}"})
+    assert moved["lu"] == lu and moved["res"]["entity"] == old["entity"]
+    assert (await env.get("backend", f"AuditEvent/{rid}")).status_code == 200
+    found = await env.get("backend", "AuditEvent", entity="Patient/x", _id=rid)
+    assert found.json()["total"] == 1
+    # `fhir-server reindex` recomputes the log's keys in its own collection.
+    await env.db.audit.update_one({"_id": f"AuditEvent/{rid}"}, {"$set": {"ix": {}}})
+    assert (await env.get("backend", "AuditEvent", entity="Patient/x", _id=rid)).json()[
+        "total"
+    ] == 0
+    assert await reindex(store) >= await env.db.audit.count_documents({})
+    found = await env.get("backend", "AuditEvent", entity="Patient/x", _id=rid)
+    assert found.json()["total"] == 1
+
+
+def test_the_table_is_checked_against_the_definitions() -> None:
+    registry = Registry.load_default()
+    good = {"resource_type": "AuditEvent", "collection": "audit", "search_parameters": ["date"]}
+    assert parse_table(good, registry).search_parameters == {"date"}
+    for bad in (
+        {**good, "resource_type": "NoSuchType"},
+        {**good, "collection": "resources"},
+        {**good, "search_parameters": []},
+        {**good, "search_parameters": ["date", "no-such-param"]},
+        [],
+    ):
+        with pytest.raises(ValueError):
+            parse_table(bad, registry)
+
+
+def test_compartments_read_back_from_the_keys_match_the_definitions() -> None:
+    from pymongo import AsyncMongoClient
+
+    from fhir_server.access.audit import audit_events
+    from fhir_server.access.audit_log import audit_store
+    from fhir_server.search.extract import compartments
+    from fhir_server.storage.store import ResourceStore
+
+    registry = Registry.load_default()
+    db = AsyncMongoClient("mongodb://127.0.0.1:1", connect=False)["unused"]
+    log = audit_store(ResourceStore(db), registry)
+    records = [
+        AuditRecord(
+            "GET", ["Observation", "o1"], status=200, fhir_user=JAMES, patients=["Patient/a"]
+        ),
+        AuditRecord("GET", ["Observation"], query="patient=a,b", status=200, patient="Patient/a"),
+        AuditRecord("GET", ["Patient", "p1"], status=404, fhir_user="Practitioner/k"),
+    ]
+    for rec in records:
+        for event in audit_events(rec):
+            _, comp = log.indexer({**event, "id": "x"})
+            assert sorted(comp) == sorted(compartments(event, registry)), event
