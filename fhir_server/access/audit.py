@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 Doc = dict[str, Any]
 log = logging.getLogger("fhir_server.audit")
+# What this module records, named once (the store routes it to the audit log by it).
+AUDIT_EVENT = "AuditEvent"
 
 CONFIDENTIALITY = "http://terminology.hl7.org/CodeSystem/v3-Confidentiality"
 EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
@@ -176,7 +178,7 @@ def audit_event(rec: AuditRecord, *, label_all: bool = True) -> Doc:
             }
         )
     return {
-        "resourceType": "AuditEvent",
+        "resourceType": AUDIT_EVENT,
         "meta": {"security": _security(rec.labels, label_all)},
         "type": {"system": EVENT_TYPE, "code": "rest", "display": "RESTful Operation"},
         "subtype": [{"system": INTERACTION, "code": code}],
@@ -408,7 +410,7 @@ def login_event(fields: Doc, *, label_all: bool = True) -> Doc:
         desc = "login succeeded" if outcome == "success" else "login failed"
         desc += f" ({reason})" if reason and outcome != "success" else ""
     return {
-        "resourceType": "AuditEvent",
+        "resourceType": AUDIT_EVENT,
         "meta": {"security": _security([], label_all)},
         "type": kind,
         "subtype": [sub],
@@ -507,8 +509,8 @@ class AuditSink:
         # The audit log's store (storage/audit_store.py): one insert_many into its own
         # collection, in the document shape search reads, no history version. Ids are fixed
         # when the event is recorded, so a retried batch cannot write an event twice.
-        log = self.store.for_type("AuditEvent")
-        await log.insert_versions([log.document("AuditEvent", e["id"], 1, e) for e in events])
+        log = self.store.for_type(AUDIT_EVENT)
+        await log.insert_versions([log.document(AUDIT_EVENT, e["id"], 1, e) for e in events])
 
     async def close(self, timeout_s: float | None = None) -> None:
         """Stop the background task and write everything still buffered, giving up after
