@@ -36,6 +36,7 @@ from fhir_server.db.embedded import EmbeddedDatabase
 from fhir_server.errors import FhirError, NotFound
 from fhir_server.exchange.bulk_tasks import exports
 from fhir_server.pipeline import Pipeline
+from fhir_server.portal.workflows import build as build_workflows
 from fhir_server.rest.cors import CorsMiddleware, origin_check
 from fhir_server.rest.messages import HttpRequest
 from fhir_server.rest.no_store import NoStoreMiddleware
@@ -80,6 +81,8 @@ def build_context(settings: Settings, db: Any) -> ServerContext:
         known_types=KNOWN_RESOURCE_TYPES,
         # Malformed access tables stop the server here, and requests only look them up.
         policy_tables=compile_tables(registry),
+        # The portal workflows' tables (profiles/portal/) stop a malformed start here too.
+        workflows=build_workflows(settings, registry),
     )
 
 

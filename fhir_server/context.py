@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fhir_server.config import Settings
+from fhir_server.portal.hooks import NONE, Workflows
 from fhir_server.storage.store import ResourceStore
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ class ServerContext:
     capability: dict[str, Any] | None = None
     # ... and serialised once (rest/render.py sends it as is unless `_pretty`).
     capability_json: bytes | None = None
+    # The portal workflows riding on the write path (portal/hooks.py), built at start-up.
+    workflows: Workflows = NONE
     # The running $export tasks of this process (fhir_server/exchange/bulk_tasks.py).
     bulk: Any = None
 

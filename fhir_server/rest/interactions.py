@@ -23,6 +23,7 @@ from fhir_server.errors import (
     PreconditionFailed,
     Unprocessable,
 )
+from fhir_server.portal.hooks import WriteEvent, write_session
 from fhir_server.rest import searching, write_guard
 from fhir_server.rest.headers import parse_if_match, version_headers
 from fhir_server.rest.messages import FhirRequest, FhirResponse
@@ -157,7 +158,7 @@ async def _admit(
     if not req.validated:
         ctx.validator.validate(resource)
     if not policy.restricted:
-        return resource
+        return await _workflows_before(ctx, req, rt, rid, resource, interaction, None)
     filt = visible(req, rt)
     old: Doc | None = None
     if rid is not None:
@@ -180,7 +181,47 @@ async def _admit(
     )
     guarded = await write_guard.guard(ctx, req, rt, interaction, old, resource)
     assert guarded is not None
-    return guarded
+    return await _workflows_before(ctx, req, rt, rid, guarded, interaction, old, read=True)
+
+
+async def _workflows_before(
+    ctx: ServerContext,
+    req: FhirRequest,
+    rt: str,
+    rid: str | None,
+    resource: Doc,
+    interaction: str,
+    old: Doc | None,
+    *,
+    read: bool = False,
+) -> Doc:
+    """The portal workflows' checks (portal/hooks.py), last, on what the write path would
+    store; they see the current version (`old`) whatever the token."""
+    if not ctx.workflows.watches(rt):
+        return resource
+    if rid is not None and not read:
+        current = await ctx.store.current(rt, rid, session=req.session)
+        old = current.get("res") if current is not None else None
+    event = WriteEvent(rt, rid, interaction, old, resource)
+    new = await ctx.workflows.before(ctx, req, event)
+    assert new is not None
+    return new
+
+
+async def _workflows_after(
+    ctx: ServerContext,
+    req: FhirRequest,
+    rt: str,
+    interaction: str,
+    result: WriteResult,
+) -> None:
+    """The workflows' side effects, in the write's transaction (portal/hooks.py)."""
+    if not ctx.workflows.has_after(rt) or not result.changed:
+        return
+    previous = result.previous.resource if result.previous is not None else None
+    version = result.version
+    event = WriteEvent(rt, version.id, interaction, previous, version.resource)
+    await ctx.workflows.after(ctx, req, event, version, req.session)
 
 
 async def create(
@@ -204,10 +245,12 @@ async def create(
             return resource_response(ctx, await read_visible(ctx, req, rt, matches[0]), 200)
     resource = dict(resource)
     resource.pop("id", None)
-    resource = await _admit(ctx, req, rt, None, resource, "create")
-    result = await ctx.store.create(
-        rt, resource, rid=assigned_id or req.assigned_id, session=req.session
-    )
+    async with write_session(ctx, req, rt):
+        resource = await _admit(ctx, req, rt, None, resource, "create")
+        result = await ctx.store.create(
+            rt, resource, rid=assigned_id or req.assigned_id, session=req.session
+        )
+        await _workflows_after(ctx, req, rt, "create", result)
     return resource_response(ctx, result.version, 201, location=True)
 
 
@@ -220,9 +263,11 @@ async def update(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhi
         raise BadRequest("an update body must carry the resource id", code="required", issues=[])
     if body_id != rid:
         raise BadRequest(f"the body id {body_id!r} differs from the URL id {rid!r}")
-    resource = await _admit(ctx, req, rt, rid, resource, "update")
     if_match = parse_if_match(req.header("if-match"))
-    result = await ctx.store.update(rt, rid, resource, if_match=if_match, session=req.session)
+    async with write_session(ctx, req, rt):
+        resource = await _admit(ctx, req, rt, rid, resource, "update")
+        result = await ctx.store.update(rt, rid, resource, if_match=if_match, session=req.session)
+        await _workflows_after(ctx, req, rt, "update", result)
     return _write_response(ctx, result)
 
 
@@ -245,17 +290,24 @@ async def conditional_update(ctx: ServerContext, req: FhirRequest, rt: str) -> F
         rid = matches[0]
         if body_id is not None and body_id != rid:
             raise BadRequest(f"the body id {body_id!r} differs from the matched id {rid!r}")
-        resource = await _admit(ctx, req, rt, rid, {**resource, "id": rid}, "update")
         if_match = parse_if_match(req.header("if-match"))
-        result = await ctx.store.update(rt, rid, resource, if_match=if_match, session=req.session)
+        async with write_session(ctx, req, rt):
+            resource = await _admit(ctx, req, rt, rid, {**resource, "id": rid}, "update")
+            result = await ctx.store.update(
+                rt, rid, resource, if_match=if_match, session=req.session
+            )
+            await _workflows_after(ctx, req, rt, "update", result)
         return _write_response(ctx, result)
-    if body_id is not None:
-        check_id(body_id)
-        resource = await _admit(ctx, req, rt, body_id, resource, "update")
-        result = await ctx.store.update(rt, body_id, resource, session=req.session)
-        return _write_response(ctx, result)
-    resource = await _admit(ctx, req, rt, None, dict(resource), "create")
-    result = await ctx.store.create(rt, resource, session=req.session)
+    async with write_session(ctx, req, rt):
+        if body_id is not None:
+            check_id(body_id)
+            resource = await _admit(ctx, req, rt, body_id, resource, "update")
+            result = await ctx.store.update(rt, body_id, resource, session=req.session)
+            await _workflows_after(ctx, req, rt, "update", result)
+        else:
+            resource = await _admit(ctx, req, rt, None, dict(resource), "create")
+            result = await ctx.store.create(rt, resource, session=req.session)
+            await _workflows_after(ctx, req, rt, "create", result)
     return _write_response(ctx, result)
 
 
@@ -292,10 +344,12 @@ async def patch(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhir
     from fhir_server.rest.body import check_tree
 
     check_tree(patched, max_depth=ctx.settings.max_json_depth)
-    patched = await _admit(ctx, req, rt, rid, patched, "patch")
-    result = await ctx.store.update(
-        rt, rid, patched, if_match=current.vid, method="PATCH", session=req.session
-    )
+    async with write_session(ctx, req, rt):
+        patched = await _admit(ctx, req, rt, rid, patched, "patch")
+        result = await ctx.store.update(
+            rt, rid, patched, if_match=current.vid, method="PATCH", session=req.session
+        )
+        await _workflows_after(ctx, req, rt, "patch", result)
     return _write_response(ctx, result)
 
 

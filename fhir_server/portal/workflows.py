@@ -1,0 +1,21 @@
+"""The one table of portal workflows (hooks.py), built at start-up from their profile tables.
+
+Each workflow module offers `workflow(settings, registry) -> Workflow`, which parses its table
+fail-fast; add it to `BUILDERS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fhir_server.config import Settings
+from fhir_server.portal.hooks import Workflow, Workflows
+
+Builder = Callable[[Settings, Any], Workflow]
+
+BUILDERS: tuple[Builder, ...] = ()
+
+
+def build(settings: Settings, registry: Any) -> Workflows:
+    return Workflows(tuple(b(settings, registry) for b in BUILDERS))
