@@ -38,6 +38,7 @@ from fhir_server.exchange.bulk_tasks import exports
 from fhir_server.pipeline import Pipeline
 from fhir_server.portal.workflows import build as build_workflows
 from fhir_server.rest.cors import CorsMiddleware, origin_check
+from fhir_server.rest.idempotency import claim_store
 from fhir_server.rest.messages import HttpRequest
 from fhir_server.rest.no_store import NoStoreMiddleware
 from fhir_server.rest.render import render_error, to_starlette
@@ -96,6 +97,8 @@ async def _prepare_database(ctx: ServerContext) -> None:
                 log.info("moved %d AuditEvents into the audit log", moved)
             # $export jobs: their indexes, and jobs a dead process left running marked failed.
             await exports(ctx).prepare(ctx)
+            # Idempotent creates' claims expire by a TTL index (rest/idempotency.py).
+            await claim_store(ctx).ensure_indexes()
             break
         except (ConnectionFailure, ServerSelectionTimeoutError) as exc:
             # Only an unreachable database is worth waiting for; other errors are bugs.

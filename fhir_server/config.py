@@ -108,6 +108,9 @@ class Settings:
     # record and the line cost a quarter of the cheapest request's CPU (docs/rest.md,
     # "Request flow"); ACCESS_LOG=1 turns it on for diagnosis.
     access_log: bool = False
+    # How long an `Idempotency-Key` (and a conditional create's claim) is remembered: a
+    # retry within it gets the first answer (docs/rest.md, "Idempotent creates").
+    idempotency_key_ttl_s: int = 24 * 3600
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -138,6 +141,9 @@ class Settings:
                 "DB_SOCKET_TIMEOUT_MS", cls.db_socket_timeout_ms, 1_000, 3_600_000
             ),
             stop_timeout_s=_env_int("STOP_TIMEOUT_S", cls.stop_timeout_s, 3, 3_600),
+            idempotency_key_ttl_s=_env_int(
+                "IDEMPOTENCY_KEY_TTL_S", cls.idempotency_key_ttl_s, 60, 30 * 24 * 3600
+            ),
             access_log=_env_bool("ACCESS_LOG", cls.access_log),
         )
 

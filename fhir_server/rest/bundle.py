@@ -25,6 +25,7 @@ from fhir_server.context import ServerContext
 from fhir_server.errors import BadRequest, FhirError, Issue, PayloadTooLarge, PreconditionFailed
 from fhir_server.rest import searching, write_guard
 from fhir_server.rest.headers import prefer
+from fhir_server.rest.idempotency import Guards, refuse_key
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 
 Doc = dict[str, Any]
@@ -183,6 +184,7 @@ def response_bundle(kind: str, out: list[Doc]) -> FhirResponse:
 
 
 async def process(ctx: ServerContext, req: FhirRequest, dispatch: Dispatch) -> FhirResponse:
+    refuse_key(req, "a Bundle")
     kind, entries = bundle_entries(req)
     want_resource = wants_resources(req)
     if kind == "batch":
@@ -262,6 +264,10 @@ async def _resolve(
         if sub.method == "POST" and len(sub.path) == 1:
             rt = sub.path[0]
             condition = sub.header("if-none-exist")
+            guards = Guards.of(sub, rt, sub.body) if condition else None
+            if guards is not None:
+                # Read before the search: the entry's create takes the claim from here.
+                sub.claims = await guards.read(ctx)
             existing = (
                 await searching.conditional_matches(ctx, rt, condition, sub) if condition else []
             )

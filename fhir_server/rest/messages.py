@@ -62,6 +62,9 @@ class FhirRequest:
     in_bundle: bool = False
     # A transaction pre-assigns ids of created resources so references can be resolved.
     assigned_id: str | None = None
+    # The idempotency claims of a transaction entry's ifNoneExist, read before the
+    # transaction searched it (rest/idempotency.py).
+    claims: dict[str, Any] | None = None
     # True once the body passed validation (a transaction validates before it writes).
     validated: bool = False
     # What the request's access token lets it see and do.
