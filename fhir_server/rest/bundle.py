@@ -258,6 +258,7 @@ async def _resolve(
 ) -> dict[str, str]:
     """Map every fullUrl and conditional reference to the `Type/id` it will have."""
     mapping: dict[str, str] = {}
+    claimed: dict[str, int] = {}
     for i, (sub, entry) in enumerate(zip(reqs, entries, strict=True)):
         full_url = entry.get("fullUrl")
         target: str | None = None
@@ -266,6 +267,13 @@ async def _resolve(
             condition = sub.header("if-none-exist")
             guards = Guards.of(sub, rt, sub.body) if condition else None
             if guards is not None:
+                for key in guards.claim_keys():
+                    if key in claimed:
+                        raise BadRequest(
+                            f"entries {claimed[key]} and {i} create a {rt} by the same "
+                            "ifNoneExist: one conditional create per condition"
+                        )
+                    claimed[key] = i
                 # Read before the search: the entry's create takes the claim from here.
                 sub.claims = await guards.read(ctx)
             existing = (

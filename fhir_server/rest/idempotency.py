@@ -114,12 +114,12 @@ class Guards:
             fp = _digest(rt, orjson.dumps(body, option=orjson.OPT_SORT_KEYS).decode())
         return Guards(rt, condition, ckey, rkey, fp)
 
-    def keys(self) -> tuple[str, ...]:
+    def claim_keys(self) -> tuple[str, ...]:
         return tuple(k for k in (self.condition_key, self.request_key) if k is not None)
 
     async def read(self, ctx: ServerContext) -> dict[str, Claim]:
         store = claim_store(ctx)
-        return {k: await store.read(k) for k in self.keys()}
+        return {k: await store.read(k) for k in self.claim_keys()}
 
     def replay(self, claims: dict[str, Claim]) -> tuple[str, int] | None:
         """The first answer under this key, `(id, status)`, or None; 422 when the key
@@ -149,7 +149,7 @@ class Guards:
     ) -> None:
         assert req.session is not None
         store = claim_store(ctx)
-        for key in (self.request_key,) if key_only else self.keys():
+        for key in (self.request_key,) if key_only else self.claim_keys():
             if key is None:
                 continue
             await store.take(

@@ -238,3 +238,11 @@ async def test_parallel_conditional_creates_make_one(client: httpx.AsyncClient) 
     assert {b.status_code for b in bundles} <= {200, 412}, [b.text for b in bundles]
     r = await client.get("Patient", params={"identifier": fresh, "_summary": "count"})
     assert r.json()["total"] == 1
+    # One transaction creating twice by one condition is refused, and writes nothing.
+    twice = {"resourceType": "Bundle", "type": "transaction", "entry": [entry2, entry2]}
+    twice["entry"] = [
+        {**e, "request": {**e["request"], "ifNoneExist": "identifier=https://rt.example/ids|x"}}
+        for e in twice["entry"]
+    ]
+    r = await client.post("", json=twice, headers=FHIR_JSON)
+    assert r.status_code == 400 and "same ifNoneExist" in r.text, r.text
