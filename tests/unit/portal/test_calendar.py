@@ -101,9 +101,9 @@ BROKEN = {
     ),
     "observed shift onto the weekend": lambda r: r["calendar"]["observed"].update(saturday=1),
     "observed shift of a weekday": lambda r: r["calendar"]["observed"].update(monday=1),
-    "every day a weekend": lambda r: r["calendar"].update(weekend=list(
-        ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-    )),
+    "every day a weekend": lambda r: r["calendar"].update(
+        weekend=list(("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"))
+    ),
     "unknown weekday": lambda r: r["calendar"].update(weekend=["samedi"]),
     "unknown time zone": lambda r: r["calendar"].update(time_zone="Mars/Olympus"),
     "bad close of business": lambda r: r["calendar"].update(close_of_business="25:00"),
