@@ -166,9 +166,11 @@ def claim_store(ctx: ServerContext) -> ClaimStore:
     return ClaimStore(ctx.store.db, ctx.store.max_time_ms)
 
 
-async def backoff() -> None:
-    # Jitter spreads the copies that lost one round so they do not collide again.
-    await asyncio.sleep(random.uniform(0.002, 0.03))
+async def backoff(attempt: int) -> None:
+    """Wait before round `attempt` + 1: jittered, so copies that lost together do not
+    collide again, and growing (to half a second), so a winner whose transaction is slow
+    to commit on a loaded database is waited for rather than raced 40 times at once."""
+    await asyncio.sleep(random.uniform(0.002, min(0.5, 0.01 * 2**attempt)))
 
 
 @asynccontextmanager

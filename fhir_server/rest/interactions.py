@@ -254,11 +254,11 @@ async def create(
                 f"another request created a {rt} by the same condition meanwhile; "
                 "nothing was changed, retry the transaction"
             ) from None
-    for _ in range(idempotency.MAX_ATTEMPTS):
+    for attempt in range(idempotency.MAX_ATTEMPTS):
         try:
             return await _guarded_create(ctx, req, rt, resource, guards, assigned_id)
         except idempotency.LostRace:
-            await idempotency.backoff()
+            await idempotency.backoff(attempt)
     raise ServiceUnavailable(f"too many concurrent copies of this {rt} create; retry")
 
 
