@@ -17,8 +17,8 @@ they start again, find the winner and answer it (docs/rest.md, "Idempotent creat
   key, with the request's fingerprint (type and body). The same key and body again answer
   what the first answered (its status, the resource as it is now); the same key with another
   body is 422, as the draft says; a key is remembered `idempotency_key_ttl_s` (24 h by
-  default). Only a create takes one: on PATCH, an operation or a Bundle it is 400, since
-  nothing would make those idempotent.
+  default). Only a create takes one: on PATCH or a Bundle it is 400, since nothing would
+  make those idempotent; GET, PUT and DELETE are idempotent already and ignore it.
 """
 
 from __future__ import annotations

@@ -246,3 +246,17 @@ async def test_parallel_conditional_creates_make_one(client: httpx.AsyncClient) 
     ]
     r = await client.post("", json=twice, headers=FHIR_JSON)
     assert r.status_code == 400 and "same ifNoneExist" in r.text, r.text
+
+
+async def test_an_expired_key_is_a_new_request(mongo_uri: str) -> None:
+    from tests.conftest import make_settings, running_app
+
+    async with running_app(make_settings(mongo_uri, idempotency_key_ttl_s=1)) as c:
+        key = {"Idempotency-Key": "short-lived"}  # unquoted is accepted too
+        body = {"resourceType": "Patient", "name": [{"family": "First"}]}
+        first = await post(c, body, **key)
+        assert (await post(c, {**body, "name": [{"family": "Other"}]}, **key)).status_code == 422
+        await asyncio.sleep(1.2)
+        later = await post(c, {**body, "name": [{"family": "Other"}]}, **key)
+        assert later.status_code == 201, later.text
+        assert later.json()["id"] != first.json()["id"]
