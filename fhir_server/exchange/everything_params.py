@@ -38,22 +38,6 @@ class EverythingParams:
         return not self.types or resource_type in self.types
 
 
-def from_parameters(body: Any) -> list[tuple[str, str]]:
-    """A Parameters resource as (name, value) pairs; values are the primitive `value[x]`."""
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise BadRequest("POST $everything takes a Parameters resource", code="structure")
-    out: list[tuple[str, str]] = []
-    for p in body.get("parameter") or []:
-        name = p.get("name") if isinstance(p, dict) else None
-        if not isinstance(name, str):
-            raise BadRequest("each Parameters.parameter needs a name", code="required")
-        values = [v for k, v in p.items() if k.startswith("value")]
-        if len(values) != 1 or not isinstance(values[0], str | int) or isinstance(values[0], bool):
-            raise BadRequest(f"parameter {name!r} needs one primitive value[x]")
-        out.append((name, str(values[0])))
-    return out
-
-
 def _date(name: str, value: str) -> str:
     if date_range(value) is None:
         raise BadRequest(f"{name} must be a FHIR date, not {value!r}")
