@@ -1,4 +1,6 @@
-"""The input parameters of `Patient/$everything`, from a query string or a Parameters body.
+"""The input parameters of `Patient/$everything`, as the operation table's parser
+(fhir_server/operations/params.py) read them from the query string, a form or a Parameters
+body, checked here for what they mean.
 
 https://hl7.org/fhir/R4/patient-operation-everything.html: `start`, `end` (date, 0..1),
 `_since` (instant, 0..1), `_type` (code, 0..*, comma-separated types) and `_count`

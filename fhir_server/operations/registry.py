@@ -70,7 +70,7 @@ class Params:
 
     def pairs(self) -> list[tuple[str, str]]:
         """The values as sent, for a handler that reads them on as text (a search)."""
-        return [(n, text) for n, _, text in self.items if isinstance(text, str)]
+        return [(n, text) for n, v, text in self.items if not isinstance(v, dict)]
 
     def __contains__(self, name: object) -> bool:
         return any(n == name for n, _, _ in self.items)

@@ -263,6 +263,10 @@ async def test_a_body_that_is_not_parameters_lenient_and_methods(
         assert r.status_code == 404, url
         assert r.json()["issue"][0]["code"] == "not-supported", url
     assert (await probed.get("$validate")).status_code == 404  # type and instance only
+    # HEAD runs GET, except where a GET starts work (an export kick-off).
+    assert (await probed.head("$probe", params={"who": "Patient/1"})).status_code == 200
+    r = await probed.head("$export", headers={"Prefer": "respond-async"})
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST"
     r = await probed.get("Patient/$validate")
     assert r.status_code == 405 and r.headers["allow"] == "POST"
 
