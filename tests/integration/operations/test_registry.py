@@ -339,7 +339,16 @@ async def test_capability_statement_lists_every_operation_with_a_resolving_defin
     assert od["interaction"] == [{"code": "read"}, {"code": "search-type"}]
 
 
-def test_the_table_refuses_a_row_registered_twice() -> None:
+def test_the_table_refuses_bad_rows() -> None:
+    known = frozenset({"Patient"})
+    OperationTable((PROBE, CHANGE)).check(known)
+    with pytest.raises(ValueError, match="unknown resource types"):
+        OperationTable((PROBE,)).check(frozenset({"Observation"}))
+    typo = Operation("t", frozenset({"system"}), None, frozenset({"GET"}), "read",
+                     (Parameter("x", "strng"),), _echo)  # fmt: skip
+    with pytest.raises(ValueError, match="'strng'"):
+        OperationTable((typo,)).check(known)
+    TABLE.check(frozenset(t for op in TABLE.operations for t in op.types or ()))
     with pytest.raises(ValueError, match="registered twice"):
         OperationTable(
             (
