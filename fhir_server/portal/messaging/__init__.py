@@ -14,6 +14,6 @@ from fhir_server.portal.messaging.table import load_table
 
 def workflow(settings: Settings, registry: Any) -> Workflow:
     """The messaging workflow; its table is parsed here, so a malformed one stops start-up."""
-    known = frozenset(registry.resource_types()) if registry is not None else None
+    known = frozenset(registry.resource_types) if registry is not None else None
     table = load_table(known_types=known)
     return Workflow("messaging", frozenset({threads.RT}), before=partial(threads.before, table))

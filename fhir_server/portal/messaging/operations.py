@@ -26,7 +26,9 @@ RT = threads.RT
 def patient_reference(value: str | None) -> str:
     """`X` or `Patient/X` as `Patient/X`; 400 naming the parameter otherwise."""
     if not value:
-        raise BadRequest("$recipients needs the parameter 'patient' (a Patient id)", code="required")
+        raise BadRequest(
+            "$recipients needs the parameter 'patient' (a Patient id)", code="required"
+        )
     rid = value.removeprefix("Patient/")
     interactions.check_id(rid)
     return f"Patient/{rid}"

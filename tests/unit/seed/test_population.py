@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -283,7 +283,8 @@ def test_threads_are_a_header_and_its_messages(
         assert h["topic"]["text"] and h["recipient"], h["id"]
         codings = [c for concept in h["category"] for c in concept["coding"]]
         assert any(
-            c["system"] == table["categories"]["system"] and c["code"] in table["categories"]["codes"]
+            c["system"] == table["categories"]["system"]
+            and c["code"] in table["categories"]["codes"]
             for c in codings
         ), h["id"]
     for m in messages:
