@@ -60,8 +60,9 @@ class Env:
         return FhirRequest(method=method, path=[], policy=policy)
 
     async def stored(self, text: str) -> list[dict[str, Any]]:
-        """Communications whose payload is `text` (read with the backend token)."""
+        """Communications holding the word `text` (read with the backend token)."""
         r = await self.get("backend", "Communication", _content=text, _count="100")
+        assert r.status_code == 200, r.text
         return [e["resource"] for e in r.json().get("entry", [])]
 
 
@@ -247,8 +248,7 @@ async def test_refused_sends_store_nothing(env: Env) -> None:
     for body in bad_headers:
         r = await env.send("sponsor", "POST", "Communication", body)
         assert r.status_code == 422, r.text
-        found = await env.get("backend", "Communication", **{"topic:text": body["topic"]["text"]})
-        assert found.status_code != 200 or not found.json().get("entry"), body
+        assert await env.stored(body["topic"]["text"]) == [], body
 
 
 async def test_a_parent_writes_for_a_child_as_the_childs_related_person(env: Env) -> None:
@@ -302,3 +302,36 @@ async def test_recipients_lists_the_teams_and_pools_of_the_patient(env: Env) -> 
     with pytest.raises(Exception) as missing:
         await operations.recipients(ctx, sponsor, "no-such-patient", None)
     assert getattr(hidden.value, "status", 0) == getattr(missing.value, "status", 1) == 404
+
+
+async def test_a_thread_in_one_transaction_is_all_or_nothing(env: Env) -> None:
+    def bundle(text: str, recipient: str) -> dict[str, Any]:
+        return {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {
+                    "fullUrl": "urn:uuid:0f8c2f3e-1d5b-4c2a-9d0e-000000000001",
+                    "resource": header(JAMES, POOL, text),
+                    "request": {"method": "POST", "url": "Communication"},
+                },
+                {
+                    "resource": message(
+                        "urn:uuid:0f8c2f3e-1d5b-4c2a-9d0e-000000000001",
+                        JAMES,
+                        text,
+                        recipient=[{"reference": recipient}],
+                    ),
+                    "request": {"method": "POST", "url": "Communication"},
+                },
+            ],
+        }
+
+    r = await env.send("sponsor", "POST", "", bundle("zqtxok", POOL))
+    assert r.status_code == 200, r.text
+    [stored] = [m for m in await env.stored("zqtxok") if "partOf" in m]
+    assert stored["partOf"][0]["reference"].startswith("Communication/")
+    assert stored["sender"] == {"reference": JAMES}
+    r = await env.send("sponsor", "POST", "", bundle("zqtxbad", OTHER_POOL))
+    assert r.status_code == 422, r.text
+    assert await env.stored("zqtxbad") == []
