@@ -17,10 +17,6 @@ import pytest
 from fastapi import FastAPI
 from joserfc.jwk import RSAKey
 
-from fhir_server.access.policy import build_policy
-from fhir_server.errors import FhirError
-from fhir_server.portal.messaging import operations
-from fhir_server.rest.messages import FhirRequest
 from seed_data.directory import CLINIC_NURSE_POOL, PEOPLE, care_team_id
 from tests.integration.access.test_leak_matrix import (
     ACTORS,
@@ -68,18 +64,12 @@ class Env:
     async def post(self, actor: str, url: str, body: Any) -> httpx.Response:
         return await self.s.http.post(
             f"/fhir/{url}",
-            content=orjson.dumps(body),
+            content=orjson.dumps(body) if body is not None else b"",
             headers={
                 "Authorization": f"Bearer {self.tokens[actor]}",
                 "Content-Type": "application/fhir+json",
             },
         )
-
-    async def request(self, actor: str) -> FhirRequest:
-        ctx = self.app.state.ctx
-        auth = await self.app.state.pipeline.verify(self.tokens[actor])
-        policy = await build_policy(ctx.store, ctx.policy_tables, auth)
-        return FhirRequest(method="GET", path=[], policy=policy)
 
 
 async def _teen_messages(store: Any) -> None:
@@ -188,31 +178,31 @@ async def test_no_teen_message_leaks(env: Env, actor: str) -> None:
         if shown == 0:
             check(f"{path} count", count.json().get("total") in (0, None), count.text[:200])
 
-    # $recipients of the teen: her team and pool reach nobody who may not write for her.
-    ctx = env.app.state.ctx
-    if actor not in ("backend", *SCOPED) and granted:
-        req = await env.request(actor)
+    # $recipients of the teen: her team reaches nobody who may not write for her, and a
+    # patient hidden answers as a missing one.
+    team = f"CareTeam/{care_team_id('sophia')}"
+    sees = expected_visible(actor, TEEN[THREAD])
+    r = await env.get(actor, "Communication/$recipients", patient=PATIENT["sophia"])
+    if not granted:
+        check("$recipients", r.status_code == 403, r.status_code)
+    elif r.status_code == 404:
+        m = await env.get(actor, "Communication/$recipients", patient="no-such-patient")
         try:
-            answer = await operations.recipients(ctx, req, PATIENT["sophia"], None)
-            listed = {
-                f"{e['resource']['resourceType']}/{e['resource']['id']}"
-                for e in (answer.body or {}).get("entry", [])
-            }
-        except FhirError as exc:
-            listed = {f"error {exc.status}"}
-        team = f"CareTeam/{care_team_id('sophia')}"
-        sees = expected_visible(actor, TEEN[THREAD])
-        check("$recipients", (team in listed) == sees, listed)
-        # $mark-read on a teen message: hidden answers exactly as missing.
-        if not sees:
-            statuses = []
-            for rid in (TO_TEEN, "no-such-message"):
-                try:
-                    await operations.mark_read(ctx, req, rid)
-                    statuses.append(200)
-                except FhirError as exc:
-                    statuses.append(exc.status)
-            check("$mark-read", statuses[0] == statuses[1] == 404, statuses)
+            _same_as_missing(r, m)
+        except AssertionError as exc:
+            check("$recipients", False, exc)
+        check("$recipients", not sees, "404 for one who sees her thread")
+    else:
+        check("$recipients", (team in _refs(r)) == sees, r.text[:300])
+    # $mark-read on a message to her: hidden answers exactly as missing.
+    if granted and not sees:
+        hidden = await env.post(actor, f"Communication/{TO_TEEN}/$mark-read", None)
+        missing = await env.post(actor, "Communication/no-such-message/$mark-read", None)
+        try:
+            _same_as_missing(hidden, missing)
+        except AssertionError as exc:
+            check("$mark-read", False, exc)
+        check("$mark-read", hidden.status_code in (403, 404), hidden.status_code)
 
     # Writing into her thread: hidden answers as a missing thread.
     if can_write(actor) and not expected_visible(actor, TEEN[THREAD]):

@@ -347,9 +347,9 @@ class World:
                     return Verdict(rule, "bound")
         # Messaging (profiles/portal/messaging.json): a stored message's fixed elements do
         # not change (a move to another patient is one).
-        if rt == "Communication" and old is not None:
-            if set(MESSAGING["fixed"]["elements"]) & writes.changed_elements(old, new):
-                return Verdict(rule, "messaging: fixed")
+        fixed = set(MESSAGING["fixed"]["elements"])
+        if rt == "Communication" and old is not None and fixed & writes.changed_elements(old, new):
+            return Verdict(rule, "messaging: fixed")
         return Verdict(frozenset({200, 201}), "allowed")
 
     def comps(self, rt: str, resource: Doc) -> list[str]:

@@ -15,9 +15,6 @@ import pytest
 from fastapi import FastAPI
 from joserfc.jwk import RSAKey
 
-from fhir_server.access.policy import build_policy
-from fhir_server.portal.messaging import operations
-from fhir_server.rest.messages import FhirRequest
 from seed_data.directory import CLINIC_NURSE_POOL, PEOPLE, care_team_id
 from tests.integration.access.test_smart_enforcement import Server
 from tests.integration.auth.conftest import BACKEND
@@ -46,18 +43,14 @@ class Env:
     async def send(self, who: str, method: str, url: str, body: Any = None, **h: str) -> Any:
         headers = {"Authorization": f"Bearer {self.tokens[who]}", "Content-Type": FHIR_JSON, **h}
         return await self.s.http.request(
-            method, f"/fhir/{url}", headers=headers, content=orjson.dumps(body)
+            method,
+            f"/fhir/{url}",
+            headers=headers,
+            content=orjson.dumps(body) if body is not None else b"",
         )
 
     async def get(self, who: str, url: str, **params: str) -> httpx.Response:
         return await self.s.get(self.tokens[who], url, **params)
-
-    async def request(self, who: str, method: str = "GET") -> FhirRequest:
-        """A FhirRequest carrying the policy the pipeline builds from `who`'s token."""
-        ctx = self.app.state.ctx
-        auth = await self.app.state.pipeline.verify(self.tokens[who])
-        policy = await build_policy(ctx.store, ctx.policy_tables, auth)
-        return FhirRequest(method=method, path=[], policy=policy)
 
     async def stored(self, text: str) -> list[dict[str, Any]]:
         """Communications holding the word `text` (read with the backend token)."""
@@ -132,14 +125,14 @@ async def test_sponsor_writes_to_the_pool_and_the_nurse_answers(env: Env) -> Non
     assert r.status_code == 200, r.text
     assert f"Communication/{first['id']}" in ids(r.json())
     # She marks it read (once), and the sponsor sees it read.
-    nurse = await env.request("rn.jessica.moore", "POST")
-    done = await operations.mark_read(env.app.state.ctx, nurse, first["id"])
-    assert done.status == 200 and done.body is not None and done.body["received"]
-    again = await operations.mark_read(env.app.state.ctx, nurse, first["id"])
-    assert again.body is not None and again.body["received"] == done.body["received"]
-    assert again.body["meta"]["versionId"] == done.body["meta"]["versionId"]
+    r = await env.send("rn.jessica.moore", "POST", f"Communication/{first['id']}/$mark-read")
+    assert r.status_code == 200 and r.json()["received"], r.text
+    done = r.json()
+    r = await env.send("rn.jessica.moore", "POST", f"Communication/{first['id']}/$mark-read")
+    assert r.status_code == 200 and r.json()["received"] == done["received"], r.text
+    assert r.json()["meta"]["versionId"] == done["meta"]["versionId"]
     seen = (await env.get("sponsor", f"Communication/{first['id']}")).json()
-    assert seen["received"] == done.body["received"]
+    assert seen["received"] == done["received"]
 
     # She replies in the thread; left out, the recipient is the one she answers.
     reply = message(thread, JAMES, "Rest it this week; book a visit if it swells.")
@@ -180,10 +173,10 @@ async def test_sponsor_writes_to_the_pool_and_the_nurse_answers(env: Env) -> Non
     assert r.status_code == 403 and issue(r)["code"] == "forbidden", r.text
     after = (await env.get("backend", f"Communication/{head['id']}")).json()
     assert "received" not in after and after["meta"]["versionId"] == head["meta"]["versionId"]
-    sponsor = await env.request("sponsor", "POST")
-    with pytest.raises(Exception) as refused:
-        await operations.mark_read(env.app.state.ctx, sponsor, head["id"])
-    assert getattr(refused.value, "status", None) == 403
+    r = await env.send("sponsor", "POST", f"Communication/{head['id']}/$mark-read")
+    assert r.status_code == 403 and issue(r)["code"] == "forbidden", r.text
+    r = await env.send("sponsor", "POST", "Communication/no-such-message/$mark-read")
+    assert r.status_code == 404, r.text
     # The message's content is fixed once stored.
     edit = [{"op": "replace", "path": "/payload/0/contentString", "value": "edited"}]
     r = await env.send("sponsor", "PATCH", f"Communication/{first['id']}", edit, **jp)
@@ -273,35 +266,48 @@ async def test_a_parent_writes_for_a_child_as_the_childs_related_person(env: Env
     assert r.json()["recipient"] == [{"reference": "RelatedPerson/rp-james-for-liam"}]
     # The other parent reads it; the father marks it read as the child's proxy.
     assert (await env.get("spouse", f"Communication/{r.json()['id']}")).status_code == 200
-    sponsor = await env.request("sponsor", "POST")
-    done = await operations.mark_read(env.app.state.ctx, sponsor, r.json()["id"])
-    assert done.body is not None and done.body["received"]
+    r = await env.send("sponsor", "POST", f"Communication/{r.json()['id']}/$mark-read")
+    assert r.status_code == 200 and r.json()["received"], r.text
 
 
 async def test_recipients_lists_the_teams_and_pools_of_the_patient(env: Env) -> None:
-    ctx = env.app.state.ctx
-    sponsor = await env.request("sponsor")
-    found = await operations.recipients(ctx, sponsor, PEOPLE["james"].id, None)
-    assert found.body is not None and found.body["type"] == "searchset"
-    assert ids(found.body) == {TEAM, POOL}
+    async def recipients(who: str, **params: str) -> httpx.Response:
+        return await env.get(who, "Communication/$recipients", **params)
+
+    found = await recipients("sponsor", patient=PEOPLE["james"].id)
+    assert found.status_code == 200, found.text
+    assert found.json()["type"] == "searchset"
+    assert ids(found.json()) == {TEAM, POOL}
     # Name search: accents and case ignored, every word a word prefix; the clinic's name
     # finds its pool.
     for name in ("LAKESIDE mmc fámily médicine", "nurse pool", "famil med"):
-        hit = await operations.recipients(ctx, sponsor, f"Patient/{PEOPLE['james'].id}", name)
-        assert hit.body is not None and POOL in ids(hit.body), name
-    none = await operations.recipients(ctx, sponsor, PEOPLE["james"].id, "internal medicine")
-    assert none.body is not None and none.body["total"] == 0
+        hit = await recipients("sponsor", patient=JAMES, name=name)
+        assert POOL in ids(hit.json()), name
+    none = await recipients("sponsor", patient=PEOPLE["james"].id, name="internal medicine")
+    assert none.json()["total"] == 0
     # For a child: the child's team; for the adolescent, her parent gets none.
-    liam = await operations.recipients(ctx, sponsor, PEOPLE["liam"].id, None)
-    assert liam.body is not None and f"CareTeam/{care_team_id('liam')}" in ids(liam.body)
-    teen = await operations.recipients(ctx, sponsor, PEOPLE["sophia"].id, None)
-    assert teen.body is not None and teen.body["total"] == 0 and teen.body["entry"] == []
-    # A patient the caller cannot see answers as a missing one.
-    with pytest.raises(Exception) as hidden:
-        await operations.recipients(ctx, sponsor, PEOPLE["samuel"].id, None)
-    with pytest.raises(Exception) as missing:
-        await operations.recipients(ctx, sponsor, "no-such-patient", None)
-    assert getattr(hidden.value, "status", 0) == getattr(missing.value, "status", 1) == 404
+    liam = await recipients("sponsor", patient=PEOPLE["liam"].id)
+    assert f"CareTeam/{care_team_id('liam')}" in ids(liam.json())
+    teen = await recipients("sponsor", patient=PEOPLE["sophia"].id)
+    assert teen.status_code == 200 and teen.json()["total"] == 0
+    assert teen.json().get("entry", []) == []
+    # A patient the caller cannot see answers as a missing one; no patient is a 400.
+    hidden = await recipients("sponsor", patient=PEOPLE["samuel"].id)
+    missing = await recipients("sponsor", patient="no-such-patient")
+    assert hidden.status_code == missing.status_code == 404
+    assert issue(hidden)["code"] == issue(missing)["code"]
+    r = await recipients("sponsor")
+    assert r.status_code == 400 and "patient" in issue(r)["diagnostics"], r.text
+    # A clinician lists a patient's recipients too; Basic may not search messages at all.
+    nurse = await recipients("rn.jessica.moore", patient=PEOPLE["james"].id)
+    assert ids(nurse.json()) == {TEAM, POOL}
+    basic = await recipients("basic-user", patient=PEOPLE["robert"].id)
+    assert basic.status_code == 403, basic.text
+    # Listed in the CapabilityStatement, with their definitions served.
+    cs = (await env.s.http.get("/fhir/metadata")).json()
+    [comm] = [r for r in cs["rest"][0]["resource"] if r["type"] == "Communication"]
+    names = {o["name"] for o in comm.get("operation", [])}
+    assert {"recipients", "mark-read"} <= names, names
 
 
 async def test_a_thread_in_one_transaction_is_all_or_nothing(env: Env) -> None:
