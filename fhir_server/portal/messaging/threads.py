@@ -262,7 +262,33 @@ async def _change(
     for element in table.fixed:
         if element in changed:
             raise refuse("does not change once the message is stored", element)
+    if "status" in changed:
+        await _check_status(table, ctx, req, who, old, new)
     return new
+
+
+async def _check_status(
+    table: MessagingTable,
+    ctx: ServerContext,
+    req: FhirRequest,
+    who: people.Caller,
+    old: Doc,
+    new: Doc,
+) -> None:
+    """A thread is closed (or reopened) by whoever started it or one of its recipients; a
+    message's status is its sender's. The write rules let a recipient's status change
+    through unbound (writes.json, bound.recipient_changes), so the sender is checked here."""
+    sender = reference(old.get("sender"))
+    by_sender = sender is not None and sender in who.identities
+    if old.get("partOf"):
+        if not by_sender:
+            raise Forbidden(f"only the sender of {RT}/{old.get('id')} changes its status")
+        return
+    if new.get("status") not in {table.open_status, *table.closed_statuses}:
+        statuses = sorted({table.open_status, *table.closed_statuses})
+        raise refuse(f"a thread's status is one of {statuses}", "status")
+    if not by_sender and not await is_recipient(ctx, req, who, old):
+        raise Forbidden(f"only a participant of the thread {RT}/{old.get('id')} closes it")
 
 
 async def is_recipient(ctx: ServerContext, req: FhirRequest, who: people.Caller, msg: Doc) -> bool:

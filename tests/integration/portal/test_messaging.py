@@ -341,3 +341,30 @@ async def test_a_thread_in_one_transaction_is_all_or_nothing(env: Env) -> None:
     r = await env.send("sponsor", "POST", "", bundle("zqtxbad", OTHER_POOL))
     assert r.status_code == 422, r.text
     assert await env.stored("zqtxbad") == []
+
+
+async def test_a_participant_closes_a_thread(env: Env) -> None:
+    r = await env.send("sponsor", "POST", "Communication", header(JAMES, POOL, "Closing"))
+    assert r.status_code == 201, r.text
+    head = r.json()
+    ref = f"Communication/{head['id']}"
+    r = await env.send("sponsor", "POST", "Communication", message(ref, JAMES, "zqbefore"))
+    assert r.status_code == 201, r.text
+    mine = r.json()
+    # The nurse (a member of the pool it was sent to) closes the thread he started.
+    r = await env.send("rn.jessica.moore", "PUT", ref, {**head, "status": "completed"})
+    assert r.status_code == 200, r.text
+    r = await env.send("sponsor", "POST", "Communication", message(ref, JAMES, "zqclosed"))
+    assert r.status_code == 422 and issue(r)["expression"] == ["Communication.partOf"], r.text
+    assert await env.stored("zqclosed") == []
+    # A status outside the table's, or a message's status changed by someone else: refused.
+    closed = (await env.get("sponsor", ref)).json()
+    r = await env.send("sponsor", "PUT", ref, {**closed, "status": "entered-in-error"})
+    assert r.status_code == 422, r.text
+    r = await env.send(
+        "rn.jessica.moore", "PUT", f"Communication/{mine['id']}", {**mine, "status": "stopped"}
+    )
+    assert r.status_code == 403, r.text
+    # He reopens it.
+    r = await env.send("sponsor", "PUT", ref, {**closed, "status": "in-progress"})
+    assert r.status_code == 200, r.text

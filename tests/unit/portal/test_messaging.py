@@ -71,7 +71,8 @@ def test_only_a_read_state_change_passes_unbound() -> None:
     }
     read = {**old, "meta": {"versionId": "2"}, "received": "2026-01-01T00:00:00Z"}
     assert t.recipient_change("Communication", old, read)
-    assert not t.recipient_change("Communication", old, {**read, "status": "stopped"})
+    assert t.recipient_change("Communication", old, {**read, "status": "stopped"})
+    assert not t.recipient_change("Communication", old, {**read, "priority": "urgent"})
     assert not t.recipient_change("Communication", old, old)
     assert not t.recipient_change("Observation", old, read)
     assert writes.changed_elements(old, read) == {"received"}
