@@ -166,6 +166,8 @@ async def test_the_seeds_overdue_message_is_found_by_the_overdue_search(env: Env
     }
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     found = await env.search("Task", code=CODE, status="requested", due=f"lt{stamp}", _count="100")
+    # The seed's one overdue message: unanswered and unread in the nurse pool's inbox.
+    assert expected == {"task-respond-msg-karen-travel-1"}, expected
     assert {t["id"] for t in found} >= expected
     for t in found:
         if t["id"] not in expected:
