@@ -11,7 +11,7 @@ belongs to a process that died, and is marked failed.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -150,13 +150,17 @@ class JobStore:
             }
         )
 
-    async def chunks(self, job_id: str, n: int) -> AsyncIterator[bytes]:
-        """A file's bytes, chunk by chunk, in order (a few chunks per round trip)."""
+    async def chunks(self, job_id: str, n: int) -> AsyncGenerator[bytes]:
+        """A file's bytes, chunk by chunk, in order (two chunks per round trip), so a
+        download holds a few MiB whatever the file's size."""
         cursor = self.files.find(
-            {"job": job_id, "n": n}, {"data": 1}, max_time_ms=self.ms, batch_size=4
+            {"job": job_id, "n": n}, {"data": 1}, max_time_ms=self.ms, batch_size=2
         ).sort([("seq", ASCENDING)])
-        async for doc in cursor:
-            yield bytes(doc["data"])
+        try:
+            async for doc in cursor:
+                yield bytes(doc["data"])
+        finally:
+            await cursor.close()
 
     async def recover(self, stale_before: datetime) -> int:
         """Mark failed every in-progress job whose worker stopped beating before the time."""

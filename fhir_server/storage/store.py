@@ -16,7 +16,7 @@ import asyncio
 import copy
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -263,6 +263,37 @@ class ResourceStore:
                 max_time_ms=self.max_time_ms,
             )
             return [d async for d in cursor]
+
+    async def find_batches(
+        self,
+        filt: Doc,
+        projection: Doc | None,
+        *,
+        sort: list[tuple[str, int]] | None = None,
+        limit: int = 0,
+        batch: int,
+        what: str = "The query",
+    ) -> AsyncGenerator[list[Doc]]:
+        """The current documents matching `filt`, `batch` at a time from one cursor, so the
+        caller holds one batch, never the whole answer (`$export`). The time limit is the
+        query's: MongoDB counts it over all of its cursor's batches."""
+        cursor = self.resources.find(
+            filt,
+            projection,
+            sort=sort,
+            limit=limit,
+            batch_size=batch,
+            max_time_ms=self.max_time_ms,
+        )
+        try:
+            while True:
+                with time_limited(what):
+                    docs = await cursor.to_list(batch)
+                if not docs:
+                    return
+                yield docs
+        finally:
+            await cursor.close()
 
     async def resources_matching(self, filt: Doc, *, what: str = "The access policy") -> list[Doc]:
         """The FHIR resources (`res`) of the current documents matching `filt`."""
