@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import bson
 import orjson
+from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING
 
 from fhir_server.access.policy import AccessPolicy
@@ -148,7 +150,7 @@ def _after(query: Doc, after: str | None) -> Doc:
 
 async def _rows(
     resources: ResourceStore, query: Doc, projection: Doc, secantus: bool
-) -> AsyncGenerator[list[Doc]]:
+) -> AsyncGenerator[list[RawBSONDocument]]:
     """The query's documents in `_id` order, `BATCH` at a time: keyset windows of `WINDOW`
     rows on MongoDB, one window (the whole answer) on SecantusDB, where a limited window
     would read every row after `after` again, each window (module docstring)."""
@@ -234,7 +236,8 @@ async def run_export(resources: ResourceStore, store: JobStore, job: Job) -> Non
         rows = _rows(resources, type_query(job, rt), projection, secantus)
         async with aclosing(rows):
             async for docs in rows:
-                for d in docs:
+                for raw in docs:
+                    d = bson.decode(raw.raw)
                     res = d.get("res")
                     if not isinstance(res, dict):
                         continue

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
 from pymongo import DESCENDING, InsertOne, ReplaceOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
@@ -46,6 +48,8 @@ MAX_WRITE_ATTEMPTS = 40
 # and access keys the post-check tests; never the index arrays `ix` (docs/storage.md,
 # "Lean reads").
 READ_FIELDS: Doc = {"rt": 1, "id": 1, "vid": 1, "lu": 1, "res": 1, "comp": 1, "ak": 1}
+# Documents left as their BSON bytes (`find_batches`).
+RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
 # Fields a history version copies from the current document it was written with.
 VERSION_FIELDS = ("rt", "id", "vid", "lu", "comp", "sk", "res", "ak")
 
@@ -273,11 +277,14 @@ class ResourceStore:
         limit: int = 0,
         batch: int,
         what: str = "The query",
-    ) -> AsyncGenerator[list[Doc]]:
-        """The current documents matching `filt`, `batch` at a time from one cursor, so the
-        caller holds one batch, never the whole answer (`$export`). The time limit is the
-        query's: MongoDB counts it over all of its cursor's batches."""
-        cursor = self.resources.find(
+    ) -> AsyncGenerator[list[RawBSONDocument]]:
+        """The current documents matching `filt`, `batch` at a time from one cursor, as the
+        bytes the database sent (`bson.decode` each when it is used): the caller holds one
+        batch of bytes and one decoded document, never the whole answer nor a batch of
+        decoded ones, which take several times their size (`$export`). The time limit is
+        the query's: MongoDB counts it over all of its cursor's batches."""
+        raw = self.resources.with_options(codec_options=RAW)
+        cursor = raw.find(
             filt,
             projection,
             sort=sort,
