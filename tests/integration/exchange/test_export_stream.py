@@ -1,7 +1,8 @@
 """`$export` files are streamed chunk by chunk, and each line is the stored resource's bytes.
 
 The download sends a file as the chunks it was written in (`bulk_files`), never joined in
-memory; the export reads each type from one cursor per window (docs/exchange.md, "Cost").
+memory; the export reads each type from one cursor per window (docs/exchange.md, "Jobs
+and expiry").
 Bulk Data Access IG 2.0.0: https://hl7.org/fhir/uv/bulkdata/export.html
 """
 
