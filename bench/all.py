@@ -919,8 +919,9 @@ async def bench(args: argparse.Namespace, uri: str, workdir: Path, db_pid: int |
             f"{args.concurrency} connections; sizes {args.sizes}; today={pop.today}",
             flush=True,
         )
+        only = set(args.only or [])
         small = max(args.sizes) // 10
-        stages = sorted({small, *args.sizes})
+        stages = sorted({small, *args.sizes}) if not only else [max(args.sizes)]
         for stage in stages:
             t0 = time.perf_counter()
             await grow(db, pop, stage, stats)
@@ -931,13 +932,14 @@ async def bench(args: argparse.Namespace, uri: str, workdir: Path, db_pid: int |
                 file=sys.stderr,
                 flush=True,
             )
-            if stage == small:
+            if stage == small and not only:
                 await run_step(b, "export 1x", measure_export, t_start)
-            if stage in args.sizes:
+            if stage in args.sizes and (not only or "portal" in only):
                 await run_step(b, f"portal @{stage:,}", measure_portal, t_start)
             if stage == stages[-1]:
                 for name, step in STEPS:
-                    await run_step(b, name, step, t_start)
+                    if not only or name in only:
+                        await run_step(b, name, step, t_start)
         rows = [row for name in ORDER for row in b.rows.get(name, [])]
         print(
             f"\n== one run, one database: {stats.docs:,} Synthea resources (+ history, the seed"
@@ -987,6 +989,12 @@ def main() -> None:
     parser.add_argument("--export-runs", type=int, default=2, help="timed exports per size")
     parser.add_argument("--ingest-bundles", type=int, default=3, help="timed Bundles")
     parser.add_argument("--log-dir", type=Path, help="keep the servers' and database's logs")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=[name for name, _ in STEPS] + ["portal"],
+        help="run only these rows (repeatable), at the largest size alone",
+    )
     args = parser.parse_args()
     args.sizes = sorted(int(s.replace("_", "")) for s in args.sizes.split(",") if s)
     with tempfile.TemporaryDirectory() as tmp:

@@ -23,15 +23,17 @@ unchanged, with:
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, OperationFailure
 
 from fhir_server.errors import MethodNotAllowed, NotFound
+from fhir_server.search.extract import LOCAL_REF
 from fhir_server.storage.limits import DEFAULT_MAX_TIME_MS, time_limited
 from fhir_server.storage.store import (
     Indexer,
@@ -62,6 +64,7 @@ class AuditStore(ResourceStore):
         indexed: frozenset[str],
         indexes: list[IndexModel],
         refused_modifiers: frozenset[str] = frozenset(),
+        comp_prefixes: tuple[str, ...] = (),
         max_time_ms: int = DEFAULT_MAX_TIME_MS,
     ) -> None:
         super().__init__(db, indexer, max_time_ms=max_time_ms)
@@ -76,6 +79,9 @@ class AuditStore(ResourceStore):
         self.indexes = indexes
         # Modifiers whose keys the indexer does not keep (`:missing`).
         self.refused_modifiers = refused_modifiers
+        # The `ix.k` prefixes of the compartment parameters (`patient=Patient/`): their keys
+        # are looked up in `comp`, which holds exactly them (`served_filter`).
+        self.comp_prefixes = comp_prefixes
 
     def limited(self, max_time_ms: int) -> AuditStore:
         if max_time_ms == self.max_time_ms:
@@ -89,16 +95,44 @@ class AuditStore(ResourceStore):
             indexed=self.indexed,
             indexes=self.indexes,
             refused_modifiers=self.refused_modifiers,
+            comp_prefixes=self.comp_prefixes,
             max_time_ms=max_time_ms,
         )
 
     async def ensure_indexes(self) -> None:
+        """Create the log's indexes, drop those an older version created and this one does
+        not (each costs every event an entry), and give events an older version wrote the
+        looked-up keys `ix.q` (derived from their `ix.k`: no re-indexing)."""
         await self.resources.create_indexes(self.indexes)
+        wanted = {"_id_", *(m.document["name"] for m in self.indexes)}
+        async for ix in await self.resources.list_indexes():
+            if ix["name"] not in wanted:
+                with contextlib.suppress(OperationFailure):  # another process dropped it
+                    await self.resources.drop_index(ix["name"])
+        q = f"ix.{QUERY_KEYS}"
+        batch: list[UpdateOne] = []
+        async for d in self.resources.find({q: {"$exists": False}}, {"ix.k": 1}):
+            keys = query_keys((d.get("ix") or {}).get("k") or [], self.comp_prefixes)
+            batch.append(UpdateOne({"_id": d["_id"]}, {"$set": {q: keys}}))
+            if len(batch) == BATCH:
+                await self.resources.bulk_write(batch, ordered=False)
+                batch = []
+        if batch:
+            await self.resources.bulk_write(batch, ordered=False)
 
     def _own(self, filt: Doc) -> Doc:
         if filt.get("rt") == self.rt:
-            return {k: v for k, v in filt.items() if k != "rt"}
-        return filt
+            filt = {k: v for k, v in filt.items() if k != "rt"}
+        return served_filter(filt, self.comp_prefixes)
+
+    def unlooked_keys(self, filt: Doc) -> list[str]:
+        """The keys a criterion's filter asks for that `ix.q` holds no entry for (a token's
+        system alone, `type=system|`): such a search is refused, never run as a scan."""
+        cond = filt.get("ix.k")
+        if isinstance(cond, dict) and set(cond) & {"$in", "$all"}:
+            cond = cond.get("$in", cond.get("$all"))
+        keys = [cond] if isinstance(cond, str) else cond if isinstance(cond, list) else []
+        return [k for k in keys if isinstance(k, str) and reduced_key(k) is None]
 
     # -- queries -------------------------------------------------------------------------
 
@@ -275,14 +309,110 @@ class AuditStore(ResourceStore):
             moved += len(docs)
 
 
+# -- the looked-up keys ------------------------------------------------------------------
+#
+# Each index entry costs SecantusDB about 0.02 ms of CPU on insert, and an event's `ix.k`
+# holds 20-25 keys: a token answers to `code`, `system|code` and `system|`, a reference to
+# `Type/id` and `id`, a date to its year, month and day. The log keeps `ix.k` whole (it is
+# what every query tests) but indexes `ix.q` instead: each key of `ix.k` reduced by
+# `reduced_key`, the forms of one value folding into one entry (8-10 an event), and no
+# entry for the compartment parameter's keys, which `comp` holds already. `served_filter`
+# puts beside every `ix.k` clause of a query the clause it implies on `ix.q` (or `comp`):
+# a document has key `k` only if it has `reduced_key(k)`, so the added clause changes no
+# answer; it only gives the database an index to look the candidates up in, and the `ix.k`
+# clause then picks the exact matches among them (docs/storage.md, "The audit log").
+
+QUERY_KEYS = "q"  # `ix.q`
+
+
+def reduced_key(key: str) -> str | None:
+    """The `ix.q` entry that stands for the `ix.k` key `key` (None: none, a system alone)."""
+    name, eq, value = key.partition("=")
+    if not eq:
+        # A date's covering key (`date:2026-12-02`, search/extract.py): the day into its
+        # month, so a day's events are looked up among that month's.
+        code, _, when = key.partition(":")
+        return f"{code}:{when[:7]}" if len(when) == 10 else key
+    if "|" in value:
+        value = value.partition("|")[2]  # `system|code`, `|code` -> `code`
+        if not value:
+            return None  # `system|`: every value of the system, no one entry
+    m = LOCAL_REF.match(value)
+    return f"{name}={m.group(2) if m else value}"
+
+
+def query_keys(keys: list[str], comp_prefixes: tuple[str, ...]) -> list[str]:
+    """`ix.q` of a document whose `ix.k` is `keys`."""
+    skip = comp_params(comp_prefixes)
+    return sorted({r for k in keys if not k.startswith(skip) if (r := reduced_key(k))})
+
+
+def comp_params(comp_prefixes: tuple[str, ...]) -> tuple[str, ...]:
+    """`patient=Patient/` -> `patient=`: every key of a compartment parameter, whose
+    `Patient/` keys `comp` holds (so `ix.q` holds none of them)."""
+    return tuple(p.split("=", 1)[0] + "=" for p in comp_prefixes)
+
+
+def _looked_up(cond: Any, comp_prefixes: tuple[str, ...]) -> tuple[str, Any] | None:
+    """The clause on `ix.q` or `comp` that an `ix.k` condition implies, if any."""
+    if isinstance(cond, str):
+        keys, many = [cond], False
+    elif isinstance(cond, dict) and set(cond) == {"$in"} and isinstance(cond["$in"], list):
+        keys, many = cond["$in"], True
+    elif isinstance(cond, dict) and set(cond) == {"$all"} and isinstance(cond["$all"], list):
+        keys, many = cond["$all"][:1], False  # every key is required: one implies enough
+    else:
+        return None  # `$nin`, `$ne`, ranges: no equality to look up
+    if not keys or not all(isinstance(k, str) for k in keys):
+        return None
+    if all(k.startswith(comp_prefixes) for k in keys):
+        field, found = "comp", [k.partition("=")[2] for k in keys]
+    else:
+        field, reduced = f"ix.{QUERY_KEYS}", [reduced_key(k) for k in keys]
+        if any(k.startswith(comp_params(comp_prefixes)) for k in keys) or None in reduced:
+            return None  # a compartment parameter's other keys are in neither
+        found = [r for r in reduced if r is not None]
+    found = list(dict.fromkeys(found))
+    return field, ({"$in": found} if many and len(found) > 1 else found[0])
+
+
+LOOKUP_ORDER = ("_id", "comp", f"ix.{QUERY_KEYS}")  # the most selective first (SecantusDB)
+
+
+def served_filter(filt: Doc, comp_prefixes: tuple[str, ...]) -> Doc:
+    """`filt` with the `ix.q`/`comp` clause each `ix.k` clause implies, at every level,
+    the point clauses first (SecantusDB looks up the first clause an index answers:
+    docs/database.md); a date range's `$elemMatch` as a plain range, since an event has one
+    `date` (`recorded`, 1..1) and so one `ix.lo` and one `ix.hi` value."""
+    out: Doc = {}
+    for field, cond in filt.items():
+        if field in ("$and", "$or", "$nor") and isinstance(cond, list):
+            out[field] = [served_filter(c, comp_prefixes) for c in cond]
+            continue
+        if field in ("ix.lo", "ix.hi") and isinstance(cond, dict) and set(cond) == {"$elemMatch"}:
+            cond = cond["$elemMatch"]
+        out[field] = cond
+        if field == "ix.k":
+            implied = _looked_up(cond, comp_prefixes)
+            if implied is not None and implied[0] not in filt:
+                out[implied[0]] = implied[1]
+    first = [f for f in LOOKUP_ORDER if f in out]
+    return {**{f: out[f] for f in first}, **out}
+
+
 def index_models(fields: list[str], compartment_sort: str | None) -> list[IndexModel]:
     """The indexes of a separate collection whose `ix` fields in use are `fields` (`k`, `s`,
     `lo`, `hi`; `lu` for `_lastUpdated`), each suffixed by `_id` like the `resources` ones
-    (search/indexes.py), plus `(comp, ix.o.<compartment_sort>, _id)` for a patient's events
-    newest first when the type is in the patient compartment."""
+    (search/indexes.py), `k` looked up through its reduced keys `ix.q` (above), plus
+    `(comp, ix.o.<compartment_sort>, _id)` for a patient's events newest first when the
+    type is in the patient compartment."""
     a = ASCENDING
+
+    def looked_up(f: str) -> str:
+        return "lu" if f == "lu" else f"ix.{QUERY_KEYS if f == 'k' else f}"
+
     models = [
-        IndexModel([("lu" if f == "lu" else f"ix.{f}", a), ("_id", a)], name=f"{f}_id")
+        IndexModel([(looked_up(f), a), ("_id", a)], name=f"{QUERY_KEYS if f == 'k' else f}_id")
         for f in fields
     ]
     if compartment_sort is not None:

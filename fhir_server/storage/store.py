@@ -30,6 +30,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 from fhir_server.access.compartments import CompartmentInheritance
 from fhir_server.access.labels import normalised
 from fhir_server.access.stored_keys import access_field
+from fhir_server.db.retry import ATTEMPTS, dropped_before_commit, note_retry
 from fhir_server.errors import Gone, NotFound, PreconditionFailed, ServiceUnavailable
 from fhir_server.storage.limits import DEFAULT_MAX_TIME_MS, time_limited
 
@@ -656,18 +657,26 @@ class ResourceStore:
         op: Callable[[AsyncClientSession], Any],
         session: AsyncClientSession | None,
     ) -> None:
-        """Run `op` in the caller's transaction, or in a transaction of its own."""
+        """Run `op` in the caller's transaction, or in a transaction of its own, run once
+        more when its pooled connection had been dropped before it committed (db/retry.py;
+        the caller's transaction is the caller's to retry)."""
         if session is not None:
             await op(session)
             return
-        async with self.client.start_session() as s:
-            try:
-                async with await s.start_transaction():
-                    await op(s)
-            except OperationFailure as exc:
-                if isinstance(exc, DuplicateKeyError) or _is_write_conflict(exc):
-                    raise _Retry from exc
-                raise
+        for attempt in range(ATTEMPTS):
+            async with self.client.start_session() as s:
+                try:
+                    async with await s.start_transaction():
+                        await op(s)
+                    return
+                except OperationFailure as exc:
+                    if isinstance(exc, DuplicateKeyError) or _is_write_conflict(exc):
+                        raise _Retry from exc
+                    raise
+                except Exception as exc:
+                    if attempt + 1 == ATTEMPTS or not dropped_before_commit(exc):
+                        raise
+                    note_retry("a write", exc)
 
     # -- history -------------------------------------------------------------------------
 
