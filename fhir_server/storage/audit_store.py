@@ -24,7 +24,7 @@ unchanged, with:
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel, UpdateOne
@@ -34,6 +34,9 @@ from pymongo.errors import BulkWriteError, OperationFailure
 
 from fhir_server.errors import MethodNotAllowed, NotFound
 from fhir_server.search.extract import LOCAL_REF
+from fhir_server.search.query import TOP
+from fhir_server.search.values import instant as key_instant
+from fhir_server.search.values import parse_instant, shift
 from fhir_server.storage.limits import DEFAULT_MAX_TIME_MS, time_limited
 from fhir_server.storage.store import (
     Indexer,
@@ -132,7 +135,11 @@ class AuditStore(ResourceStore):
         if isinstance(cond, dict) and set(cond) & {"$in", "$all"}:
             cond = cond.get("$in", cond.get("$all"))
         keys = [cond] if isinstance(cond, str) else cond if isinstance(cond, list) else []
-        return [k for k in keys if isinstance(k, str) and reduced_key(k) is None]
+        return [
+            k
+            for k in keys
+            if isinstance(k, str) and reduced_key(k) is None and covering_key(k) is None
+        ]
 
     # -- queries -------------------------------------------------------------------------
 
@@ -325,18 +332,26 @@ class AuditStore(ResourceStore):
 QUERY_KEYS = "q"  # `ix.q`
 
 
+def covering_key(key: str) -> tuple[str, str] | None:
+    """(code, year/month/day) of a date's covering key (`date:2026-12-02`, search/extract.py),
+    the one kind of key without `=`."""
+    if "=" in key:
+        return None
+    code, colon, when = key.partition(":")
+    return (code, when) if colon else None
+
+
 def reduced_key(key: str) -> str | None:
-    """The `ix.q` entry that stands for the `ix.k` key `key` (None: none, a system alone)."""
+    """The `ix.q` entry that stands for the `ix.k` key `key`; None for a token's system
+    alone (`type=system|`: every value of it, no one entry) and for a date's covering key
+    (looked up as a range of `ix.lo` instead: `served_filter`)."""
     name, eq, value = key.partition("=")
     if not eq:
-        # A date's covering key (`date:2026-12-02`, search/extract.py): the day into its
-        # month, so a day's events are looked up among that month's.
-        code, _, when = key.partition(":")
-        return f"{code}:{when[:7]}" if len(when) == 10 else key
+        return None
     if "|" in value:
         value = value.partition("|")[2]  # `system|code`, `|code` -> `code`
         if not value:
-            return None  # `system|`: every value of the system, no one entry
+            return None
     m = LOCAL_REF.match(value)
     return f"{name}={m.group(2) if m else value}"
 
@@ -365,6 +380,11 @@ def _looked_up(cond: Any, comp_prefixes: tuple[str, ...]) -> tuple[str, Any] | N
         return None  # `$nin`, `$ne`, ranges: no equality to look up
     if not keys or not all(isinstance(k, str) for k in keys):
         return None
+    cover = covering_key(keys[0]) if len(keys) == 1 else None
+    if cover is not None:
+        # The date's start lies in that year, month or day (extract.covering_keys).
+        start = f"{cover[0]}|{cover[1]}"
+        return "ix.lo", {"$gte": start, "$lt": start + TOP}
     if all(k.startswith(comp_prefixes) for k in keys):
         field, found = "comp", [k.partition("=")[2] for k in keys]
     else:
@@ -376,6 +396,33 @@ def _looked_up(cond: Any, comp_prefixes: tuple[str, ...]) -> tuple[str, Any] | N
     return field, ({"$in": found} if many and len(found) > 1 else found[0])
 
 
+# How far a date's end may lie past its start: an event's `recorded` is an instant (to the
+# millisecond when the server writes it, at worst to the second), so its `ix.hi` is at most
+# a second past its `ix.lo`. The log indexes `ix.lo` only.
+DATE_WIDTH = timedelta(seconds=1)
+
+
+def _start_bounds(cond: Any) -> tuple[str, Any] | None:
+    """The `ix.lo` range a range on `ix.hi` implies (lo <= hi <= lo + DATE_WIDTH)."""
+    if not isinstance(cond, dict) or not cond or not set(cond) <= set(_RANGE_OPS):
+        return None
+    out: Doc = {}
+    for op, bound in cond.items():
+        if not isinstance(bound, str):
+            return None
+        if op in ("$lt", "$lte"):
+            out[op] = bound  # lo <= hi
+            continue
+        code, _, when = bound.partition("|")
+        try:
+            earlier = key_instant(shift(parse_instant(when), -DATE_WIDTH))
+        except ValueError:
+            earlier = ""  # not an instant (a bare prefix): the code's whole range
+        out["$gte"] = f"{code}|{earlier}"
+    return "ix.lo", out
+
+
+_RANGE_OPS = ("$gt", "$gte", "$lt", "$lte")
 LOOKUP_ORDER = ("_id", "comp", f"ix.{QUERY_KEYS}")  # the most selective first (SecantusDB)
 
 
@@ -392,10 +439,13 @@ def served_filter(filt: Doc, comp_prefixes: tuple[str, ...]) -> Doc:
         if field in ("ix.lo", "ix.hi") and isinstance(cond, dict) and set(cond) == {"$elemMatch"}:
             cond = cond["$elemMatch"]
         out[field] = cond
+        implied = None
         if field == "ix.k":
             implied = _looked_up(cond, comp_prefixes)
-            if implied is not None and implied[0] not in filt:
-                out[implied[0]] = implied[1]
+        elif field == "ix.hi":
+            implied = _start_bounds(cond)
+        if implied is not None and implied[0] not in filt:
+            out[implied[0]] = implied[1]
     first = [f for f in LOOKUP_ORDER if f in out]
     return {**{f: out[f] for f in first}, **out}
 
@@ -411,9 +461,11 @@ def index_models(fields: list[str], compartment_sort: str | None) -> list[IndexM
     def looked_up(f: str) -> str:
         return "lu" if f == "lu" else f"ix.{QUERY_KEYS if f == 'k' else f}"
 
+    # `ix.hi` ranges are looked up as the `ix.lo` ranges they imply (`_start_bounds`).
+    indexed = [f for f in fields if not (f == "hi" and "lo" in fields)]
     models = [
         IndexModel([(looked_up(f), a), ("_id", a)], name=f"{QUERY_KEYS if f == 'k' else f}_id")
-        for f in fields
+        for f in indexed
     ]
     if compartment_sort is not None:
         key = [("comp", a), (f"ix.o.{compartment_sort}", a), ("_id", a)]

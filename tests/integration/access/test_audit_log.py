@@ -34,9 +34,10 @@ USER = "openid fhirUser user/*.cruds"
 JAMES = "Patient/sponsor-james-carter"
 EMMA_ROLE = "spouse"  # James's spouse: a proxy for the children, never for James's log
 OBS = "Observation/obs-liam-peanut-ige"
-# The indexes the table's parameters need: keys (tokens, references, presence, date
-# coverage), date bounds, `_lastUpdated`, and a patient's events newest first.
-AUDIT_INDEXES = {"_id_", "q_id", "lo_id", "hi_id", "lu_id", "comp_date"}
+# The indexes the table's parameters need: the reduced keys `ix.q` (tokens, references), the
+# date's start (its end and covering keys are looked up by it), `_lastUpdated`, and a
+# patient's events newest first (storage/audit_store.py).
+AUDIT_INDEXES = {"_id_", "q_id", "lo_id", "lu_id", "comp_date"}
 
 
 @dataclass
