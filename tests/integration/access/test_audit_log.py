@@ -351,3 +351,22 @@ async def test_every_search_shape_of_the_log_is_looked_up_in_an_index(env: Env) 
         "backend", "AuditEvent", type="http://terminology.hl7.org/CodeSystem/audit-event-type|"
     )
     assert r.status_code == 400 and r.json()["issue"][0]["code"] == "not-supported", r.text
+
+
+async def test_an_older_log_gets_its_looked_up_keys_and_loses_its_old_indexes(env: Env) -> None:
+    assert (await env.get("backend", OBS)).status_code == 200
+    await env.flush()
+    db, store = env.db, env.app.state.ctx.store
+    doc = await db.audit.find_one({"res.entity.what.reference": OBS}, sort=[("lu", -1)])
+    # As an older version left it: `ix.k` indexed, no `ix.q`.
+    await db.audit.create_index([("ix.k", 1), ("_id", 1)], name="k_id")
+    await db.audit.update_one({"_id": doc["_id"]}, {"$unset": {"ix.q": ""}})
+
+    async def found() -> bool:
+        r = await env.get("backend", "AuditEvent", entity=OBS, _count="1000")
+        return doc["id"] in {e["resource"]["id"] for e in r.json().get("entry", [])}
+
+    assert not await found()  # looked up by `ix.q`, which it lacks
+    await prepare_separate(store)
+    assert await found()
+    assert {ix["name"] async for ix in await db.audit.list_indexes()} == AUDIT_INDEXES
