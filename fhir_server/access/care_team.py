@@ -31,6 +31,7 @@ from typing import Any
 
 from fhir_server.access.consent import period_covers
 from fhir_server.access.family import reference
+from fhir_server.access.policy_epochs import Reads
 from fhir_server.storage.store import as_store
 
 Doc = dict[str, Any]
@@ -114,7 +115,7 @@ async def care_team_patients(
     db: Any, table: ClinicianTable, practitioner: str, today: date
 ) -> tuple[str, ...]:
     """`Patient/<id>` of every active care team `practitioner` belongs to, sorted."""
-    col = as_store(db, None)
+    col = db if isinstance(db, Reads) else as_store(db, None)
     roles = await col.resources_matching(
         {"rt": "PractitionerRole", "ix.k": f"practitioner={practitioner}"}
     )

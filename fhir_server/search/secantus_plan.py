@@ -217,6 +217,11 @@ class Clause:
             return lambda d: any(
                 isinstance(v, str) and all(t(v, b) for t, b in tests) for v in values(d, f)
             )
+        if set(c) == {"$size"} and type(c["$size"]) is int and "." not in f:
+            # A top-level array of that length (the policy's `comp: {$size: 0}`: in no
+            # patient compartment); anything else, or no field, does not match.
+            n = c["$size"]
+            return lambda d: isinstance(d.get(f), list) and len(d[f]) == n
         if set(c) == {"$regex"} and isinstance(c["$regex"], str):
             rx = re.compile(c["$regex"])
             return lambda d: any(isinstance(v, str) and rx.search(v) for v in values(d, f))
@@ -369,7 +374,9 @@ def resolution(q: Conjunction) -> Resolution | None:
     if any(t is None for t in tests):
         return None
     checks = [t for t in tests if t is not None]
-    lead = next((c for c in own if c.point()), None)
+    # The narrowest point clause: a proxy's `$or` branch holds its own compartment beside
+    # the policy's superset `comp: {$in: [every compartment]}` (access/rules.py).
+    lead = min((c for c in own if c.point()), key=_width, default=None)
     every = next(
         (c for c in own if c.field == "ix.k" and isinstance(c.cond, dict) and "$all" in c.cond),
         None,
@@ -387,6 +394,11 @@ def resolution(q: Conjunction) -> Resolution | None:
     lookup = {"rt": q.rt, **sent} if q.rt is not None else sent
     fields = tuple(sorted({c.field for c in q.clauses} - {"_id"}))
     return Resolution(lookup, fields, lambda d: all(t(d) for t in checks))
+
+
+def _width(c: Clause) -> int:
+    """How many keys a point clause looks up."""
+    return len(c.cond["$in"]) if isinstance(c.cond, dict) else 1
 
 
 Memo = dict[str, list[Doc]]
@@ -467,6 +479,28 @@ def whole_range(q: Conjunction) -> Clause | None:
     if not (isinstance(other.cond, dict) and "$elemMatch" in other.cond):
         return None
     return other
+
+
+def recheck(filt: Doc) -> tuple[Callable[[Doc], bool], tuple[str, ...]] | None:
+    """`filt` as a test of one document in memory, and the fields the test reads; None when
+    a clause is not one re-checked here. For a read by `_id` (storage/store.py): SecantusDB
+    scans the collection for `{_id, $and: [policy]}` (a top-level operator), so the
+    document is fetched by `_id` alone and the policy's filter tested on it here."""
+    q = conjunction(filt)
+    if q is None:
+        return None
+    tests = [c.checker() for c in q.clauses]
+    alts = [[[c.checker() for c in b.clauses] for b in o] for o in q.ors]
+    if any(t is None for t in tests) or any(t is None for o in alts for b in o for t in b):
+        return None
+    ands = [t for t in tests if t is not None]
+    ors = [[[t for t in b if t is not None] for b in o] for o in alts]
+    fields = {c.field for c in q.clauses} | {c.field for o in q.ors for b in o for c in b.clauses}
+
+    def test(d: Doc) -> bool:
+        return all(t(d) for t in ands) and all(any(all(t(d) for t in b) for b in o) for o in ors)
+
+    return test, tuple(sorted(fields))
 
 
 def _covers(projection: Doc | None, field: str) -> bool:
