@@ -313,15 +313,16 @@ class ResourceStore:
         # "Reads under a policy"): the document by `_id` alone, the policy's filter tested
         # on it in memory, exactly as the database would.
         test, needed = check
-        added = sorted({f.split(".", 1)[0] for f in needed} - set(fields or {"_id": 1}))
+        shown = set(fields or ()) | {"_id"}
+        added = [f for f in needed if f.split(".", 1)[0] not in shown]
         proj = None if fields is None else {**fields, **dict.fromkeys(added, 1)}
         docs = await self.find({"_id": key}, proj, limit=1, session=session, what="The read")
         if not docs or not test(docs[0]):
             return None
         doc = docs[0]
         if fields is not None:
-            for f in added:
-                doc.pop(f, None)
+            for f in added:  # only what was asked for leaves (`ix.k` alone was fetched)
+                doc.pop(f.split(".", 1)[0], None)
         return doc
 
     async def read(
