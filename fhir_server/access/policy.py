@@ -30,6 +30,7 @@ from fhir_server.access.policy_tables import PolicyTables, label_keys, message_k
 from fhir_server.access.rules import CompartmentRule, DirectoryRule, rules_admit, rules_filter
 from fhir_server.access.stored_keys import key_param
 from fhir_server.errors import BadRequest, Forbidden
+from fhir_server.storage.store import as_store
 from smart_auth import AuthContext, allows
 
 # Built from the tables once (policy_tables.py); named here for the tests that check them.
@@ -279,13 +280,9 @@ async def _reads(
 ) -> Reads:
     """The policy's reads for `subject`: the epochs of `keys` first (one point lookup),
     then the cached documents if they were read under those epochs."""
-    epochs = await snapshot(_database(db), keys) if cache is not None else None
-    return Reads(db, cache, subject, epochs, types)
-
-
-def _database(db: Any) -> Any:
-    """The database of a store (or a database, as tests and benchmarks pass one)."""
-    return getattr(db, "db", db)
+    store = as_store(db, None)  # a database as tests and benchmarks pass one, or a store
+    epochs = await snapshot(store.db, keys) if cache is not None else None
+    return Reads(store, cache, subject, epochs, types)
 
 
 def _is_clinician(auth: AuthContext) -> bool:
