@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl
 
+from fhir_server.db.dialect import DIALECT as _DIALECT  # noqa: F401 - tests set it
+from fhir_server.db.dialect import uses_elem_match
 from fhir_server.errors import BadRequest, TooCostly
 from fhir_server.search import cursor as cur
 from fhir_server.search import secantus_plan
@@ -56,18 +58,6 @@ class SearchPage:
     def note_compartments(self, docs: list[dict[str, Any]]) -> None:
         for d in docs:
             self.stored_access[str(d["_id"])] = {"comp": d.get("comp") or [], "ak": d.get("ak")}
-
-
-_DIALECT: dict[int, bool] = {}
-
-
-async def uses_elem_match(db: Any) -> bool:
-    """True on MongoDB, False on SecantusDB (see query.py): asked once per client."""
-    key = id(db.client)
-    if key not in _DIALECT:
-        info = await db.client.admin.command("buildInfo")
-        _DIALECT[key] = "secantusVersion" not in info
-    return _DIALECT[key]
 
 
 class _Run:
