@@ -10,11 +10,14 @@ from collections.abc import Callable
 from typing import Any
 
 from fhir_server.config import Settings
+from fhir_server.notify import workflow as notifications
 from fhir_server.portal.hooks import Workflow, Workflows
 
 Builder = Callable[[Settings, Any], Workflow]
 
-BUILDERS: tuple[Builder, ...] = ()
+BUILDERS: tuple[Builder, ...] = (
+    notifications.workflow,
+)
 
 
 def build(settings: Settings, registry: Any) -> Workflows:

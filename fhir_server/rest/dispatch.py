@@ -11,6 +11,7 @@ from fhir_server.context import ServerContext
 from fhir_server.errors import BadRequest, MethodNotAllowed, NotFound
 from fhir_server.exchange import bulk_routes
 from fhir_server.exchange.everything import everything
+from fhir_server.notify import routes as subscriptions
 from fhir_server.rest import bundle, history, interactions, searching
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 from fhir_server.rest.render import dumps
@@ -59,6 +60,9 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
     if bulk_routes.matches(path):
         # Bulk Data $export kick-off, status and files (docs/exchange.md).
         return await bulk_routes.route(ctx, req)
+    if subscriptions.matches(path):
+        # Subscriptions, each its owner's own (docs/portal.md, "Notifications").
+        return await subscriptions.route(ctx, req)
     if n == 1 and head == "metadata":
         if method != "GET":
             raise _not_allowed(req)
