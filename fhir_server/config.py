@@ -52,7 +52,9 @@ def _env_smtp_url(name: str) -> str:
         return ""
     parts = urlsplit(raw)
     if parts.scheme not in ("smtp", "smtps", "smtp+starttls") or not parts.hostname:
-        raise ValueError(f"{name} must look like smtp://host[:port] (or smtps://, smtp+starttls://)")
+        raise ValueError(
+            f"{name} must look like smtp://host[:port] (or smtps://, smtp+starttls://)"
+        )
     try:
         parts.port  # noqa: B018 (a bad port raises here)
     except ValueError:

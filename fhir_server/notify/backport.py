@@ -39,8 +39,7 @@ SERVER_CAPABILITY = (
     "backport-subscription-server-r4"
 )
 STATUS_OPERATION = (
-    "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
-    "backport-subscription-status"
+    "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/backport-subscription-status"
 )
 
 
@@ -160,10 +159,14 @@ def _filter_value(raw: Any, topic: Topic) -> str:
 
 def _good_endpoint(url: str, production: bool, table: NotificationTable) -> bool:
     parts = urlsplit(url)
-    schemes = {"https"} if production and table.channel.https_only_in_production else {
-        "http",
-        "https",
-    }
+    schemes = (
+        {"https"}
+        if production and table.channel.https_only_in_production
+        else {
+            "http",
+            "https",
+        }
+    )
     return parts.scheme in schemes and bool(parts.hostname)
 
 
@@ -202,7 +205,11 @@ def status_parameters(
         params.append({"name": "notification-event", "part": parts})
     if error:
         params.append({"name": "error", "valueCodeableConcept": {"text": error}})
-    return {"resourceType": "Parameters", "meta": {"profile": [STATUS_PROFILE]}, "parameter": params}
+    return {
+        "resourceType": "Parameters",
+        "meta": {"profile": [STATUS_PROFILE]},
+        "parameter": params,
+    }
 
 
 def notification_bundle(

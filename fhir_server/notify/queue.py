@@ -42,7 +42,9 @@ class NotifyStore:
     async def add_subscription(self, doc: Doc, session: AsyncClientSession | None) -> None:
         await self.subs.insert_one(doc, session=session)
 
-    async def owned(self, sid: str, owner: str, session: AsyncClientSession | None = None) -> Doc | None:
+    async def owned(
+        self, sid: str, owner: str, session: AsyncClientSession | None = None
+    ) -> Doc | None:
         """One subscription of `owner`: another's answers as a missing one."""
         return await self.subs.find_one({"_id": sid, "owner": owner}, session=session)
 
@@ -74,7 +76,9 @@ class NotifyStore:
         filt = {"topic": topic, "match": {"$in": keys}, "status": {"$in": list(LIVE)}}
         return await self.subs.find(filt, session=session).to_list(10_000)
 
-    async def set_status(self, sid: str, status: str, *, only_from: str | None = None, error: str | None = None) -> None:
+    async def set_status(
+        self, sid: str, status: str, *, only_from: str | None = None, error: str | None = None
+    ) -> None:
         filt: Doc = {"_id": sid}
         if only_from is not None:
             filt["status"] = only_from
@@ -137,7 +141,9 @@ class NotifyStore:
         update; the returned document carries this claim's token."""
         now = now_utc()
         token = new_id()
-        grab = {"$set": {"state": "claimed", "claim": token, "lease": now + timedelta(seconds=lease_s)}}
+        grab = {
+            "$set": {"state": "claimed", "claim": token, "lease": now + timedelta(seconds=lease_s)}
+        }
         for filt, order in (
             ({"state": "pending", "due": {"$lte": now}}, "due"),
             ({"state": "claimed", "lease": {"$lte": now}}, "lease"),

@@ -60,7 +60,9 @@ async def route(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
         if method == "GET":
             req.policy.require(RT, "search")
             return await search(ctx, req, store)
-        raise MethodNotAllowed(f"{method} is not allowed on Subscription", headers={"Allow": "GET, POST"})
+        raise MethodNotAllowed(
+            f"{method} is not allowed on Subscription", headers={"Allow": "GET, POST"}
+        )
     rid = path[1]
     if len(path) == 2 and not rid.startswith(("$", "_")):
         if method == "GET":
@@ -207,7 +209,9 @@ async def create(ctx: ServerContext, req: FhirRequest, store: NotifyStore) -> Fh
         "payload": wanted.payload,
         "mime": wanted.mime_type,
         "heartbeat_s": wanted.heartbeat_s,
-        "next_heartbeat": now + timedelta(seconds=wanted.heartbeat_s) if wanted.heartbeat_s else None,
+        "next_heartbeat": now + timedelta(seconds=wanted.heartbeat_s)
+        if wanted.heartbeat_s
+        else None,
         "end": end,
         "events": 0,
         "created": now,
@@ -219,10 +223,9 @@ async def create(ctx: ServerContext, req: FhirRequest, store: NotifyStore) -> Fh
         await store.add_subscription(doc, req.session)
         await store.enqueue([handshake], req.session)
     else:
-        async with ctx.store.client.start_session() as s:
-            async with await s.start_transaction():
-                await store.add_subscription(doc, s)
-                await store.enqueue([handshake], s)
+        async with ctx.store.client.start_session() as s, await s.start_transaction():
+            await store.add_subscription(doc, s)
+            await store.enqueue([handshake], s)
     return FhirResponse(
         status=201,
         body=render(doc),

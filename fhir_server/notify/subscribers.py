@@ -44,11 +44,15 @@ async def _one(ctx: Any, ref: str, session: AsyncClientSession | None) -> Doc | 
     return doc.get("res") if doc is not None else None
 
 
-async def pools_of(ctx: Any, practitioner: str, session: AsyncClientSession | None = None) -> list[str]:
+async def pools_of(
+    ctx: Any, practitioner: str, session: AsyncClientSession | None = None
+) -> list[str]:
     """`CareTeam/<id>` of the pools `practitioner` belongs to today, sorted."""
     table = clinician_table()
     on = today()
-    roles = await _find(ctx, {"rt": "PractitionerRole", "ix.k": f"practitioner={practitioner}"}, session)
+    roles = await _find(
+        ctx, {"rt": "PractitionerRole", "ix.k": f"practitioner={practitioner}"}, session
+    )
     members = {practitioner} | {
         f"PractitionerRole/{r.get('id')}"
         for r in roles
@@ -86,9 +90,13 @@ class Recipient:
 
 def _email(resource: Doc | None) -> str | None:
     for t in (resource or {}).get("telecom") or []:
-        if isinstance(t, dict) and t.get("system") == "email" and isinstance(t.get("value"), str):
-            if t.get("period") is None or period_covers(t.get("period"), today()):
-                return str(t["value"]).strip() or None
+        if (
+            isinstance(t, dict)
+            and t.get("system") == "email"
+            and isinstance(t.get("value"), str)
+            and period_covers(t.get("period"), today())
+        ):
+            return str(t["value"]).strip() or None
     return None
 
 

@@ -171,7 +171,9 @@ def parse_table(raw: Any, known_types: frozenset[str] | None = None) -> Notifica
             lease_s=lease,
             poll_ms=int(_num(dl.get("poll_ms"), "delivery.poll_ms", 10, 60000)),
             workers=int(_num(dl.get("workers"), "delivery.workers", 1, 64)),
-            heartbeat_scan_s=_num(dl.get("heartbeat_scan_s"), "delivery.heartbeat_scan_s", 0.1, 3600),
+            heartbeat_scan_s=_num(
+                dl.get("heartbeat_scan_s"), "delivery.heartbeat_scan_s", 0.1, 3600
+            ),
         ),
         email=Email(
             sender=_str(em.get("from"), "email.from"),

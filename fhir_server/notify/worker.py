@@ -137,7 +137,9 @@ class Worker:
             await self.store.give_up(item, "failed", reason)
             if item.get("sub"):
                 await self.store.set_status(item["sub"], "error", error=reason)
-            log.warning("notification %s given up after %d attempts: %s", item["_id"], attempts, reason)
+            log.warning(
+                "notification %s given up after %d attempts: %s", item["_id"], attempts, reason
+            )
             return
         await self.store.retry(item, now_utc() + timedelta(seconds=wait), reason)
 
@@ -197,7 +199,11 @@ class Worker:
             focus=event[2] if event is not None else None,
         )
         await post_hook(
-            self.http, sub["endpoint"], list(sub.get("headers") or []), sub.get("mime") or "application/fhir+json", bundle
+            self.http,
+            sub["endpoint"],
+            list(sub.get("headers") or []),
+            sub.get("mime") or "application/fhir+json",
+            bundle,
         )
         await self.store.delivered(item)
         if kind == "handshake":

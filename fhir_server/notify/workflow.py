@@ -17,7 +17,7 @@ from fhir_server.config import Settings
 from fhir_server.notify.queue import NotifyStore
 from fhir_server.notify.subscribers import recipient
 from fhir_server.notify.table import NotificationTable, load_table
-from fhir_server.portal.hooks import WriteEvent, Workflow
+from fhir_server.portal.hooks import Workflow, WriteEvent
 
 if TYPE_CHECKING:
     from fhir_server.context import ServerContext
@@ -59,9 +59,7 @@ async def queue_for(
         for topic in topics:
             for sub in await store.matching(topic.url, list(who.keys), session):
                 items.append(
-                    NotifyStore.item(
-                        "rest-hook", "event-notification", sub=sub["_id"], focus=focus
-                    )
+                    NotifyStore.item("rest-hook", "event-notification", sub=sub["_id"], focus=focus)
                 )
         if who.email is not None and who.email.lower() not in emails:
             emails.add(who.email.lower())
