@@ -15,9 +15,7 @@ from fhir_server.portal.hooks import Workflow, Workflows
 
 Builder = Callable[[Settings, Any], Workflow]
 
-BUILDERS: tuple[Builder, ...] = (
-    notifications.workflow,
-)
+BUILDERS: tuple[Builder, ...] = (notifications.workflow,)
 
 
 def build(settings: Settings, registry: Any) -> Workflows:
