@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -217,17 +218,33 @@ async def test_dead_endpoint_gets_it_once_when_back(env: Env) -> None:
         await env.delete("sponsor", f"Subscription/{sid}")
 
 
-async def test_nurse_hears_of_a_message_to_her_pool(env: Env) -> None:
+async def test_nurse_hears_of_a_message_to_her_pool_empty_payload_and_heartbeat(env: Env) -> None:
     hook = Hook().start()
     try:
-        sid = await subscribe(env, "rn.jessica.moore", subscription(POOL_TOPIC, hook.url), hook)
+        body = subscription(POOL_TOPIC, hook.url, payload="empty")
+        body["channel"]["extension"] = [{"url": backport.HEARTBEAT, "valueUnsignedInt": 60}]
+        sid = await subscribe(env, "rn.jessica.moore", body, hook)
         r = await env.get("rn.jessica.moore", f"Subscription/{sid}")
         assert r.json()["criteria"] == POOL_TOPIC
         sent = await env.post("dr.rachel.kim", "Communication", message(POOL))
         assert sent.status_code == 201, sent.text
-        await until(lambda: hook.of_type("event-notification"), what="the pool event")
+        events = await until(lambda: hook.of_type("event-notification"), what="the pool event")
         await asyncio.sleep(0.5)
-        assert len(hook.of_type("event-notification")) == 1
+        assert len(events) == 1
+        # empty: the status only, no focus, not even its id
+        assert len(events[0]["entry"]) == 1
+        parts = status_of(events[0])["notification-event"]["part"]
+        assert {p["name"] for p in parts} == {"event-number", "timestamp"}
+        assert sent.json()["id"] not in "".join(x.decode() for x in hook.raw)
+        # The heartbeat falls due (as if 60 s passed with no traffic): one is sent.
+        db = env.app.state.ctx.store.db
+        await db.subscriptions.update_one(
+            {"_id": sid}, {"$set": {"next_heartbeat": datetime.now(UTC) - timedelta(seconds=1)}}
+        )
+        beats = await until(lambda: hook.of_type("heartbeat"), what="the heartbeat")
+        assert status_of(beats[0])["status"]["valueCode"] == "active"
+        await asyncio.sleep(TABLE.delivery.heartbeat_scan_s + 0.5)
+        assert len(hook.of_type("heartbeat")) == 1
     finally:
         hook.stop()
 
