@@ -165,7 +165,12 @@ class NotifyStore:
         return await self._settle(
             item,
             {
-                "$set": {"state": "done", "delivered": now_utc(), "error": None},
+                "$set": {
+                    "state": "done",
+                    "delivered": now_utc(),
+                    "error": None,
+                    "event": item.get("event"),
+                },
                 "$inc": {"attempts": 1},
                 "$unset": {"lease": ""},
             },
@@ -174,7 +179,15 @@ class NotifyStore:
     async def retry(self, item: Doc, due: datetime, error: str) -> bool:
         return await self._settle(
             item,
-            {"$set": {"state": "pending", "due": due, "error": error}, "$inc": {"attempts": 1}},
+            {
+                "$set": {
+                    "state": "pending",
+                    "due": due,
+                    "error": error,
+                    "event": item.get("event"),
+                },
+                "$inc": {"attempts": 1},
+            },
         )
 
     async def defer(self, item: Doc, due: datetime) -> bool:
@@ -184,11 +197,6 @@ class NotifyStore:
     async def give_up(self, item: Doc, state: str, error: str) -> bool:
         return await self._settle(
             item, {"$set": {"state": state, "error": error}, "$inc": {"attempts": 1}}
-        )
-
-    async def remember_event(self, item: Doc, number: int) -> None:
-        await self.queue.update_one(
-            {"_id": item["_id"], "claim": item["claim"]}, {"$set": {"event": number}}
         )
 
     async def release(self, item: Doc) -> None:

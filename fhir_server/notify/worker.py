@@ -102,10 +102,24 @@ class Worker:
                 self.slots.release()
                 await self._sleep(self._poll_s())
                 continue
-            self._last_work = asyncio.get_running_loop().time()
-            task = asyncio.create_task(self._deliver(item))
+            task = asyncio.create_task(self._run_slot(item))
             self._inflight.add(task)
             task.add_done_callback(self._done)
+
+    async def _run_slot(self, item: Doc | None) -> None:
+        """Deliver, then claim the next one in this slot while there is work: with a queue
+        that backs up, every slot claims and delivers at once (claims are atomic), and only
+        the claim loop polls an idle queue."""
+        lease = self.table.delivery.lease_s
+        while item is not None:
+            self._last_work = asyncio.get_running_loop().time()
+            await self._deliver(item)
+            if self._stopping.is_set():
+                return
+            try:
+                item = await self.store.claim(lease)
+            except PyMongoError:
+                return
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
@@ -175,8 +189,10 @@ class Worker:
         if kind == "event-notification":
             number = item.get("event")
             if number is None:
+                # Kept with the notification by its retry or its delivery (queue.py), so a
+                # retried event keeps its number.
                 number = await self.store.next_event_number(sub["_id"]) or events + 1
-                await self.store.remember_event(item, number)
+                item["event"] = number
             events = max(events, int(number))
             focus = item.get("focus") if sub.get("payload") == "id-only" else None
             event = (int(number), item["created"], focus)
