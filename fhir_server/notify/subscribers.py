@@ -119,6 +119,20 @@ async def _teen_address_is_a_parents(
     return address.lower() in {a.lower() for a in parents if a}
 
 
+async def adolescent_subject(
+    ctx: Any, subject: str | None, session: AsyncClientSession | None
+) -> str | None:
+    """`subject` when it is a Patient in the adolescent band: a message about a teen may be
+    told to the teen and to care teams only (the adolescent promise)."""
+    if subject is None or not subject.startswith("Patient/"):
+        return None
+    return (
+        subject
+        if _band(family_table(), await _one(ctx, subject, session)) == "adolescent"
+        else None
+    )
+
+
 async def recipient(ctx: Any, ref: str, session: AsyncClientSession | None) -> Recipient:
     rt = ref.split("/", 1)[0]
     family = family_table()

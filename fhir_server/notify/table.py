@@ -31,6 +31,7 @@ class Topic:
     interaction: str
     parameter: str
     names: str  # self | member-pool
+    about: str  # the element naming the patient the resource is about
     subscribers: frozenset[str]
 
 
@@ -126,6 +127,7 @@ def _topic(raw: Any, known_types: frozenset[str] | None) -> Topic:
         interaction=interaction,
         parameter=_str(filt.get("parameter"), f"{url} filter parameter"),
         names=names,
+        about=_str(raw.get("about"), f"{url} about"),
         subscribers=_subset(raw.get("subscribers"), f"{url} subscribers", SUBSCRIBERS),
     )
 

@@ -15,7 +15,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from fhir_server.config import Settings
 from fhir_server.notify.queue import NotifyStore
-from fhir_server.notify.subscribers import recipient
+from fhir_server.notify.subscribers import adolescent_subject, pools_of, recipient
 from fhir_server.notify.table import NotificationTable, load_table
 from fhir_server.portal.hooks import Workflow, WriteEvent
 
@@ -54,10 +54,16 @@ async def queue_for(
     items: list[Doc] = []
     emails: set[str] = set()
     params = {t.parameter for t in topics}
+    abouts = [r for t in topics for r in references(resource, t.about)]
+    teen = await adolescent_subject(ctx, abouts[0] if abouts else None, session)
     for ref in dict.fromkeys(r for p in params for r in references(resource, p)):
+        if teen is not None and ref != teen and not ref.startswith("CareTeam/"):
+            continue  # about a teen: nobody but the teen and care teams hears of it
         who = await recipient(ctx, ref, session)
         for topic in topics:
             for sub in await store.matching(topic.url, list(who.keys), session):
+                if topic.names == "member-pool" and not await _still_in(ctx, sub, ref, session):
+                    continue  # left the pool since subscribing
                 items.append(
                     NotifyStore.item("rest-hook", "event-notification", sub=sub["_id"], focus=focus)
                 )
@@ -74,6 +80,13 @@ async def queue_for(
             unique.append(item)
     await store.enqueue(unique, session)
     return unique
+
+
+async def _still_in(
+    ctx: ServerContext, sub: Doc, pool: str, session: AsyncClientSession | None
+) -> bool:
+    owner = str(sub.get("owner") or "")
+    return not owner or pool in await pools_of(ctx, owner, session)
 
 
 def workflow(settings: Settings, registry: Any) -> Workflow:

@@ -82,6 +82,8 @@ async def test_no_notification_about_a_teens_message_reaches_a_parent(env: Env) 
             message(SOPHIA, subject=SOPHIA),
             # the parent's RelatedPerson for the teen as recipient counts for nobody
             message(f"RelatedPerson/{related_person_id('james', 'sophia')}", subject=SOPHIA),
+            # about the teen, addressed to her father: still only the teen and care teams hear
+            message(JAMES, subject=SOPHIA),
         ]
         for body in to_teen:
             r = await env.post(kim, "Communication", body)
