@@ -37,6 +37,7 @@ from fhir_server.errors import FhirError, NotFound
 from fhir_server.exchange.bulk_tasks import exports
 from fhir_server.notify.table import load_table as notification_table
 from fhir_server.notify.worker import Worker
+from fhir_server.operations.table import TABLE as OPERATIONS_TABLE
 from fhir_server.pipeline import Pipeline
 from fhir_server.portal.workflows import build as build_workflows
 from fhir_server.rest.cors import CorsMiddleware, origin_check
@@ -85,6 +86,7 @@ def build_context(settings: Settings, db: Any) -> ServerContext:
         policy_tables=compile_tables(registry),
         # The portal workflows' tables (profiles/portal/) stop a malformed start here too.
         workflows=build_workflows(settings, registry),
+        operations=OPERATIONS_TABLE,
     )
 
 

@@ -33,7 +33,9 @@ SEARCH_PARAMS = frozenset({"status", "_count"})
 
 
 def matches(path: list[str] | tuple[str, ...]) -> bool:
-    return bool(path) and path[0] == RT
+    """Subscription URLs this module answers; its operations (`$status`) and any other
+    `$`-segment go through the operation table (fhir_server/operations/)."""
+    return bool(path) and path[0] == RT and not any(p.startswith("$") for p in path[1:3])
 
 
 def table() -> NotificationTable:
@@ -77,9 +79,6 @@ async def route(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
             f"{method} is not allowed on a Subscription: delete it and create a new one",
             headers={"Allow": "GET, DELETE"},
         )
-    if len(path) == 3 and path[2] == "$status" and method in ("GET", "POST"):
-        req.policy.require(RT, "read")
-        return await status(ctx, req, rid)
     raise NotFound(f"/{'/'.join(path)} is not a supported URL", code="not-supported")
 
 
@@ -246,8 +245,9 @@ def _end(raw: str | None) -> datetime | None:
 
 def capability(resource: Doc) -> Doc:
     """The CapabilityStatement's Subscription entry: the topics advertised as the backport
-    says (capabilitystatement-subscriptiontopic-canonical), the interactions offered."""
-    out = {k: v for k, v in resource.items() if k not in ("searchParam", "operation")}
+    says (capabilitystatement-subscriptiontopic-canonical), the interactions offered; its
+    operations are the operation table's ($status: operations/subscription_status.py)."""
+    out = {k: v for k, v in resource.items() if k != "searchParam"}
     out["extension"] = [
         {"url": backport.TOPIC_CANONICAL, "valueCanonical": t.url} for t in table().topics
     ]
@@ -261,5 +261,4 @@ def capability(resource: Doc) -> Doc:
     out["searchParam"] = [
         {"name": "status", "type": "token", "documentation": "the caller's own, by status"}
     ]
-    out["operation"] = [{"name": "status", "definition": backport.STATUS_OPERATION}]
     return out

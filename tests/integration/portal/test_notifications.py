@@ -170,6 +170,12 @@ async def test_sponsor_hears_of_a_clinicians_message_once_without_content(env: E
         sub_entry = next(x for x in cap["rest"][0]["resource"] if x["type"] == "Subscription")
         advertised = {e["valueCanonical"] for e in sub_entry["extension"]}
         assert advertised == {PATIENT_TOPIC, POOL_TOPIC}
+        # $status comes from the operation table, with its generated definition.
+        (op,) = [o for o in sub_entry["operation"] if o["name"] == "status"]
+        r = await env.get("sponsor", "OperationDefinition/Subscription-status")
+        assert r.status_code == 200, r.text
+        assert r.json()["base"] == backport.STATUS_OPERATION
+        assert op["definition"] == backport.STATUS_OPERATION
         assert (await env.delete("sponsor", f"Subscription/{sid}")).status_code == 204
         assert (await env.get("sponsor", f"Subscription/{sid}")).status_code == 404
     finally:
