@@ -326,3 +326,33 @@ async def test_subscriptions_are_the_callers_own_only(env: Env) -> None:
     )
     assert put.status_code == 405
     assert (await env.delete("adult-dependent-granted", f"Subscription/{sid}")).status_code == 204
+
+
+async def test_a_rolled_back_message_queues_nothing(env: Env) -> None:
+    before = len(await env.queue())
+    james = (await env.get("dr.rachel.kim", JAMES)).json()
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:6a1f3c9e-0000-4000-8000-000000000001",
+                "resource": message(JAMES),
+                "request": {"method": "POST", "url": "Communication"},
+            },
+            {  # fails at write time, after the message's step ran: a stale If-Match
+                "resource": james,
+                "request": {"method": "PUT", "url": JAMES, "ifMatch": 'W/"999"'},
+            },
+        ],
+    }
+    r = await env.server.http.post(
+        "/fhir",
+        json=bundle,
+        headers={
+            "Authorization": f"Bearer {env.tokens['dr.rachel.kim']}",
+            "Content-Type": "application/fhir+json",
+        },
+    )
+    assert r.status_code == 412, r.text
+    assert len(await env.queue()) == before
