@@ -95,6 +95,15 @@ class NotifyStore:
         )
         return int(doc["events"]) if doc is not None else None
 
+    async def take_event(self, sid: str) -> Doc | None:
+        """An active subscription with its next event number taken (`events`), in one
+        update; None when it is not active (or gone)."""
+        return await self.subs.find_one_and_update(
+            {"_id": sid, "status": "active"},
+            {"$inc": {"events": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
+
     async def due_heartbeats(self, now: datetime) -> list[Doc]:
         filt = {"status": "active", "heartbeat_s": {"$ne": None}, "next_heartbeat": {"$lte": now}}
         return await self.subs.find(filt).to_list(1000)

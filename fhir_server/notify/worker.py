@@ -171,7 +171,15 @@ class Worker:
         await self.store.delivered(item)
 
     async def _hook(self, item: Doc) -> None:
-        sub = await self.store.subscription(item["sub"])
+        kind = item["type"]
+        fresh = kind == "event-notification" and item.get("event") is None
+        # A first try of an event takes its number from an active subscription and reads it
+        # in the same update; anything else (or a subscription not active) reads it.
+        sub = await self.store.take_event(item["sub"]) if fresh else None
+        if sub is not None:
+            item["event"] = int(sub["events"])
+        else:
+            sub = await self.store.subscription(item["sub"])
         now = now_utc()
         if sub is None or sub["status"] not in ("requested", "active"):
             await self.store.give_up(item, "cancelled", "the subscription is gone or not active")
@@ -180,17 +188,16 @@ class Worker:
             await self.store.set_status(sub["_id"], "off")
             await self.store.give_up(item, "cancelled", "the subscription ended")
             return
-        kind = item["type"]
         if kind != "handshake" and sub["status"] == "requested":
             await self.store.defer(item, now + timedelta(seconds=HANDSHAKE_WAIT_S))
             return
         event = None
         events = int(sub.get("events", 0))
         if kind == "event-notification":
+            # Kept with the notification by its retry or its delivery (queue.py), so a
+            # retried event keeps its number.
             number = item.get("event")
             if number is None:
-                # Kept with the notification by its retry or its delivery (queue.py), so a
-                # retried event keeps its number.
                 number = await self.store.next_event_number(sub["_id"]) or events + 1
                 item["event"] = number
             events = max(events, int(number))
