@@ -145,24 +145,40 @@ class NotifyStore:
         if items:
             await self.queue.insert_many(items, session=session)
 
-    async def claim(self, lease_s: float) -> Doc | None:
-        """Take the oldest due notification, or one whose claim lapsed, with one conditional
-        update; the returned document carries this claim's token."""
+    async def claim(self, lease_s: float, n: int = 1) -> list[Doc]:
+        """Take up to `n` due notifications (oldest first), then ones whose claim lapsed.
+
+        The query only proposes candidates; each is taken by a conditional update on the
+        state it was read in (state, claim token, attempts), so of two workers that read
+        the same candidate exactly one takes it. One query per batch: on MongoDB it walks
+        the `(state, due)` index for `n` entries; SecantusDB reads every match for it
+        (docs/portal.md, "Queue and worker"), so batching divides that cost by `n`."""
         now = now_utc()
-        token = new_id()
-        grab = {
-            "$set": {"state": "claimed", "claim": token, "lease": now + timedelta(seconds=lease_s)}
-        }
+        taken: list[Doc] = []
         for filt, order in (
             ({"state": "pending", "due": {"$lte": now}}, "due"),
             ({"state": "claimed", "lease": {"$lte": now}}, "lease"),
         ):
-            doc = await self.queue.find_one_and_update(
-                filt, grab, sort=[("state", 1), (order, 1)], return_document=ReturnDocument.AFTER
-            )
-            if doc is not None:
-                return doc
-        return None
+            want = n - len(taken)
+            if want <= 0:
+                break
+            cursor = self.queue.find(filt, sort=[("state", 1), (order, 1)], limit=want)
+            for cand in await cursor.to_list(want):
+                grab = {
+                    "state": "claimed",
+                    "claim": new_id(),
+                    "lease": now + timedelta(seconds=lease_s),
+                }
+                same = {
+                    "_id": cand["_id"],
+                    "state": cand["state"],
+                    "claim": cand.get("claim"),
+                    "attempts": cand.get("attempts", 0),
+                }
+                got = await self.queue.update_one(same, {"$set": grab})
+                if got.modified_count:
+                    taken.append({**cand, **grab})
+        return taken
 
     async def _settle(self, item: Doc, update: Doc) -> bool:
         got = await self.queue.update_one(

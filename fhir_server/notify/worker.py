@@ -49,7 +49,8 @@ class Worker:
         self.table = table
         self.store = NotifyStore(ctx.store.db)
         self.http = httpx.AsyncClient(timeout=table.delivery.timeout_s, follow_redirects=False)
-        self.slots = asyncio.Semaphore(table.delivery.workers)
+        self._free = table.delivery.workers  # delivery slots not in use
+        self._freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -88,42 +89,36 @@ class Worker:
         return fast if busy else max(fast, IDLE_POLL_S)
 
     async def _claim_loop(self) -> None:
+        """Claim as many as there are free slots, start each, and claim again as soon as a
+        slot frees up; poll only an empty queue."""
         lease = self.table.delivery.lease_s
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
-            await self.slots.acquire()
+            if self._free <= 0:
+                self._freed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._freed.wait(), IDLE_POLL_S)
+                continue
             try:
-                item = await self.store.claim(lease)
+                items = await self.store.claim(lease, self._free)
             except PyMongoError as exc:
-                self.slots.release()
                 log.warning("notification queue unavailable (%s); retrying", type(exc).__name__)
                 await self._sleep(1.0)
                 continue
-            if item is None:
-                self.slots.release()
+            if not items:
                 await self._sleep(self._poll_s())
                 continue
-            task = asyncio.create_task(self._run_slot(item))
-            self._inflight.add(task)
-            task.add_done_callback(self._done)
-
-    async def _run_slot(self, item: Doc | None) -> None:
-        """Deliver, then claim the next one in this slot while there is work: with a queue
-        that backs up, every slot claims and delivers at once (claims are atomic), and only
-        the claim loop polls an idle queue."""
-        lease = self.table.delivery.lease_s
-        while item is not None:
-            self._last_work = asyncio.get_running_loop().time()
-            await self._deliver(item)
-            if self._stopping.is_set():
-                return
-            try:
-                item = await self.store.claim(lease)
-            except PyMongoError:
-                return
+            self._last_work = loop.time()
+            for item in items:
+                self._free -= 1
+                task = asyncio.create_task(self._deliver(item))
+                self._inflight.add(task)
+                task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
-        self.slots.release()
+        self._free += 1
+        self._freed.set()
 
     async def _deliver(self, item: Doc) -> None:
         try:
