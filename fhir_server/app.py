@@ -76,6 +76,8 @@ def build_context(settings: Settings, db: Any) -> ServerContext:
     # AuditEvents in their own collection (profiles/access/audit_log.json; a malformed
     # table stops the server here).
     attach_audit_log(store, registry)
+    # A row naming an unknown type or an unreadable parameter type stops the server here.
+    OPERATIONS_TABLE.check(KNOWN_RESOURCE_TYPES)
     return ServerContext(
         settings=settings,
         store=store,

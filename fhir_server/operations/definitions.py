@@ -31,7 +31,8 @@ SEARCH_TYPES = {"token": "string"}
 DATA_TYPES = {"reference": "Reference"}
 # The search parameters the generated definitions answer (R4 OperationDefinition search).
 SEARCH = ("_id", "url", "code", "name", "base", "kind")
-IGNORED = frozenset({"_format", "_pretty"})
+# Rendering options, and `_count`: the few definitions always fit one page.
+IGNORED = frozenset({"_format", "_pretty", "_count"})
 
 
 def canonical(base_url: str, op: Operation) -> str:

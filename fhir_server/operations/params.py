@@ -53,8 +53,13 @@ TEXT_TYPES = frozenset(
     {"string", "code", "id", "uri", "url", "canonical", "oid", "uuid", "markdown", "token"}
 )
 NUMBER_TYPES = frozenset({"integer", "positiveInt", "unsignedInt", "decimal"})
-# Types a query string cannot carry (https://hl7.org/fhir/R4/operations.html#request).
-RESOURCE_TYPES = frozenset({"Resource", "Bundle", "Parameters"})
+
+
+def _is_resource(t: str) -> bool:
+    """Whether `t` is Resource or a resource type (the table's `check` admits no other
+    capitalised type): a query string cannot carry one
+    (https://hl7.org/fhir/R4/operations.html#request)."""
+    return t[:1].isupper()
 
 
 def _key(t: str) -> str:
@@ -105,7 +110,7 @@ class _Reader:
         p = self.declared(name, text, where)
         if p is None:
             return
-        if p.type in RESOURCE_TYPES:
+        if _is_resource(p.type):
             self.fail(
                 name,
                 text,
@@ -205,7 +210,7 @@ def _from_entry(p: Parameter, entry: Doc) -> tuple[Any, str]:
     if "part" in entry:
         raise NotSupported(f"parameter {p.name!r} does not take parts")
     keys = [k for k in entry if k.startswith("value")]
-    if p.type in RESOURCE_TYPES:
+    if _is_resource(p.type):
         if keys or "resource" not in entry:
             raise BadRequest(f"parameter {p.name!r} needs a resource")
         return _resource(p, entry["resource"]), ""

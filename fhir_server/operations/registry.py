@@ -20,6 +20,16 @@ if TYPE_CHECKING:
 
 LEVELS = frozenset({"system", "type", "instance"})
 METHODS = frozenset({"GET", "POST"})
+# The input types the one parser reads (operations/params.py), besides "Resource" and the
+# resource types: FHIR primitives, "reference" (a literal `Type/id`) and "token" (a search
+# token, sent as text).
+PRIMITIVE_INPUTS = frozenset(
+    {
+        "string", "code", "id", "uri", "url", "canonical", "oid", "uuid", "markdown", "token",
+        "date", "dateTime", "instant", "integer", "positiveInt", "unsignedInt", "decimal",
+        "boolean", "reference",
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -211,6 +221,17 @@ class OperationTable:
         found = [op for op in self.operations if op.name == name and op.serves(level, rt)]
         found.sort(key=lambda op: op.types is None)
         return found[0] if found else None
+
+    def check(self, known_types: frozenset[str]) -> None:
+        """Fail fast at start-up on a row that names a type the server does not know or an
+        input the parser cannot read (it would otherwise never match, or answer 400)."""
+        for op in self.operations:
+            unknown = sorted((op.types or frozenset()) - known_types)
+            if unknown:
+                raise ValueError(f"${op.name}: unknown resource types {unknown}")
+            for p in op.inputs.values():
+                if p.type not in PRIMITIVE_INPUTS | {"Resource"} | known_types:
+                    raise ValueError(f"${op.name}: parameter {p.name!r} has type {p.type!r}")
 
     def by_id(self, definition_id: str) -> Operation | None:
         return self._by_id.get(definition_id)

@@ -11,6 +11,8 @@ from fhir_server.operations import (
     definitions,
     everything,
     export,
+    mark_read,
+    recipients,
     subscription_status,
     validate,
 )
@@ -20,6 +22,8 @@ OPERATIONS: tuple[Operation, ...] = (
     validate.OPERATION,
     *export.OPERATIONS,
     everything.OPERATION,
+    recipients.OPERATION,
+    mark_read.OPERATION,
     subscription_status.OPERATION,
 )
 

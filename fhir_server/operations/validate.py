@@ -29,7 +29,7 @@ def interaction(call: OperationCall) -> str:
     return "create" if call.rid is None else "update"
 
 
-def _outcome(issues: list[Doc]) -> FhirResponse:
+def _outcome(issues: list[Doc], call: OperationCall) -> FhirResponse:
     if not issues:
         issues = [
             {
@@ -38,6 +38,11 @@ def _outcome(issues: list[Doc]) -> FhirResponse:
                 "diagnostics": "the resource is valid",
             }
         ]
+    # Parameters `Prefer: handling=lenient` let through unread, said so.
+    issues += [
+        {"severity": "warning", "code": "informational", "diagnostics": f"ignored: {why}"}
+        for _, _, why in call.params.dropped
+    ]
     return FhirResponse(status=200, body={"resourceType": "OperationOutcome", "issue": issues})
 
 
@@ -48,7 +53,7 @@ async def validate(ctx: ServerContext, req: FhirRequest, call: OperationCall) ->
             raise BadRequest("$validate mode=delete needs an instance")
         # Under the policy: a hidden resource validates exactly as a missing one.
         await read_visible(ctx, req, rt, rid)
-        return _outcome([])
+        return _outcome([], call)
     body = call.params.get("resource")
     if not isinstance(body, dict):
         raise BadRequest("$validate needs a resource in the body", code="structure")
@@ -58,7 +63,7 @@ async def validate(ctx: ServerContext, req: FhirRequest, call: OperationCall) ->
         raise BadRequest(f"the body id {body.get('id')!r} differs from the URL id {rid!r}")
     issues = [i.to_json() for i in ctx.validator.check(body)]
     issues += [i.to_json() for i in ctx.validator.check_profiles(body)]
-    return _outcome(issues)
+    return _outcome(issues, call)
 
 
 OPERATION = Operation(

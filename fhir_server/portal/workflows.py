@@ -11,11 +11,16 @@ from typing import Any
 
 from fhir_server.config import Settings
 from fhir_server.notify import workflow as notifications
+from fhir_server.portal import messaging
 from fhir_server.portal.hooks import Workflow, Workflows
 
 Builder = Callable[[Settings, Any], Workflow]
 
-BUILDERS: tuple[Builder, ...] = (notifications.workflow,)
+BUILDERS: tuple[Builder, ...] = (
+    messaging.workflow,
+    # After the messaging step: it queues what the completed message says.
+    notifications.workflow,
+)
 
 
 def build(settings: Settings, registry: Any) -> Workflows:

@@ -59,7 +59,7 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
     head = path[0]
     route = ctx.operations.route(path)
     if route is not None:
-        # URLs an operation owns besides its own ($export's status and files) and the
+        # URLs an operation owns besides its call (an export's status and files) and the
         # OperationDefinitions generated from the table (operations/table.py).
         return await route.handler(ctx, req)
     if subscriptions.matches(path):

@@ -269,6 +269,16 @@ async def test_a_body_that_is_not_parameters_lenient_and_methods(
     assert r.status_code == 405 and r.headers["allow"] == "GET, POST"
     r = await probed.get("Patient/$validate")
     assert r.status_code == 405 and r.headers["allow"] == "POST"
+    # $validate reads its mode wherever it is sent, and says what lenient handling dropped.
+    r = await probed.post("Patient/$validate?mode=remove", json=patient(), headers=FHIR_JSON)
+    _bad(r, 400, "invalid", "'mode'")
+    lenient = {**FHIR_JSON, "Prefer": "handling=lenient"}
+    r = await probed.post("Patient/$validate?profile=x&y=1", json=patient(), headers=lenient)
+    assert r.status_code == 200, r.text
+    issues = r.json()["issue"]
+    assert issues[0]["diagnostics"] == "the resource is valid"
+    assert [i["severity"] for i in issues[1:]] == ["warning", "warning"]
+    assert "'profile'" in issues[1]["diagnostics"] and "'y'" in issues[2]["diagnostics"]
 
 
 def _definitions(cs: Doc) -> list[tuple[str | None, Doc]]:
@@ -339,7 +349,16 @@ async def test_capability_statement_lists_every_operation_with_a_resolving_defin
     assert od["interaction"] == [{"code": "read"}, {"code": "search-type"}]
 
 
-def test_the_table_refuses_a_row_registered_twice() -> None:
+def test_the_table_refuses_bad_rows() -> None:
+    known = frozenset({"Patient"})
+    OperationTable((PROBE, CHANGE)).check(known)
+    with pytest.raises(ValueError, match="unknown resource types"):
+        OperationTable((PROBE,)).check(frozenset({"Observation"}))
+    typo = Operation("t", frozenset({"system"}), None, frozenset({"GET"}), "read",
+                     (Parameter("x", "strng"),), _echo)  # fmt: skip
+    with pytest.raises(ValueError, match="'strng'"):
+        OperationTable((typo,)).check(known)
+    TABLE.check(frozenset(t for op in TABLE.operations for t in op.types or ()))
     with pytest.raises(ValueError, match="registered twice"):
         OperationTable(
             (
