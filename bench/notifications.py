@@ -45,6 +45,7 @@ from fhir_server.notify import backport
 from fhir_server.notify.table import load_table
 
 JAMES = "Patient/sponsor-james-carter"
+ROOT = Path(__file__).resolve().parents[1]
 CLINICIAN = "dr.rachel.kim"
 
 
@@ -93,13 +94,28 @@ async def login(origin: str, who: str) -> str:
         return str(r.json()["access_token"])
 
 
-def message(i: int) -> dict[str, Any]:
+def message(i: int, thread: str) -> dict[str, Any]:
     return {
         "resourceType": "Communication",
         "status": "completed",
+        "partOf": [{"reference": thread}],
         "subject": {"reference": JAMES},
         "recipient": [{"reference": JAMES}],
         "payload": [{"contentString": f"Benchmark message {i}: please call the clinic."}],
+    }
+
+
+def header() -> dict[str, Any]:
+    """A thread header (profiles/portal/messaging.json): the messages go in it."""
+    table = json.loads((ROOT / "profiles/portal/messaging.json").read_text())
+    code = next(iter(table["categories"]["codes"]))
+    return {
+        "resourceType": "Communication",
+        "status": table["header"]["open_status"],
+        "category": [{"coding": [{"system": table["categories"]["system"], "code": code}]}],
+        "subject": {"reference": JAMES},
+        "recipient": [{"reference": JAMES}],
+        "topic": {"text": "Benchmark"},
     }
 
 
@@ -159,9 +175,13 @@ async def bench(args: argparse.Namespace, uri: str, workdir: Path) -> None:
             else:
                 raise SystemExit("the subscription's handshake never arrived")
 
+            r = await kim.post("/Communication", json=header())
+            assert r.status_code == 201, r.text
+            thread = f"Communication/{r.json()['id']}"
+
             async def send(i: int) -> None:
                 t0 = time.perf_counter()
-                r = await kim.post("/Communication", json=message(i))
+                r = await kim.post("/Communication", json=message(i, thread))
                 assert r.status_code == 201, r.text
                 sent_at[r.json()["id"]] = t0
                 answered[r.json()["id"]] = time.perf_counter()

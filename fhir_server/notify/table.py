@@ -32,6 +32,7 @@ class Topic:
     parameter: str
     names: str  # self | member-pool
     about: str  # the element naming the patient the resource is about
+    requires: str  # an element the resource must carry to fire the topic
     subscribers: frozenset[str]
 
 
@@ -79,8 +80,14 @@ class NotificationTable:
     def topic(self, url: str) -> Topic | None:
         return next((t for t in self.topics if t.url == url), None)
 
-    def triggered_by(self, rt: str, interaction: str) -> tuple[Topic, ...]:
-        return tuple(t for t in self.topics if t.resource == rt and t.interaction == interaction)
+    def triggered_by(self, rt: str, interaction: str, resource: Any = None) -> tuple[Topic, ...]:
+        return tuple(
+            t
+            for t in self.topics
+            if t.resource == rt
+            and t.interaction == interaction
+            and (resource is None or (isinstance(resource, dict) and resource.get(t.requires)))
+        )
 
 
 def _str(raw: Any, where: str) -> str:
@@ -128,6 +135,7 @@ def _topic(raw: Any, known_types: frozenset[str] | None) -> Topic:
         parameter=_str(filt.get("parameter"), f"{url} filter parameter"),
         names=names,
         about=_str(raw.get("about"), f"{url} about"),
+        requires=_str(raw.get("requires"), f"{url} requires"),
         subscribers=_subset(raw.get("subscribers"), f"{url} subscribers", SUBSCRIBERS),
     )
 

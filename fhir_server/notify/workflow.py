@@ -46,7 +46,7 @@ async def queue_for(
     session: AsyncClientSession | None,
 ) -> list[Doc]:
     """The notifications one write makes, queued in `session`; returned for tests."""
-    topics = table.triggered_by(rt, interaction)
+    topics = table.triggered_by(rt, interaction, resource)
     if not topics:
         return []
     store = NotifyStore(ctx.store.db)

@@ -14,11 +14,19 @@ from typing import Any
 
 import pytest
 
+from fhir_server.notify.table import load_table
+from fhir_server.notify.workflow import queue_for
 from seed_data.directory import related_person_id
 from tests.integration.access.test_leak_matrix import AGE, PATIENT, TABLE
 from tests.integration.access.test_smart_enforcement import Server
 from tests.integration.portal.receivers import Hook, Mailbox, until
-from tests.integration.portal.test_notifications import PATIENT_TOPIC, message, subscription
+from tests.integration.portal.test_notifications import (
+    PATIENT_TOPIC,
+    POOL,
+    header,
+    message,
+    subscription,
+)
 from tests.integration.seeded import seeded_server
 
 USER = "openid fhirUser user/*.cruds"
@@ -66,6 +74,8 @@ async def test_no_notification_about_a_teens_message_reaches_a_parent(env: Env) 
     # The seed facts the test relies on (family.json bands): Sophia is a teen, Liam a child.
     restricted = TABLE["ages"]["restricted_from"]
     assert AGE["liam"] < restricted <= AGE["sophia"]
+    ctx = env.app.state.ctx
+    db = ctx.store.db
     hooks = {who: Hook().start() for who in ("sponsor", "spouse")}
     try:
         for who, hook in hooks.items():
@@ -73,25 +83,46 @@ async def test_no_notification_about_a_teens_message_reaches_a_parent(env: Env) 
             assert r.status_code == 201, r.text
         for hook in hooks.values():
             await until(lambda hook=hook: hook.of_type("handshake"), what="a handshake")
+        subs = {d["_id"] for d in await db.subscriptions.find({}).to_list(None)}
         # A teen whose telecom is a parent's address: the email is skipped, not sent there.
         kim = "dr.rachel.kim"
         teen = (await env.server.get(env.tokens[kim], SOPHIA)).json()
         teen["telecom"] = [*teen.get("telecom", []), {"system": "email", "value": JAMES_EMAIL}]
         assert (await env.put(kim, SOPHIA, teen)).status_code == 200
-        to_teen = [
-            message(SOPHIA, subject=SOPHIA),
-            # the parent's RelatedPerson for the teen as recipient counts for nobody
-            message(f"RelatedPerson/{related_person_id('james', 'sophia')}", subject=SOPHIA),
-            # about the teen, addressed to her father: still only the teen and care teams hear
-            message(JAMES, subject=SOPHIA),
+        r = await env.post(kim, "Communication", header(SOPHIA, SOPHIA))
+        assert r.status_code == 201, r.text
+        teen_thread = f"Communication/{r.json()['id']}"
+        r = await env.post(kim, "Communication", message(SOPHIA, SOPHIA, thread=teen_thread))
+        assert r.status_code == 201, r.text
+        # Addressing a parent in the teen's thread is refused by the thread rules; written
+        # anyway (by a system writer), the notification step still tells no parent.
+        to_parent = [
+            message(
+                f"RelatedPerson/{related_person_id('james', 'sophia')}", SOPHIA, thread=teen_thread
+            ),
+            message(JAMES, SOPHIA, thread=teen_thread),
         ]
-        for body in to_teen:
+        for body in to_parent:
             r = await env.post(kim, "Communication", body)
-            assert r.status_code == 201, r.text
-        # Then a message to the child under 12, answered to the father's RelatedPerson:
-        # it does reach the father (one event, one email), and proves the worker ran.
-        rp_liam = f"RelatedPerson/{related_person_id('james', 'liam')}"
-        r = await env.post(kim, "Communication", message(rp_liam, subject=LIAM))
+            assert r.status_code == 422, r.text
+            written = {**body, "id": "written-by-a-system"}
+            queued = await queue_for(ctx, load_table(), "Communication", "create", written, None)
+            assert not {q.get("sub") for q in queued} & subs
+            assert JAMES_EMAIL not in {q.get("to") for q in queued}
+        # The child under 12: the father writes for Liam (as his RelatedPerson), the PCM
+        # answers him: that does reach the father (one event, one email), and shows the
+        # worker ran meanwhile.
+        r = await env.post("sponsor", "Communication", header(LIAM, POOL))
+        assert r.status_code == 201, r.text
+        liam_thread = f"Communication/{r.json()['id']}"
+        r = await env.post("sponsor", "Communication", message(POOL, LIAM, thread=liam_thread))
+        assert r.status_code == 201, r.text
+        assert (
+            r.json()["sender"]["reference"] == f"RelatedPerson/{related_person_id('james', 'liam')}"
+        )
+        reply = message(r.json()["sender"]["reference"], LIAM, thread=liam_thread)
+        reply["inResponseTo"] = [{"reference": f"Communication/{r.json()['id']}"}]
+        r = await env.post(kim, "Communication", reply)
         assert r.status_code == 201, r.text
         liam_message = r.json()["id"]
         sponsor = hooks["sponsor"]
@@ -107,7 +138,7 @@ async def test_no_notification_about_a_teens_message_reaches_a_parent(env: Env) 
         teen["telecom"] = [t for t in teen["telecom"] if t.get("system") != "email"]
         teen["telecom"].append({"system": "email", "value": TEEN_OWN_EMAIL})
         assert (await env.put(kim, SOPHIA, teen)).status_code == 200
-        r = await env.post(kim, "Communication", message(SOPHIA, subject=SOPHIA))
+        r = await env.post(kim, "Communication", message(SOPHIA, SOPHIA, thread=teen_thread))
         assert r.status_code == 201, r.text
         await until(lambda: env.mail.to(TEEN_OWN_EMAIL), what="the teen's own email")
         await asyncio.sleep(1.0)

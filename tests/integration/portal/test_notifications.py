@@ -10,9 +10,11 @@ rules refuse what is not the caller's own, storing nothing.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +26,7 @@ from tests.integration.access.test_smart_enforcement import Server
 from tests.integration.portal.receivers import Hook, Mailbox, status_of, until
 from tests.integration.seeded import seeded_server
 
+ROOT = Path(__file__).resolve().parents[3]
 USER = "openid fhirUser user/*.cruds"
 TABLE = load_table()
 PATIENT_TOPIC, POOL_TOPIC = (t.url for t in TABLE.topics)
@@ -31,6 +34,7 @@ JAMES = f"Patient/{PEOPLE['james'].id}"
 JAMES_EMAIL = "james.carter@example.org"
 POOL = "CareTeam/careteam-fm-nurse-pool"
 # Words of the message and its context that must never reach an endpoint or an inbox.
+CATEGORY = json.loads((ROOT / "profiles/portal/messaging.json").read_text())["categories"]["system"]
 SECRET_TEXT = "Your potassium is 6.1, stop the lisinopril"
 HEALTH_WORDS = ("potassium", "lisinopril", "Kim", "Rachel", "Family Medicine", "Lakeside")
 
@@ -57,13 +61,32 @@ def subscription(
     return res
 
 
-def message(recipient: str, subject: str = JAMES, text: str = SECRET_TEXT) -> dict[str, Any]:
-    return {
+def message(
+    recipient: str, subject: str = JAMES, text: str = SECRET_TEXT, thread: str | None = None
+) -> dict[str, Any]:
+    """A message (in `thread`, a header's reference) or, with no thread, a bare
+    Communication as a system writer or a token-less test server may write it."""
+    res: dict[str, Any] = {
         "resourceType": "Communication",
         "status": "completed",
         "subject": {"reference": subject},
         "recipient": [{"reference": recipient}],
         "payload": [{"contentString": text}],
+    }
+    if thread is not None:
+        res["partOf"] = [{"reference": thread}]
+    return res
+
+
+def header(subject: str, recipient: str) -> dict[str, Any]:
+    """A thread header (the messaging table's shape): no payload, so it notifies nobody."""
+    return {
+        "resourceType": "Communication",
+        "status": "in-progress",
+        "category": [{"coding": [{"system": CATEGORY, "code": "medical-question"}]}],
+        "subject": {"reference": subject},
+        "recipient": [{"reference": recipient}],
+        "topic": {"text": "Follow-up"},
     }
 
 
@@ -88,6 +111,11 @@ class Env:
     async def queue(self, **filt: Any) -> list[dict[str, Any]]:
         db = self.app.state.ctx.store.db
         return await db.notifications.find(filt).to_list(None)
+
+    async def thread(self, who: str, subject: str, recipient: str) -> str:
+        r = await self.post(who, "Communication", header(subject, recipient))
+        assert r.status_code == 201, r.text
+        return f"Communication/{r.json()['id']}"
 
     async def subscriptions(self) -> int:
         return int(await self.app.state.ctx.store.db.subscriptions.count_documents({}))
@@ -133,7 +161,8 @@ async def test_sponsor_hears_of_a_clinicians_message_once_without_content(env: E
         sid = await subscribe(
             env, "sponsor", subscription(PATIENT_TOPIC, hook.url, filt=filt), hook
         )
-        sent = await env.post("dr.rachel.kim", "Communication", message(JAMES))
+        thread = await env.thread("dr.rachel.kim", JAMES, JAMES)  # a header: no notification
+        sent = await env.post("dr.rachel.kim", "Communication", message(JAMES, thread=thread))
         assert sent.status_code == 201, sent.text
         mid = sent.json()["id"]
         events = await until(lambda: hook.of_type("event-notification"), what="the event")
@@ -204,7 +233,8 @@ async def test_dead_endpoint_gets_it_once_when_back(env: Env) -> None:
                 break
             await asyncio.sleep(0.05)
         hook.stop()
-        sent = await env.post("dr.rachel.kim", "Communication", message(JAMES))
+        thread = await env.thread("dr.rachel.kim", JAMES, JAMES)
+        sent = await env.post("dr.rachel.kim", "Communication", message(JAMES, thread=thread))
         assert sent.status_code == 201, sent.text
         for _ in range(200):
             if await env.queue(sub=sid, type="event-notification", attempts={"$gte": 1}):
@@ -232,7 +262,8 @@ async def test_nurse_hears_of_a_message_to_her_pool_empty_payload_and_heartbeat(
         sid = await subscribe(env, "rn.jessica.moore", body, hook)
         r = await env.get("rn.jessica.moore", f"Subscription/{sid}")
         assert r.json()["criteria"] == POOL_TOPIC
-        sent = await env.post("dr.rachel.kim", "Communication", message(POOL))
+        thread = await env.thread("sponsor", JAMES, POOL)
+        sent = await env.post("sponsor", "Communication", message(POOL, thread=thread))
         assert sent.status_code == 201, sent.text
         events = await until(lambda: hook.of_type("event-notification"), what="the pool event")
         await asyncio.sleep(0.5)
@@ -331,13 +362,14 @@ async def test_subscriptions_are_the_callers_own_only(env: Env) -> None:
 async def test_a_rolled_back_message_queues_nothing(env: Env) -> None:
     before = len(await env.queue())
     james = (await env.get("dr.rachel.kim", JAMES)).json()
+    thread = await env.thread("dr.rachel.kim", JAMES, JAMES)
     bundle = {
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
             {
                 "fullUrl": "urn:uuid:6a1f3c9e-0000-4000-8000-000000000001",
-                "resource": message(JAMES),
+                "resource": message(JAMES, thread=thread),
                 "request": {"method": "POST", "url": "Communication"},
             },
             {  # fails at write time, after the message's step ran: a stale If-Match

@@ -49,3 +49,11 @@ def _broken(change: Any) -> dict[str, Any]:
 def test_a_malformed_table_is_refused(change: Any) -> None:
     with pytest.raises(ValueError, match="notifications.json"):
         parse_table(_broken(change), frozenset(KNOWN_RESOURCE_TYPES))
+
+
+def test_a_thread_header_fires_no_topic() -> None:
+    table = parse_table(RAW)
+    header = {"resourceType": "Communication", "recipient": [{"reference": "Patient/p"}]}
+    assert table.triggered_by("Communication", "create", header) == ()
+    msg = {**header, "payload": [{"contentString": "x"}]}
+    assert len(table.triggered_by("Communication", "create", msg)) == 2
