@@ -36,6 +36,8 @@ from fhir_server.db.client import ensure_indexes, open_client
 from fhir_server.db.embedded import EmbeddedDatabase
 from fhir_server.errors import FhirError, NotFound
 from fhir_server.exchange.bulk_tasks import exports
+from fhir_server.notify.table import load_table as notification_table
+from fhir_server.notify.worker import Worker
 from fhir_server.operations.table import TABLE as OPERATIONS_TABLE
 from fhir_server.pipeline import Pipeline
 from fhir_server.portal.workflows import build as build_workflows
@@ -169,6 +171,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return await smart_auth.verify_access_token(app, token)
 
         app.state.pipeline = Pipeline(ctx, verify=verify, audit=audit)
+        # Notification delivery (fhir_server/notify/worker.py); every process may run one.
+        notifier = Worker(ctx, notification_table()) if settings.notify_worker else None
+        app.state.notifier = notifier
+        if notifier is not None:
+            notifier.start()
         try:
             yield
         finally:
@@ -179,6 +186,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 return max(0.1, deadline - time.monotonic())
 
             prepare.cancel()
+            if notifier is not None:
+                # Deliveries in flight finish or hand their claim back before the client closes.
+                await notifier.stop(timeout_s=min(5.0, left()))
             # Running exports stop before the client closes, recording why they failed.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(exports(ctx).close(ctx), left())

@@ -45,6 +45,23 @@ def _env_origins(name: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _env_smtp_url(name: str) -> str:
+    """An SMTP URL, or empty; a malformed one stops start-up (mail would silently vanish)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("smtp", "smtps", "smtp+starttls") or not parts.hostname:
+        raise ValueError(
+            f"{name} must look like smtp://host[:port] (or smtps://, smtp+starttls://)"
+        )
+    try:
+        parts.port  # noqa: B018 (a bad port raises here)
+    except ValueError:
+        raise ValueError(f"{name} has a bad port") from None
+    return raw
+
+
 # MongoDB's BSON document limit: no stored resource can be larger.
 MONGODB_DOCUMENT_LIMIT = 16 * 1024 * 1024
 
@@ -115,6 +132,13 @@ class Settings:
     # How long an `Idempotency-Key` (and a conditional create's claim) is remembered: a
     # retry within it gets the first answer (docs/rest.md, "Idempotent creates").
     idempotency_key_ttl_s: int = 24 * 3600
+    # Where patient emails go (docs/portal.md, "Notifications"): `smtp://[user:pw@]host[:port]`,
+    # `smtps://...` or `smtp+starttls://...`; empty in development: .eml files under
+    # DATA_DIR/outbox/ (production refuses to send without it).
+    smtp_url: str = ""
+    # The notification delivery worker of this process (NOTIFY_WORKER=0 leaves delivery to
+    # the other processes on the database; the queue still fills).
+    notify_worker: bool = True
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -150,6 +174,8 @@ class Settings:
                 "IDEMPOTENCY_KEY_TTL_S", cls.idempotency_key_ttl_s, 60, 30 * 24 * 3600
             ),
             access_log=_env_bool("ACCESS_LOG", cls.access_log),
+            smtp_url=_env_smtp_url("SMTP_URL"),
+            notify_worker=_env_bool("NOTIFY_WORKER", cls.notify_worker),
         )
 
     @property

@@ -35,6 +35,22 @@ HISTORY_INDEXES = [
     IndexModel([("rt", ASCENDING), ("lu", ASCENDING), ("_id", ASCENDING)], name="rt_lu"),
     IndexModel([("lu", ASCENDING), ("_id", ASCENDING)], name="lu"),
 ]
+# Notifications (fhir_server/notify/queue.py): the worker's claim of the oldest due one, the
+# claims whose lease lapsed, and a deleted subscription's pending ones.
+NOTIFICATION_INDEXES = [
+    IndexModel([("state", ASCENDING), ("due", ASCENDING)], name="state_due"),
+    IndexModel([("state", ASCENDING), ("lease", ASCENDING)], name="state_lease"),
+    IndexModel([("sub", ASCENDING), ("state", ASCENDING)], name="sub_state"),
+]
+# Subscriptions: those a new message matches (topic and the filter's reference), a caller's
+# own, and the heartbeats that are due.
+SUBSCRIPTION_INDEXES = [
+    IndexModel(
+        [("topic", ASCENDING), ("match", ASCENDING), ("status", ASCENDING)], name="topic_match"
+    ),
+    IndexModel([("owner", ASCENDING), ("_id", ASCENDING)], name="owner"),
+    IndexModel([("status", ASCENDING), ("next_heartbeat", ASCENDING)], name="heartbeat"),
+]
 
 
 # A socket read waits at most this long (the server's default, DB_SOCKET_TIMEOUT_MS): well past
@@ -112,3 +128,5 @@ async def ensure_indexes(db: AsyncDatabase[Doc], extra: list[IndexModel] | None 
         if name in have:
             await db.resources.drop_index(name)
     await db.history.create_indexes(HISTORY_INDEXES)
+    await db.notifications.create_indexes(NOTIFICATION_INDEXES)
+    await db.subscriptions.create_indexes(SUBSCRIPTION_INDEXES)
