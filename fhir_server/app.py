@@ -27,6 +27,7 @@ from fhir_server.access.audit_privacy import load_table as audit_privacy_table
 from fhir_server.access.compartments import load_table as inheritance_table
 from fhir_server.access.family import load_table
 from fhir_server.access.labels import normalised
+from fhir_server.access.policy_epochs import InputCache
 from fhir_server.access.policy_tables import compile_tables
 from fhir_server.access.writes import load_table as load_write_table
 from fhir_server.config import Settings
@@ -86,6 +87,9 @@ def build_context(settings: Settings, db: Any) -> ServerContext:
         policy_tables=compile_tables(registry),
         # The portal workflows' tables (profiles/portal/) stop a malformed start here too.
         workflows=build_workflows(settings, registry),
+        policy_inputs=InputCache(settings.policy_cache_size)
+        if settings.policy_cache_size
+        else None,
         operations=OPERATIONS_TABLE,
     )
 

@@ -96,6 +96,10 @@ class Settings:
     # How long a socket read may wait on the database: past the query time limit, so only a
     # database that stopped answering trips it, and no request (or stop) waits forever.
     db_socket_timeout_ms: int = 30_000
+    # Token subjects whose policy inputs (relationships, Consents, care teams) are cached,
+    # checked against their epochs on every request (docs/access.md, "Policy inputs
+    # cached per token subject"); 0 reads them on every request.
+    policy_cache_size: int = 10_000
 
     @property
     def socket_timeout_ms(self) -> int:
@@ -137,6 +141,7 @@ class Settings:
             db_socket_timeout_ms=_env_int(
                 "DB_SOCKET_TIMEOUT_MS", cls.db_socket_timeout_ms, 1_000, 3_600_000
             ),
+            policy_cache_size=_env_int("POLICY_CACHE_SIZE", cls.policy_cache_size, 0, 10_000_000),
             stop_timeout_s=_env_int("STOP_TIMEOUT_S", cls.stop_timeout_s, 3, 3_600),
             access_log=_env_bool("ACCESS_LOG", cls.access_log),
         )

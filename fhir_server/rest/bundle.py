@@ -22,6 +22,7 @@ from pymongo.errors import DocumentTooLarge, OperationFailure
 
 from fhir_server.access.policy import AccessPolicy
 from fhir_server.context import ServerContext
+from fhir_server.db.retry import ATTEMPTS, dropped_before_commit, note_retry
 from fhir_server.errors import BadRequest, FhirError, Issue, PayloadTooLarge, PreconditionFailed
 from fhir_server.rest import searching, write_guard
 from fhir_server.rest.headers import prefer
@@ -355,6 +356,30 @@ async def write_transaction(
     reqs, want_resource = prepared.reqs, prepared.want_resource
     order = sorted(range(len(reqs)), key=lambda i: _run_order(ctx, reqs[i]))
     results: dict[int, FhirResponse] = {}
+    for attempt in range(ATTEMPTS):
+        try:
+            results = await _transaction_attempt(ctx, reqs, order, dispatch)
+            break
+        except Exception as exc:
+            # A pooled connection the database had dropped, before the commit: nothing was
+            # written, so the whole transaction runs once more (db/retry.py).
+            if attempt + 1 == ATTEMPTS or not dropped_before_commit(exc):
+                raise
+            note_retry("a transaction Bundle", exc)
+    return [
+        _response_entry(
+            results[i], with_resource=want_resource or reqs[i].method in ("GET", "HEAD")
+        )
+        for i in range(len(reqs))
+    ]
+
+
+async def _transaction_attempt(
+    ctx: ServerContext, reqs: list[FhirRequest], order: list[int], dispatch: Dispatch
+) -> dict[int, FhirResponse]:
+    """One run of the entries in one database transaction; runs again from the start
+    (entries are not changed by a run: `_run_entry` reads `x-existing-id`, never pops it)."""
+    results: dict[int, FhirResponse] = {}
     async with ctx.store.client.start_session() as session:
         try:
             async with (
@@ -385,12 +410,7 @@ async def write_transaction(
                     "write; nothing was changed, retry it"
                 ) from None
             raise
-    return [
-        _response_entry(
-            results[i], with_resource=want_resource or reqs[i].method in ("GET", "HEAD")
-        )
-        for i in range(len(reqs))
-    ]
+    return results
 
 
 def _run_order(ctx: ServerContext, sub: FhirRequest) -> tuple[int, bool]:
@@ -426,7 +446,7 @@ def _prevalidate(ctx: ServerContext, sub: FhirRequest, index: int) -> None:
 
 
 async def _run_entry(ctx: ServerContext, sub: FhirRequest, dispatch: Dispatch) -> FhirResponse:
-    existing = sub.headers.pop("x-existing-id", None)
+    existing = sub.headers.get("x-existing-id")
     if existing is not None:
         # The entry is still a create: its permission is checked before the match answers,
         # and the match is read under the policy (hidden answers as missing).
