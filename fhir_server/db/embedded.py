@@ -26,6 +26,13 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 STATE_FILE = "secantus.json"
+# An in-memory instance (the test session's) keeps everything in WiredTiger's cache, the
+# oplog included (full documents, 100,000 entries by default). At the default 1 GB cache a
+# test session's data filled it and the engine's eviction churned: from about 900 stored
+# Synthea resources on, every write cost the database 3x the CPU (docs/testing.md). A
+# bounded oplog (nothing here reads it: no change streams) and a larger cap keep it flat;
+# the cap is a ceiling, not memory taken up front.
+MEMORY_ARGS = ("--cache-size", "8G", "--oplog-max-entries", "10000")
 
 
 def free_port() -> int:
@@ -108,6 +115,22 @@ class EmbeddedDatabase:
             return True
         return False
 
+    def command(self, storage: str) -> list[str]:
+        """The child's command line; an in-memory instance adds `MEMORY_ARGS`."""
+        assert self.port is not None
+        return [
+            _executable(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--storage-path",
+            storage,
+            "--log-level",
+            "WARNING",
+            *(MEMORY_ARGS if self.memory else ()),
+        ]
+
     def start(self, *, timeout_s: float = 60.0) -> str:
         if self._attach():
             return self.uri
@@ -116,17 +139,7 @@ class EmbeddedDatabase:
         self.port = self.port or free_port()
         log = open(self.data_dir / "secantus.log", "ab")  # noqa: SIM115 - owned by the child
         self._proc = subprocess.Popen(
-            [
-                _executable(),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--storage-path",
-                storage,
-                "--log-level",
-                "WARNING",
-            ],
+            self.command(storage),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
