@@ -88,6 +88,11 @@ async def _create(
     subject = reference(new.get("subject"))
     if subject is None or not subject.startswith("Patient/"):
         raise refuse("a message names the patient it is about (a Patient)", "subject")
+    if who.clinician and subject not in who.patients:
+        # Answered alike for any patient off the caller's teams, known or not.
+        raise refuse(
+            "a clinician writes in the threads of the patients of its care teams", "subject"
+        )
     new = {**new, "sender": {"reference": await _sender(ctx, req, who, new, subject)}}
     # The server's clock, not the client's: response times are counted from it.
     new["sent"] = instant(now_utc())

@@ -14,10 +14,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from joserfc.jwk import RSAKey
 
 from seed_data.directory import CLINIC_NURSE_POOL, PEOPLE, care_team_id
 from tests.integration.access.test_leak_matrix import PATIENT, _same_as_missing
 from tests.integration.access.test_smart_enforcement import Server
+from tests.integration.auth.conftest import BACKEND
+from tests.integration.auth.test_backend_services import assertion, request_token
 from tests.integration.seeded import seeded_server
 
 SOPHIA = f"Patient/{PATIENT['sophia']}"
@@ -79,6 +82,11 @@ async def env(mongo_uri: str) -> AsyncIterator[Env]:
     async with seeded_server(mongo_uri) as (app, http):
         s = Server(http)
         tokens = {a: await s.token(r, "openid fhirUser user/*.cruds") for a, r in LOGINS.items()}
+        # The organisation's backend: the judge of what was stored.
+        key = RSAKey.import_key(BACKEND["jwk"])
+        r = await request_token(s, assertion(key, BACKEND["client_id"], "RS384"), "system/*.rs")
+        assert r.status_code == 200, r.text
+        tokens["backend"] = r.json()["access_token"]
         yield Env(s, tokens)
 
 
@@ -268,7 +276,7 @@ async def test_parent_learns_nothing_of_the_teen(env: Env) -> None:
             r.status_code in (200, 404) and not _refs(r) if r.status_code == 200 else True,
             r.text[:300],
         )
-    found = await env.get("nurse", "Communication", _content=MARK, _count="500")
+    found = await env.get("backend", "Communication", _content=MARK, _count="500")
     stored = [
         e["resource"]
         for e in found.json().get("entry", [])
@@ -307,6 +315,8 @@ def header(subject: str, recipients: list[dict[str, Any]], **extra: Any) -> dict
 
 async def test_bypasses(env: Env) -> None:
     c = Checks()
+    before = await env.get("backend", "Communication", _content=MARK, _count="500")
+    earlier = _refs(before)
     team = [{"reference": EMMA_TEAM}]
     refused: dict[str, tuple[str, dict[str, Any]]] = {
         # Another patient's thread and messages.
@@ -608,13 +618,73 @@ async def test_bypasses(env: Env) -> None:
     # Basic: marking read is a write too.
     r = await env.call("basic", "POST", f"Communication/{JAMES_THREAD}-2/$mark-read")
     c("basic $mark-read", r.status_code in (403, 404), (r.status_code, r.text[:300]))
-    found = await env.get("nurse", "Communication", _content=MARK, _count="500")
+    found = await env.get("backend", "Communication", _content=MARK, _count="500")
+    stored = _refs(found) - earlier - {f"Communication/{mine['id']}"}
+    c("nothing else stored", not stored, stored)
+    print("held", c.held)
+    print("\n".join(c.failures))
+    assert not c.failures, c.failures
+
+
+async def test_clinicians_and_teams(env: Env) -> None:
+    c = Checks()
+    eleanor = f"Patient/{PATIENT['eleanor']}"
+    tag = {
+        "system": "https://mhs.example.org/fhir/CodeSystem/access-source",
+        "code": "organisation-maintained",
+    }
+    own_team = {
+        "resourceType": "CareTeam",
+        "status": "active",
+        "subject": {"reference": EMMA},
+        "participant": [{"member": {"reference": "Practitioner/pcm-rachel-kim"}}],
+    }
+    r = await env.call("emma", "POST", "CareTeam", {**own_team, "meta": {"tag": [tag]}})
+    c("a patient's maintained-tag team refused", 400 <= r.status_code < 500, r.text[:300])
+    r = await env.call("emma", "POST", "CareTeam", own_team)
+    if r.status_code == 201:
+        made = f"CareTeam/{r.json()['id']}"
+        h = await env.call("emma", "POST", "Communication", header(EMMA, [{"reference": made}]))
+        c("to a team the patient made", h.status_code == 422, (h.status_code, h.text[:300]))
+        rec = await env.get("emma", "Communication/$recipients", patient=PATIENT["emma"])
+        c("$recipients skips it", made not in _refs(rec), rec.text[:300])
+    else:
+        c("a patient's team refused", 400 <= r.status_code < 500, r.text[:300])
+    # Off the care team, even with the glass broken: no message into the thread.
+    glass = {"X-Break-Glass-Reason": "Patient called the clinic about an urgent refill today"}
+    for actor in ("kim", "nurse"):
+        r = await env.call(
+            actor, "POST", "Communication", message(eleanor, ELEANOR_THREAD), headers=glass
+        )
+        c(f"{actor} break-glass message", 400 <= r.status_code < 500, (r.status_code, r.text[:300]))
+    r = await env.call(
+        "kim",
+        "POST",
+        "Communication",
+        message(EMMA, EMMA_THREAD, sender={"reference": "PractitionerRole/role-rn-jessica-moore"}),
+    )
+    c("kim as jessica's role", r.status_code == 422, (r.status_code, r.text[:300]))
+    r = await env.get(
+        "nurse",
+        "Communication",
+        **{"recipient": "CareTeam/careteam-im-nurse-pool", "received:missing": "true"},
+    )
+    c("another pool's inbox", r.status_code == 200 and not _refs(r), r.text[:300])
+    h = await env.get("kim", "Communication/msg-karen-travel-1")
+    m = await env.get("kim", "Communication/no-such-msg")
+    c.same("kim reads a pool message of a patient not hers", h, m)
+    h = await env.call("kim", "POST", "Communication/msg-karen-travel-1/$mark-read")
+    m = await env.call("kim", "POST", "Communication/no-such-msg/$mark-read")
+    c.same("kim marks it read", h, m)
+    r = await env.call("sponsor", "POST", "Communication/msg-liam-sports-form-2/$mark-read")
+    c("sponsor marks maria's message read", r.status_code == 403, (r.status_code, r.text[:300]))
+    found = await env.get("backend", "Communication", _content=MARK, _count="500")
     stored = [
         e["resource"]["id"]
         for e in found.json().get("entry", [])
-        if e["resource"]["id"] != mine["id"]
+        if e["resource"].get("subject", {}).get("reference") == eleanor
     ]
-    c("nothing else stored", not stored, stored)
+    c("nothing stored for eleanor", not stored, stored)
     print("held", c.held)
     print("\n".join(c.failures))
     assert not c.failures, c.failures
