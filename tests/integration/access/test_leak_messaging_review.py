@@ -514,12 +514,26 @@ async def test_bypasses(env: Env) -> None:
         c(f"{what} refused", 400 <= r.status_code < 500, (r.status_code, r.text[:300]))
         if r.status_code < 500 and r.status_code >= 400:
             c(f"{what} outcome", r.json().get("resourceType") == "OperationOutcome", r.text[:200])
+    # Update-as-create (a client id) runs the same rules as a create.
+    for what in ("sender a practitioner", "into james's thread", "recipient james's team"):
+        actor, bad = refused[what]
+        r = await env.call(
+            actor, "PUT", "Communication/review-put-new", {**bad, "id": "review-put-new"}
+        )
+        c(f"PUT-create {what}", 400 <= r.status_code < 500, (r.status_code, r.text[:300]))
+    teen_new = message(SOPHIA, TEEN_THREAD, id="msg-sophia-followup-9")
+    h = await env.call("sponsor", "PUT", "Communication/msg-sophia-followup-9", teen_new)
+    c(
+        "sponsor PUT-create into her thread",
+        400 <= h.status_code < 500,
+        (h.status_code, h.text[:300]),
+    )
     # Transactions mixing an allowed entry with each forbidden one store nothing.
     good = message(EMMA, EMMA_THREAD)
     for what in ("sender a practitioner", "into james's thread", "recipient james's team"):
         actor, bad = refused[what]
         for kind in ("transaction",):
-            bundle = {
+            bundle: dict[str, Any] = {
                 "resourceType": "Bundle",
                 "type": kind,
                 "entry": [
@@ -529,6 +543,13 @@ async def test_bypasses(env: Env) -> None:
             }
             r = await env.call("emma", "POST", "", bundle)
             c(f"transaction {what}", r.status_code >= 400, (r.status_code, r.text[:300]))
+            # The same with the forbidden entry second as a PUT-create.
+            bundle["entry"][1] = {
+                "request": {"method": "PUT", "url": "Communication/review-tx-put"},
+                "resource": {**bad, "id": "review-tx-put"},
+            }
+            r = await env.call("emma", "POST", "", bundle)
+            c(f"transaction PUT {what}", r.status_code >= 400, (r.status_code, r.text[:300]))
     # Changes to another's or own stored message.
     own = await env.call("emma", "POST", "Communication", message(EMMA, EMMA_THREAD))
     c("emma's own message", own.status_code == 201, own.text[:300])
