@@ -636,6 +636,22 @@ async def test_bypasses(env: Env) -> None:
         )
         r = await env.get(actor, "Communication/$recipients", patient=PATIENT["eleanor"])
         c(f"{actor} $recipients eleanor", r.status_code in (403, 404) or not _refs(r), r.text[:300])
+    # A recipient marks read and nothing more (the sender's message is otherwise theirs).
+    answer = f"Communication/{JAMES_THREAD}-2"  # the nurse's answer to the sponsor
+    for what, ops in {
+        "received and a note": [
+            {"op": "add", "path": "/received", "value": "2026-01-01T00:00:00Z"},
+            {"op": "add", "path": "/note", "value": [{"text": MARK}]},
+        ],
+        "a note": [{"op": "add", "path": "/note", "value": [{"text": MARK}]}],
+        "the message's status": [{"op": "replace", "path": "/status", "value": "entered-in-error"}],
+        "received and the sender": [
+            {"op": "add", "path": "/received", "value": "2026-01-01T00:00:00Z"},
+            {"op": "replace", "path": "/sender/reference", "value": JAMES},
+        ],
+    }.items():
+        r = await env.call("sponsor", "PATCH", answer, ops, content_type=jp)
+        c(f"recipient patches {what}", r.status_code in (403, 422), (r.status_code, r.text[:300]))
     # Basic: marking read is a write too.
     r = await env.call("basic", "POST", f"Communication/{JAMES_THREAD}-2/$mark-read")
     c("basic $mark-read", r.status_code in (403, 404), (r.status_code, r.text[:300]))
