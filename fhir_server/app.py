@@ -27,6 +27,7 @@ from fhir_server.access.audit_privacy import load_table as audit_privacy_table
 from fhir_server.access.compartments import load_table as inheritance_table
 from fhir_server.access.family import load_table
 from fhir_server.access.labels import normalised
+from fhir_server.access.policy_epochs import InputCache
 from fhir_server.access.policy_tables import compile_tables
 from fhir_server.access.writes import load_table as load_write_table
 from fhir_server.config import Settings
@@ -35,10 +36,13 @@ from fhir_server.db.client import ensure_indexes, open_client
 from fhir_server.db.embedded import EmbeddedDatabase
 from fhir_server.errors import FhirError, NotFound
 from fhir_server.exchange.bulk_tasks import exports
+from fhir_server.notify.table import load_table as notification_table
+from fhir_server.notify.worker import Worker
 from fhir_server.operations.table import TABLE as OPERATIONS_TABLE
 from fhir_server.pipeline import Pipeline
 from fhir_server.portal.workflows import build as build_workflows
 from fhir_server.rest.cors import CorsMiddleware, origin_check
+from fhir_server.rest.idempotency import claim_store
 from fhir_server.rest.messages import HttpRequest
 from fhir_server.rest.no_store import NoStoreMiddleware
 from fhir_server.rest.render import render_error, to_starlette
@@ -86,6 +90,9 @@ def build_context(settings: Settings, db: Any) -> ServerContext:
         policy_tables=compile_tables(registry),
         # The portal workflows' tables (profiles/portal/) stop a malformed start here too.
         workflows=build_workflows(settings, registry),
+        policy_inputs=InputCache(settings.policy_cache_size)
+        if settings.policy_cache_size
+        else None,
         operations=OPERATIONS_TABLE,
     )
 
@@ -100,6 +107,8 @@ async def _prepare_database(ctx: ServerContext) -> None:
                 log.info("moved %d AuditEvents into the audit log", moved)
             # $export jobs: their indexes, and jobs a dead process left running marked failed.
             await exports(ctx).prepare(ctx)
+            # Idempotent creates' claims expire by a TTL index (rest/idempotency.py).
+            await claim_store(ctx).ensure_indexes()
             break
         except (ConnectionFailure, ServerSelectionTimeoutError) as exc:
             # Only an unreachable database is worth waiting for; other errors are bugs.
@@ -162,6 +171,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return await smart_auth.verify_access_token(app, token)
 
         app.state.pipeline = Pipeline(ctx, verify=verify, audit=audit)
+        # Notification delivery (fhir_server/notify/worker.py); every process may run one.
+        notifier = Worker(ctx, notification_table()) if settings.notify_worker else None
+        app.state.notifier = notifier
+        if notifier is not None:
+            notifier.start()
         try:
             yield
         finally:
@@ -172,6 +186,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 return max(0.1, deadline - time.monotonic())
 
             prepare.cancel()
+            if notifier is not None:
+                # Deliveries in flight finish or hand their claim back before the client closes.
+                await notifier.stop(timeout_s=min(5.0, left()))
             # Running exports stop before the client closes, recording why they failed.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(exports(ctx).close(ctx), left())

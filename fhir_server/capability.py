@@ -21,6 +21,10 @@ Doc = dict[str, Any]
 INSTANCE_INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance"]
 TYPE_INTERACTIONS = ["create", "search-type", "history-type"]
 SOFTWARE_VERSION = "0.1.0"
+SUBSCRIPTIONS_BACKPORT = (
+    "http://hl7.org/fhir/uv/subscriptions-backport/CapabilityStatement/"
+    "backport-subscription-server-r4"
+)
 
 
 def _search_params(ctx: ServerContext, rt: str) -> list[Doc]:
@@ -86,6 +90,11 @@ def _resource(ctx: ServerContext, rt: str) -> Doc:
     profiles = [u for u in ctx.validator.profile_urls() if _profile_type(u) == rt]
     if profiles:
         r["supportedProfile"] = profiles
+    if rt == "Subscription":
+        # Topic-based, the caller's own (fhir_server/notify/routes.py).
+        from fhir_server.notify.routes import capability as subscription_capability
+
+        return subscription_capability(r)
     if _apart(ctx, rt) is not None:
         # The audit log: written by the server only, never changed (rest/dispatch.py).
         r["interaction"] = [{"code": c} for c in ("read", "vread", "history-instance")] + [
@@ -139,5 +148,9 @@ def capability_statement(ctx: ServerContext) -> Doc:
             }
         ],
         # Bulk Data Access IG 2.0.0 (fhir_server/exchange/bulk_routes.py).
-        "instantiates": ["http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"],
+        "instantiates": [
+            "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data",
+            # Subscriptions R5 Backport, topic-based in R4 (fhir_server/notify/).
+            SUBSCRIPTIONS_BACKPORT,
+        ],
     }

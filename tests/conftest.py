@@ -7,6 +7,7 @@ by MONGODB_URI when that is set. Never a mock.
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -82,6 +83,9 @@ def make_settings(uri: str, **overrides: Any) -> Settings:
         # The REST core's own tests run without tokens; tests/integration/access and the
         # auth tests turn it on.
         "auth_required": False,
+        # Files a server writes under DATA_DIR (the development email outbox) stay out of
+        # the checkout.
+        "data_dir": Path(tempfile.gettempdir()) / f"fhir-tests-{os.getpid()}",
     }
     values.update(overrides)
     return Settings(**values)

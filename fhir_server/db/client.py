@@ -35,6 +35,22 @@ HISTORY_INDEXES = [
     IndexModel([("rt", ASCENDING), ("lu", ASCENDING), ("_id", ASCENDING)], name="rt_lu"),
     IndexModel([("lu", ASCENDING), ("_id", ASCENDING)], name="lu"),
 ]
+# Notifications (fhir_server/notify/queue.py): the worker's claim of the oldest due one, the
+# claims whose lease lapsed, and a deleted subscription's pending ones.
+NOTIFICATION_INDEXES = [
+    IndexModel([("state", ASCENDING), ("due", ASCENDING)], name="state_due"),
+    IndexModel([("state", ASCENDING), ("lease", ASCENDING)], name="state_lease"),
+    IndexModel([("sub", ASCENDING), ("state", ASCENDING)], name="sub_state"),
+]
+# Subscriptions: those a new message matches (topic and the filter's reference), a caller's
+# own, and the heartbeats that are due.
+SUBSCRIPTION_INDEXES = [
+    IndexModel(
+        [("topic", ASCENDING), ("match", ASCENDING), ("status", ASCENDING)], name="topic_match"
+    ),
+    IndexModel([("owner", ASCENDING), ("_id", ASCENDING)], name="owner"),
+    IndexModel([("status", ASCENDING), ("next_heartbeat", ASCENDING)], name="heartbeat"),
+]
 
 
 # A socket read waits at most this long (the server's default, DB_SOCKET_TIMEOUT_MS): well past
@@ -43,6 +59,10 @@ SOCKET_TIMEOUT_MS = 30_000
 # Connecting, and the driver's heartbeat, may take this long before the server is marked
 # unknown (see client_options).
 CONNECT_TIMEOUT_MS = 10_000
+# A pooled connection idle this long is closed by the driver rather than reused: SecantusDB
+# closes a client connection after 5 minutes without a request (firewalls and load balancers
+# have their own limits), and the first operation on such a socket fails (db/retry.py).
+MAX_IDLE_TIME_MS = 120_000
 
 
 def client_options(timeout_ms: int, socket_timeout_ms: int = SOCKET_TIMEOUT_MS) -> dict[str, Any]:
@@ -64,6 +84,7 @@ def client_options(timeout_ms: int, socket_timeout_ms: int = SOCKET_TIMEOUT_MS) 
         "socketTimeoutMS": socket_timeout_ms,
         # Waiting for a pooled connection is bounded too (the pool is full under overload).
         "waitQueueTimeoutMS": timeout_ms,
+        "maxIdleTimeMS": MAX_IDLE_TIME_MS,
         "retryWrites": True,
         "retryReads": True,
         "w": "majority",
@@ -107,3 +128,5 @@ async def ensure_indexes(db: AsyncDatabase[Doc], extra: list[IndexModel] | None 
         if name in have:
             await db.resources.drop_index(name)
     await db.history.create_indexes(HISTORY_INDEXES)
+    await db.notifications.create_indexes(NOTIFICATION_INDEXES)
+    await db.subscriptions.create_indexes(SUBSCRIPTION_INDEXES)

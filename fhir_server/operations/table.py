@@ -13,6 +13,7 @@ from fhir_server.operations import (
     export,
     mark_read,
     recipients,
+    subscription_status,
     validate,
 )
 from fhir_server.operations.registry import Operation, OperationTable, Route
@@ -23,6 +24,7 @@ OPERATIONS: tuple[Operation, ...] = (
     everything.OPERATION,
     recipients.OPERATION,
     mark_read.OPERATION,
+    subscription_status.OPERATION,
 )
 
 # URLs that belong to the table's operations without being operation calls.

@@ -10,12 +10,18 @@ from collections.abc import Callable
 from typing import Any
 
 from fhir_server.config import Settings
-from fhir_server.portal import messaging
+from fhir_server.notify import workflow as notifications
+from fhir_server.portal import messaging, response_times
 from fhir_server.portal.hooks import Workflow, Workflows
 
 Builder = Callable[[Settings, Any], Workflow]
 
-BUILDERS: tuple[Builder, ...] = (messaging.workflow,)
+BUILDERS: tuple[Builder, ...] = (
+    messaging.workflow,
+    response_times.workflow,
+    # After the messaging step: it queues what the completed message says.
+    notifications.workflow,
+)
 
 
 def build(settings: Settings, registry: Any) -> Workflows:

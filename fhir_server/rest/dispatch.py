@@ -9,9 +9,10 @@ from __future__ import annotations
 from fhir_server.capability import capability_statement
 from fhir_server.context import ServerContext
 from fhir_server.errors import BadRequest, MethodNotAllowed, NotFound
+from fhir_server.notify import routes as subscriptions
 from fhir_server.operations.params import parse_params
 from fhir_server.operations.registry import OperationCall
-from fhir_server.rest import bundle, history, interactions, searching
+from fhir_server.rest import bundle, history, idempotency, interactions, searching
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 from fhir_server.rest.render import dumps
 
@@ -61,6 +62,10 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
         # URLs an operation owns besides its call (an export's status and files) and the
         # OperationDefinitions generated from the table (operations/table.py).
         return await route.handler(ctx, req)
+    if subscriptions.matches(path):
+        # Subscriptions, each its owner's own (docs/portal.md, "Notifications"); their
+        # operations ($status) go through the operation table below.
+        return await subscriptions.route(ctx, req)
     if n == 1 and head == "metadata":
         if method != "GET":
             raise _not_allowed(req)
@@ -142,6 +147,9 @@ async def _operation(
         # Checked before the parameters are read: a token without the interaction learns
         # nothing about them.
         req.policy.require(rt or "*", interaction)
+    if op.affects_state:
+        # Nothing makes an operation's change idempotent by key (docs/rest.md).
+        idempotency.refuse_key(req, f"the operation {segment}")
     call = OperationCall(op, rt, rid, parse_params(op, req))
     if interaction is None:
         req.policy.require(rt or "*", op.interaction_for(call))

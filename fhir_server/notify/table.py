@@ -1,0 +1,198 @@
+"""The notifications table (profiles/portal/notifications.json), parsed fail-fast.
+
+Topics are data, as the R4 Subscriptions Backport has them: a canonical URL, the resource
+and interaction that trigger it, and the one filter parameter a Subscription narrows it by
+(http://hl7.org/fhir/uv/subscriptions-backport/components.html#subscription-filters).
+`names` says whom that filter must name for the subscription to be the caller's own.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+TABLE = Path(__file__).resolve().parents[2] / "profiles" / "portal" / "notifications.json"
+# Whom a topic's filter may name: the caller's own Patient, or a pool the caller is in.
+FILTER_NAMES = frozenset({"self", "member-pool"})
+SUBSCRIBERS = frozenset({"Patient", "Practitioner"})
+CHANNELS = frozenset({"rest-hook"})
+PAYLOADS = frozenset({"empty", "id-only"})
+
+
+@dataclass(frozen=True)
+class Topic:
+    url: str
+    title: str
+    description: str
+    resource: str
+    interaction: str
+    parameter: str
+    names: str  # self | member-pool
+    about: str  # the element naming the patient the resource is about
+    requires: str  # an element the resource must carry to fire the topic
+    subscribers: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Channel:
+    types: frozenset[str]
+    payloads: frozenset[str]
+    mime_types: frozenset[str]
+    heartbeat_min_s: int
+    heartbeat_max_s: int
+    https_only_in_production: bool
+
+
+@dataclass(frozen=True)
+class Delivery:
+    backoff_s: tuple[float, ...]
+    timeout_s: float
+    lease_s: float
+    poll_ms: int
+    workers: int
+    heartbeat_scan_s: float
+
+    def retry_after(self, attempts: int) -> float | None:
+        """Seconds before the next try after `attempts` failed ones; None: give up."""
+        return self.backoff_s[attempts - 1] if 0 < attempts <= len(self.backoff_s) else None
+
+
+@dataclass(frozen=True)
+class Email:
+    sender: str
+    subject: str
+    body: str
+
+    def text(self, portal: str) -> str:
+        return self.body.replace("{portal}", portal)
+
+
+@dataclass(frozen=True)
+class NotificationTable:
+    topics: tuple[Topic, ...]
+    channel: Channel
+    delivery: Delivery
+    email: Email
+
+    def topic(self, url: str) -> Topic | None:
+        return next((t for t in self.topics if t.url == url), None)
+
+    def triggered_by(self, rt: str, interaction: str, resource: Any = None) -> tuple[Topic, ...]:
+        return tuple(
+            t
+            for t in self.topics
+            if t.resource == rt
+            and t.interaction == interaction
+            and (resource is None or (isinstance(resource, dict) and resource.get(t.requires)))
+        )
+
+
+def _str(raw: Any, where: str) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise ValueError(f"notifications.json: {where} must be a non-empty string")
+    return raw
+
+
+def _num(raw: Any, where: str, low: float, high: float) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not low <= raw <= high:
+        raise ValueError(f"notifications.json: {where} must be a number in [{low}, {high}]")
+    return float(raw)
+
+
+def _subset(raw: Any, where: str, allowed: frozenset[str] | None) -> frozenset[str]:
+    if not isinstance(raw, list) or not raw or not all(isinstance(x, str) for x in raw):
+        raise ValueError(f"notifications.json: {where} must be a non-empty list of strings")
+    if allowed is not None and not set(raw) <= allowed:
+        raise ValueError(f"notifications.json: {where} may only hold {sorted(allowed)}")
+    return frozenset(raw)
+
+
+def _topic(raw: Any, known_types: frozenset[str] | None) -> Topic:
+    if not isinstance(raw, dict):
+        raise ValueError("notifications.json: each topic is an object")
+    url = _str(raw.get("url"), "topic url")
+    rt = _str(raw.get("resource"), f"{url} resource")
+    if known_types is not None and rt not in known_types:
+        raise ValueError(f"notifications.json: {url}: {rt!r} is not a known resource type")
+    interaction = _str(raw.get("interaction"), f"{url} interaction")
+    if interaction not in {"create", "update"}:
+        raise ValueError(f"notifications.json: {url}: interaction must be create or update")
+    filt = raw.get("filter")
+    if not isinstance(filt, dict):
+        raise ValueError(f"notifications.json: {url} needs a filter object")
+    names = _str(filt.get("names"), f"{url} filter names")
+    if names not in FILTER_NAMES:
+        raise ValueError(f"notifications.json: {url}: filter names must be one of {FILTER_NAMES}")
+    return Topic(
+        url=url,
+        title=_str(raw.get("title"), f"{url} title"),
+        description=_str(raw.get("description"), f"{url} description"),
+        resource=rt,
+        interaction=interaction,
+        parameter=_str(filt.get("parameter"), f"{url} filter parameter"),
+        names=names,
+        about=_str(raw.get("about"), f"{url} about"),
+        requires=_str(raw.get("requires"), f"{url} requires"),
+        subscribers=_subset(raw.get("subscribers"), f"{url} subscribers", SUBSCRIBERS),
+    )
+
+
+def parse_table(raw: Any, known_types: frozenset[str] | None = None) -> NotificationTable:
+    """Fail fast: a typo must stop the server, not silence a notification."""
+    if not isinstance(raw, dict):
+        raise ValueError("notifications.json must be an object")
+    topics = raw.get("topics")
+    if not isinstance(topics, list) or not topics:
+        raise ValueError("notifications.json needs a non-empty list 'topics'")
+    parsed = tuple(_topic(t, known_types) for t in topics)
+    if len({t.url for t in parsed}) != len(parsed):
+        raise ValueError("notifications.json: two topics share a url")
+    ch, dl, em = raw.get("channel"), raw.get("delivery"), raw.get("email")
+    if not isinstance(ch, dict) or not isinstance(dl, dict) or not isinstance(em, dict):
+        raise ValueError("notifications.json needs objects 'channel', 'delivery' and 'email'")
+    hb_min = int(_num(ch.get("heartbeat_min_s"), "channel.heartbeat_min_s", 1, 86400))
+    hb_max = int(_num(ch.get("heartbeat_max_s"), "channel.heartbeat_max_s", hb_min, 604800))
+    backoff = dl.get("backoff_s")
+    if not isinstance(backoff, list) or not backoff:
+        raise ValueError("notifications.json: delivery.backoff_s must be a non-empty list")
+    timeout = _num(dl.get("timeout_s"), "delivery.timeout_s", 0.1, 300)
+    lease = _num(dl.get("lease_s"), "delivery.lease_s", 1, 3600)
+    if lease <= timeout:
+        raise ValueError("notifications.json: delivery.lease_s must exceed delivery.timeout_s")
+    https_only = ch.get("https_only_in_production")
+    if not isinstance(https_only, bool):
+        raise ValueError("notifications.json: channel.https_only_in_production must be boolean")
+    return NotificationTable(
+        topics=parsed,
+        channel=Channel(
+            types=_subset(ch.get("types"), "channel.types", CHANNELS),
+            payloads=_subset(ch.get("payloads"), "channel.payloads", PAYLOADS),
+            mime_types=_subset(ch.get("mime_types"), "channel.mime_types", None),
+            heartbeat_min_s=hb_min,
+            heartbeat_max_s=hb_max,
+            https_only_in_production=https_only,
+        ),
+        delivery=Delivery(
+            backoff_s=tuple(_num(b, "delivery.backoff_s[]", 0.01, 86400) for b in backoff),
+            timeout_s=timeout,
+            lease_s=lease,
+            poll_ms=int(_num(dl.get("poll_ms"), "delivery.poll_ms", 10, 60000)),
+            workers=int(_num(dl.get("workers"), "delivery.workers", 1, 64)),
+            heartbeat_scan_s=_num(
+                dl.get("heartbeat_scan_s"), "delivery.heartbeat_scan_s", 0.1, 3600
+            ),
+        ),
+        email=Email(
+            sender=_str(em.get("from"), "email.from"),
+            subject=_str(em.get("subject"), "email.subject"),
+            body=_str(em.get("body"), "email.body"),
+        ),
+    )
+
+
+@lru_cache(maxsize=4)
+def load_table(path: Path = TABLE, known_types: frozenset[str] | None = None) -> NotificationTable:
+    return parse_table(json.loads(path.read_text()), known_types)

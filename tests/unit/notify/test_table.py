@@ -1,0 +1,59 @@
+"""profiles/portal/notifications.json parses, and a malformed table stops start-up."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from fhir_server.notify.table import TABLE, parse_table
+from fhir_server.validation import KNOWN_RESOURCE_TYPES
+
+RAW = json.loads(TABLE.read_text())
+
+
+def test_the_shipped_table_parses() -> None:
+    table = parse_table(RAW, frozenset(KNOWN_RESOURCE_TYPES))
+    assert [t.names for t in table.topics] == ["self", "member-pool"]
+    assert table.channel.payloads == {"empty", "id-only"}
+    assert table.delivery.retry_after(1) == RAW["delivery"]["backoff_s"][0]
+    assert table.delivery.retry_after(len(RAW["delivery"]["backoff_s"]) + 1) is None
+    assert "{portal}" not in table.email.text("https://x/portal/")
+
+
+def _broken(change: Any) -> dict[str, Any]:
+    raw = copy.deepcopy(RAW)
+    change(raw)
+    return raw
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: r.pop("topics"),
+        lambda r: r["topics"][0].update(resource="Nope"),
+        lambda r: r["topics"][0]["filter"].update(names="anyone"),
+        lambda r: r["topics"][1].update(url=r["topics"][0]["url"]),
+        lambda r: r["topics"][0].update(subscribers=["Device"]),
+        lambda r: r["channel"].update(payloads=["full-resource"]),
+        lambda r: r["channel"].update(types=["websocket"]),
+        lambda r: r["delivery"].update(lease_s=5, timeout_s=10),
+        lambda r: r["delivery"].update(backoff_s=[]),
+        lambda r: r["delivery"].update(workers=0),
+        lambda r: r["email"].update(subject=""),
+        lambda r: r["channel"].update(https_only_in_production="yes"),
+    ],
+)
+def test_a_malformed_table_is_refused(change: Any) -> None:
+    with pytest.raises(ValueError, match="notifications.json"):
+        parse_table(_broken(change), frozenset(KNOWN_RESOURCE_TYPES))
+
+
+def test_a_thread_header_fires_no_topic() -> None:
+    table = parse_table(RAW)
+    header = {"resourceType": "Communication", "recipient": [{"reference": "Patient/p"}]}
+    assert table.triggered_by("Communication", "create", header) == ()
+    msg = {**header, "payload": [{"contentString": "x"}]}
+    assert len(table.triggered_by("Communication", "create", msg)) == 2
