@@ -29,6 +29,9 @@ class Caller:
     identities: frozenset[str]
     # A practitioner's care teams and pools (care_team.memberships); empty for patients.
     teams: frozenset[str]
+    # A practitioner's care teams' subjects: the patients whose threads it writes in
+    # (breaking the glass widens what it reads for one request, not whom it messages).
+    patients: frozenset[str] = frozenset()
 
     @property
     def clinician(self) -> bool:
@@ -41,11 +44,18 @@ async def caller(ctx: ServerContext, req: FhirRequest) -> Caller:
     user = auth.fhir_user
     identities = await caller_identities(ctx, req, user)
     teams: tuple[str, ...] = ()
+    patients: tuple[str, ...] = ()
     if user.startswith("Practitioner/"):
-        teams, _ = await care_team.memberships(
+        teams, patients = await care_team.memberships(
             ctx.store, ctx.policy_tables.clinicians, user, today()
         )
-    return Caller(user, auth.acr == family.MANAGED_LEVEL, identities, frozenset(teams))
+    return Caller(
+        user,
+        auth.acr == family.MANAGED_LEVEL,
+        identities,
+        frozenset(teams),
+        frozenset(patients),
+    )
 
 
 async def sender_for(ctx: ServerContext, req: FhirRequest, who: Caller, subject: str) -> str | None:

@@ -52,6 +52,21 @@ def refs(node: Any) -> list[str]:
     return [r for r in (reference(x) for x in items) if r]
 
 
+def written_refs(new: Doc, element: str) -> list[str]:
+    """The references a client wrote in `element`, each entry a literal reference: an entry
+    naming its target only by `identifier` or `display` is one the rules cannot check (and
+    a `recipient:identifier` search would route it), so it is refused, not skipped."""
+    node = new.get(element)
+    items = node if isinstance(node, list) else [node] if node is not None else []
+    out = []
+    for i, item in enumerate(items):
+        ref = reference(item)
+        if not ref:
+            raise refuse("names its target by a reference (Type/id)", f"{element}[{i}]")
+        out.append(ref)
+    return out
+
+
 async def before(
     table: MessagingTable, ctx: ServerContext, req: FhirRequest, event: WriteEvent
 ) -> Doc | None:
@@ -73,6 +88,11 @@ async def _create(
     subject = reference(new.get("subject"))
     if subject is None or not subject.startswith("Patient/"):
         raise refuse("a message names the patient it is about (a Patient)", "subject")
+    if who.clinician and subject not in who.patients:
+        # Answered alike for any patient off the caller's teams, known or not.
+        raise refuse(
+            "a clinician writes in the threads of the patients of its care teams", "subject"
+        )
     new = {**new, "sender": {"reference": await _sender(ctx, req, who, new, subject)}}
     # The server's clock, not the client's: response times are counted from it.
     new["sent"] = instant(now_utc())
@@ -124,7 +144,7 @@ async def _check_header(
     if table.category_of(new) is None:
         codes = ", ".join(sorted(table.categories))
         raise refuse(f"a thread's category is one of {table.category_system}: {codes}", "category")
-    recipients = refs(new.get("recipient"))
+    recipients = written_refs(new, "recipient")
     if not recipients:
         raise refuse("a thread names its recipient (the care team or the nurse pool)", "recipient")
     await _check_recipients(table, ctx, req, who, new, subject, recipients, thread=None)
@@ -150,7 +170,7 @@ async def _check_message(
     new: Doc,
     subject: str,
 ) -> Doc:
-    part_of = refs(new.get("partOf"))
+    part_of = written_refs(new, "partOf")
     if len(part_of) != 1:
         raise refuse("a message is part of exactly one thread (its header)", "partOf")
     header = await _visible(ctx, req, part_of[0])
@@ -166,12 +186,12 @@ async def _check_message(
     if new.get("status") not in table.message_statuses:
         raise refuse(f"a message's status is one of {sorted(table.message_statuses)}", "status")
     answered: list[Doc] = []
-    for i, ref in enumerate(refs(new.get("inResponseTo"))):
+    for i, ref in enumerate(written_refs(new, "inResponseTo")):
         m = await _visible(ctx, req, ref)
         if m is None or part_of[0] not in refs(m.get("partOf")):
             raise refuse(f"{ref} is not a message of the thread {part_of[0]}", f"inResponseTo[{i}]")
         answered.append(m)
-    recipients = refs(new.get("recipient"))
+    recipients = written_refs(new, "recipient")
     if not recipients:
         # Left out: a patient writes to the thread's recipients; a clinician answers the one
         # who wrote the message answered, or the patient.
