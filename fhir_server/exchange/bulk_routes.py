@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 
 import orjson
 
+from fhir_server.access.compartments import compartment_types
 from fhir_server.access.policy import AccessPolicy
 from fhir_server.access.screen import admitted
 from fhir_server.errors import (
@@ -123,8 +124,7 @@ def _types(
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The types to export and any lenient warnings. Asked-for types the token may not
     search answer 403; unasked ones are left out."""
-    in_compartment = {t for t in ctx.known_types if ctx.registry.compartment_params(t)}
-    in_compartment.add("Patient")
+    in_compartment = compartment_types(ctx.registry, ctx.store.inheritance) & set(ctx.known_types)
     if spec.types is None:
         candidates = ctx.known_types if spec.level == "system" else in_compartment
         return tuple(t for t in sorted(candidates) if _granted(policy, t)), ()
@@ -324,16 +324,40 @@ async def download(ctx: ServerContext, req: FhirRequest, job_id: str, number: st
         req.policy.require(outputs[0]["type"], "search")
     data = b"".join([chunk async for chunk in store.chunks(job_id, n)])
     if outputs and req.policy.restricted:
-        data = _still_visible(ctx, req.policy, data)
+        data = await _still_visible(ctx, req.policy, data)
     return FhirResponse(status=200, raw=data, media_type=NDJSON)
 
 
-def _still_visible(ctx: ServerContext, policy: AccessPolicy, data: bytes) -> bytes:
+async def _still_visible(ctx: ServerContext, policy: AccessPolicy, data: bytes) -> bytes:
     """The file as the downloading request's own policy sees it now: a family grant revoked
-    after the kick-off takes effect at once, on files already written too (docs/access.md)."""
+    after the kick-off takes effect at once, on files already written too (docs/access.md).
+    A type that inherits its compartments (a Binary, a Provenance: access/compartments.py)
+    cannot be judged from the resource alone; it is judged on its current stored document,
+    as every other path judges it (a resource since deleted is withheld)."""
+    lines = [line for line in data.splitlines() if line]
+    resources = [orjson.loads(line) for line in lines]
+    inheriting = ctx.store.inheritance.types if ctx.store.inheritance is not None else set()
+    keys = [
+        f"{r.get('resourceType')}/{r.get('id')}"
+        for r in resources
+        if r.get("resourceType") in inheriting
+    ]
+    stored: dict[str, Any] = {}
+    for i in range(0, len(keys), 500):
+        for d in await ctx.store.find(
+            {"_id": {"$in": keys[i : i + 500]}}, {"comp": 1, "ak": 1}, what="The export file"
+        ):
+            stored[str(d["_id"])] = d
     kept = [
         line
-        for line in data.splitlines()
-        if line and admitted(policy, ctx.store.indexer, orjson.loads(line))
+        for line, r in zip(lines, resources, strict=True)
+        if admitted(
+            policy,
+            ctx.store.indexer,
+            r,
+            stored.get(f"{r.get('resourceType')}/{r.get('id')}", {"comp": []})
+            if r.get("resourceType") in inheriting
+            else None,
+        )
     ]
     return b"".join(line + b"\n" for line in kept)

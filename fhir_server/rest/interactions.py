@@ -171,7 +171,11 @@ async def _admit(
             raise Forbidden(f"the access token may not write {rt}/{rid}")
         old = current.get("res") if current is not None else None
     resource = write_guard.fill(ctx, policy, rt, resource)
-    ix, comps = ctx.store.indexer({**resource, "resourceType": rt, "id": rid or "new"})
+    # Inherited compartments included (a Binary is in its securityContext's): a patient
+    # writes an attachment of their own message, never of a message they cannot see.
+    ix, comps = await ctx.store.compartments_of(
+        rt, {**resource, "resourceType": rt, "id": rid or "new"}, session=req.session
+    )
     policy.check_write(
         comps,
         resource_type=rt,

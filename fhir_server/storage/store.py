@@ -618,6 +618,19 @@ class ResourceStore:
             "ak": access_field(ix.get("k", ())),
         }
 
+    async def compartments_of(
+        self, rt: str, resource: Doc, *, session: AsyncClientSession | None = None
+    ) -> tuple[Doc, list[str]]:
+        """(index entries, patient compartments) of `resource` as a write would store them:
+        the indexer's, widened by the inherited ones (a Binary in its message's), so the
+        write checks judge the compartments the stored document will have."""
+        ix, comp = self.indexer(resource)
+        if self.inheritance is None or rt not in self.inheritance.types:
+            return ix, comp
+        doc = {"_id": f"{rt}/{resource.get('id')}", "rt": rt, "res": resource, "comp": comp}
+        await self.inherit_compartments(doc, session=session)
+        return ix, list(doc["comp"])
+
     async def inherit_compartments(
         self, doc: Doc, *, session: AsyncClientSession | None = None
     ) -> None:
