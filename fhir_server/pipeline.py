@@ -32,6 +32,7 @@ from fhir_server.access.policy import build_policy
 from fhir_server.config import Settings
 from fhir_server.context import ServerContext
 from fhir_server.errors import FhirError, PayloadTooLarge, ServiceUnavailable
+from fhir_server.rest.binary_upload import as_resource, is_raw_binary
 from fhir_server.rest.body import (
     FORM_TYPE,
     JSON_TYPES,
@@ -196,6 +197,8 @@ async def to_fhir_request(
         is_search = freq.path[-1:] == ["_search"]
         if is_search and media_type(ctype) == FORM_TYPE:
             freq.body = raw.decode("utf-8", errors="replace")
+        elif is_raw_binary(request.method, freq.path, ctype):
+            freq.body = as_resource(freq.path, ctype or "", raw, headers)
         elif request.method == "PATCH":
             check_media_type(ctype, PATCH_TYPES)
             freq.body = parse_json(raw, max_bytes=limit, max_depth=settings.max_json_depth)

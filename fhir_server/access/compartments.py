@@ -87,8 +87,7 @@ def _rows(
             or not names
             or not all(isinstance(n, str) and name.match(n) for n in names)
         ):
-            raise ValueError(f"compartments.json: {rt} needs a non-empty list of names: {names!r}"
-            )
+            raise ValueError(f"compartments.json: {rt} needs a non-empty list of names: {names!r}")
         rows.append((rt, tuple(dict.fromkeys(names))))
     return tuple(rows)
 

@@ -41,7 +41,12 @@ def test_added_parameters_extend_the_compartment_definition():
 
 @pytest.mark.parametrize(
     "added",
-    [{"Task": ["owner-typo"]}, {"Task": ["status"]}, {"Task": ["focus"]}, {"Observation": ["code"]}],
+    [
+        {"Task": ["owner-typo"]},
+        {"Task": ["status"]},
+        {"Task": ["focus"]},
+        {"Observation": ["code"]},
+    ],
 )
 def test_an_added_parameter_must_be_a_reference_that_can_name_a_patient(added):
     # focus may name a Patient in R4 (Reference(Any)): only a typo or a token is refused.
