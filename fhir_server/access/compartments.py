@@ -41,6 +41,8 @@ class CompartmentInheritance:
     elements: tuple[tuple[str, tuple[str, ...]], ...]
     # Resource type -> search parameters added to its patient compartment parameters.
     added: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Inheriting types that also take their sources' sensitive labels (as access keys).
+    label_types: frozenset[str] = frozenset()
 
     @property
     def types(self) -> frozenset[str]:
@@ -72,7 +74,11 @@ def parse_table(raw: Any, known_types: Iterable[str] | None = None) -> Compartme
     if not isinstance(added, dict):
         raise ValueError("profiles/access/compartments.json: 'add' must be an object")
     known = frozenset(known_types) if known_types is not None else None
-    return CompartmentInheritance(_rows(inherit, known, _ELEMENT), _rows(added, known, _PARAM))
+    rows = _rows(inherit, known, _ELEMENT)
+    labels = raw.get("labels", [])
+    if not isinstance(labels, list) or not set(labels) <= {rt for rt, _ in rows}:
+        raise ValueError(f"compartments.json: 'labels' must list types of 'inherit': {labels!r}")
+    return CompartmentInheritance(rows, _rows(added, known, _PARAM), frozenset(labels))
 
 
 def _rows(

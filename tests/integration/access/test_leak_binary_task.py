@@ -19,6 +19,7 @@ import httpx
 import pytest
 from joserfc.jwk import RSAKey
 
+from fhir_server.storage.reindex import reindex
 from tests.integration.access.test_leak_matrix import PATIENT
 from tests.integration.access.test_smart_enforcement import Server, ids
 from tests.integration.auth.conftest import BACKEND
@@ -34,6 +35,7 @@ OWN_TASK = "task-james-renew-atorvastatin"
 PDF = b"%PDF-1.4\n% a tiny report\n%%EOF\n"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 8
 USER = "openid fhirUser user/*.cruds"
+PSY = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}
 ROLES = ("sponsor", "spouse", "adult-dependent-no-grant", "basic-user", "dr.rachel.kim")
 
 
@@ -73,6 +75,26 @@ async def world(mongo_uri: str) -> AsyncIterator[World]:
         store = app.state.ctx.store
         # The adolescent's own Task (she has no login: written as the portal would).
         await store.create("Task", task(SOPHIA, requester={"reference": SOPHIA}), rid=TEEN_TASK)
+        # Two messages about the child under 12, one labelled, each with an attachment.
+        for rid, labels in (("liam-plain", []), ("liam-psy", [PSY])):
+            note = {
+                "resourceType": "Communication",
+                "status": "completed",
+                "subject": {"reference": LIAM},
+                "payload": [{"contentString": "note"}],
+                "meta": {"security": labels},
+            }
+            await store.create("Communication", note, rid=f"comm-{rid}")
+            await store.create(
+                "Binary",
+                {
+                    "resourceType": "Binary",
+                    "contentType": "image/png",
+                    "securityContext": {"reference": f"Communication/comm-{rid}"},
+                    "data": b64(PNG),
+                },
+                rid=f"bin-{rid}",
+            )
         server = Server(http)
         tokens = {role: await server.token(role, USER) for role in ROLES}
         tokens["backend"] = await _backend(server)
@@ -200,6 +222,34 @@ async def test_a_message_attachment_is_read_exactly_by_who_reads_the_message(wor
         if r.status_code == 200:
             assert ids(r.json()) == set() and r.json().get("total", 0) == 0, (role, r.text)
         assert binary not in await everything(server, token, JAMES)
+
+
+async def test_an_attachment_of_a_labelled_message_is_hidden_where_the_message_is(world: World):
+    server = world.server
+    store = server.app.state.ctx.store  # type: ignore[attr-defined]
+    stored = await store.current("Binary", "bin-liam-psy")
+    assert stored["comp"] == [LIAM]
+    # The label is an access key of the Binary, not written into the resource.
+    assert "meta" not in stored["res"] or not stored["res"]["meta"].get("security")
+    assert any(k.endswith("|PSY") for k in stored["ak"]["k"])
+    sponsor, kim = world.tokens["sponsor"], world.tokens["dr.rachel.kim"]
+    # The guardian of the child sees the plain message's attachment, not the labelled one's.
+    assert (await server.get(sponsor, "Binary/bin-liam-plain")).status_code == 200
+    for path in ("Communication/comm-liam-psy", "Binary/bin-liam-psy"):
+        missing = f"{path.split('/')[0]}/no-such"
+        same_as_missing(await server.get(sponsor, path), await server.get(sponsor, missing))
+    every = await everything(server, sponsor, LIAM)
+    assert "Binary/bin-liam-plain" in every and "Binary/bin-liam-psy" not in every
+    assert (await server.get(kim, "Binary/bin-liam-psy")).status_code == 200
+    # A reindex recomputes the same compartments and keys.
+    await reindex(store)
+    again = await store.current("Binary", "bin-liam-psy")
+    assert again["comp"] == [LIAM] and again["ak"] == stored["ak"]
+    assert (await store.current("Task", TEEN_TASK))["comp"] == [SOPHIA]
+    same_as_missing(
+        await server.get(sponsor, "Binary/bin-liam-psy"),
+        await server.get(sponsor, "Binary/no-such"),
+    )
 
 
 async def test_who_may_upload_an_attachment(world: World):

@@ -149,9 +149,7 @@ async def test_a_url_must_name_a_binary_of_the_message_or_its_thread(client: htt
     )
     assert r.status_code == 201, r.text
     url = f"Binary/{r.json()['id']}"
-    other = await client.post(
-        "Binary", json=binary("application/pdf", PDF), headers=FHIR_JSON
-    )
+    other = await client.post("Binary", json=binary("application/pdf", PDF), headers=FHIR_JSON)
     stray = f"Binary/{other.json()['id']}"
     ok = message({"contentType": "application/pdf", "url": url}, partOf=[{"reference": thread}])
     assert (await client.post("Communication", json=ok, headers=FHIR_JSON)).status_code == 201
@@ -183,12 +181,8 @@ async def test_a_raw_upload_becomes_a_binary(client: httpx.AsyncClient):
     assert base64.b64decode(stored["data"]) == PNG
     assert stored["securityContext"] == {"reference": "Communication/raw-1"}
     before = await count(client, "Binary")
-    bad = await client.post(
-        "Binary", content=PNG, headers={"Content-Type": "application/pdf"}
-    )
+    bad = await client.post("Binary", content=PNG, headers={"Content-Type": "application/pdf"})
     refused(bad, 415, "not-supported", "Binary.contentType")
-    zip_ = await client.post(
-        "Binary", content=b"PK", headers={"Content-Type": "application/zip"}
-    )
+    zip_ = await client.post("Binary", content=b"PK", headers={"Content-Type": "application/zip"})
     refused(zip_, 415, "not-supported", "Binary.contentType")
     assert await count(client, "Binary") == before
