@@ -214,6 +214,12 @@ async def test_a_message_attachment_is_read_exactly_by_who_reads_the_message(wor
         assert base64.b64decode(r.json()["data"]) == PDF
         assert (await server.get(token, world.message)).status_code == 200
     assert binary in await everything(server, world.tokens["sponsor"], JAMES)
+    listed = await server.get(world.tokens["sponsor"], f"{JAMES}/Binary")
+    assert listed.status_code == 200 and binary in ids(listed.json()), listed.text
+    # The seeded report PDF sits in its DiagnosticReport's patient's compartment.
+    assert (await store.current("Binary", "bin-marcus-ankle-xray-report"))["comp"] == [
+        "Patient/cac-marcus-bell"
+    ]
     assert binary in await everything(server, world.tokens["dr.rachel.kim"], JAMES)
     for role in ("spouse", "adult-dependent-no-grant", "basic-user"):
         token = world.tokens[role]
@@ -222,6 +228,8 @@ async def test_a_message_attachment_is_read_exactly_by_who_reads_the_message(wor
         if r.status_code == 200:
             assert ids(r.json()) == set() and r.json().get("total", 0) == 0, (role, r.text)
         assert binary not in await everything(server, token, JAMES)
+        listed = await server.get(token, f"{JAMES}/Binary")
+        assert listed.status_code != 200 or binary not in ids(listed.json()), listed.text
 
 
 async def test_an_attachment_of_a_labelled_message_is_hidden_where_the_message_is(world: World):
