@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from fhir_server.access.screen import screen
 from fhir_server.errors import (
     FhirError,
+    Forbidden,
     Issue,
     PayloadTooLarge,
     Unprocessable,
@@ -309,8 +310,6 @@ async def _check_url(
     att: Doc,
     where: str,
 ) -> None:
-    from fhir_server.rest.interactions import visible
-
     rt = table.binary
     m = LOCAL_REF.match(url) if isinstance(url, str) else None
     if m is None or m.group(1) != rt or "/_history/" in str(url):
@@ -320,9 +319,16 @@ async def _check_url(
             f"{where}.url",
             code="business-rule",
         )
-    doc = await ctx.store.find_visible(rt, m.group(2), visible(req, rt), session=req.session)
-    resource = doc.get("res") if doc is not None else None
+    # A read under the caller's policy (a read is a search on `_id`), then the post-check:
+    # a Binary the caller may not read answers exactly as a missing one.
     unknown = f"{url} is not a {rt} of this message or its thread that this token may read"
+    try:
+        req.policy.require(rt, "read")
+    except Forbidden:
+        raise _refuse(Unprocessable, unknown, f"{where}.url", code="business-rule") from None
+    visible = req.policy.type_filter(rt) or None
+    doc = await ctx.store.find_visible(rt, m.group(2), visible, session=req.session)
+    resource = doc.get("res") if doc is not None else None
     if not isinstance(resource, dict) or not screen(
         req.policy, ctx.store.indexer, resource, where="attachment", stored=doc
     ):

@@ -627,8 +627,13 @@ class ResourceStore:
         ix, comp = self.indexer(resource)
         if self.inheritance is None or rt not in self.inheritance.types:
             return ix, comp
-        doc = {"_id": f"{rt}/{resource.get('id')}", "rt": rt, "res": resource, "comp": comp}
-        doc["ix"] = ix
+        doc: Doc = {
+            "_id": f"{rt}/{resource.get('id')}",
+            "rt": rt,
+            "res": resource,
+            "comp": comp,
+            "ix": ix,
+        }
         await self.inherit_compartments(doc, session=session)
         return doc["ix"], list(doc["comp"])
 
