@@ -36,6 +36,7 @@ from fhir_server.db.client import ensure_indexes, open_client
 from fhir_server.db.embedded import EmbeddedDatabase
 from fhir_server.errors import FhirError, NotFound
 from fhir_server.exchange.bulk_tasks import exports
+from fhir_server.operations.table import TABLE as OPERATIONS_TABLE
 from fhir_server.pipeline import Pipeline
 from fhir_server.portal.workflows import build as build_workflows
 from fhir_server.rest.cors import CorsMiddleware, origin_check
@@ -78,6 +79,8 @@ def build_context(settings: Settings, db: Any) -> ServerContext:
     # AuditEvents in their own collection (profiles/access/audit_log.json; a malformed
     # table stops the server here).
     attach_audit_log(store, registry)
+    # A row naming an unknown type or an unreadable parameter type stops the server here.
+    OPERATIONS_TABLE.check(KNOWN_RESOURCE_TYPES)
     return ServerContext(
         settings=settings,
         store=store,
@@ -88,6 +91,7 @@ def build_context(settings: Settings, db: Any) -> ServerContext:
         policy_tables=compile_tables(registry),
         # The portal workflows' tables (profiles/portal/) stop a malformed start here too.
         workflows=build_workflows(settings, registry),
+        operations=OPERATIONS_TABLE,
     )
 
 

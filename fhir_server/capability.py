@@ -10,6 +10,9 @@ from typing import Any
 
 import smart_auth
 from fhir_server.context import ServerContext
+from fhir_server.operations.definitions import SEARCH as DEFINITION_SEARCH
+from fhir_server.operations.definitions import TYPE as OPERATION_DEFINITION
+from fhir_server.operations.definitions import resource_operations, system_operations
 from fhir_server.search.parse import FULL_TEXT_DOC
 from fhir_server.storage.store import ResourceStore
 
@@ -18,7 +21,6 @@ Doc = dict[str, Any]
 INSTANCE_INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance"]
 TYPE_INTERACTIONS = ["create", "search-type", "history-type"]
 SOFTWARE_VERSION = "0.1.0"
-BULK_EXPORT = "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/"
 
 
 def _search_params(ctx: ServerContext, rt: str) -> list[Doc]:
@@ -76,25 +78,11 @@ def _resource(ctx: ServerContext, rt: str) -> Doc:
         "conditionalDelete": "single",
         "referencePolicy": ["literal", "logical"],
         "searchParam": _search_params(ctx, rt),
-        "operation": [
-            {
-                "name": "validate",
-                "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
-            }
-        ],
     }
-    if rt in ("Patient", "Group"):
-        # Bulk Data $export at Patient and Group level (fhir_server/exchange/bulk_routes.py).
-        kind = rt.lower()
-        r["operation"].append({"name": "export", "definition": f"{BULK_EXPORT}{kind}-export"})
-    if rt == "Patient":
-        # fhir_server/exchange/everything.py
-        r["operation"].append(
-            {
-                "name": "everything",
-                "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything",
-            }
-        )
+    # From the operation table (fhir_server/operations/table.py).
+    operations = resource_operations(ctx.operations, ctx.base_url, rt)
+    if operations:
+        r["operation"] = operations
     profiles = [u for u in ctx.validator.profile_urls() if _profile_type(u) == rt]
     if profiles:
         r["supportedProfile"] = profiles
@@ -107,6 +95,14 @@ def _resource(ctx: ServerContext, rt: str) -> Doc:
             r[key] = False
         r["conditionalDelete"] = "not-supported"
         r["versioning"] = "no-version"
+    if rt == OPERATION_DEFINITION:
+        # Generated from the operation table, never stored (operations/definitions.py).
+        r = {
+            "type": rt,
+            "interaction": [{"code": "read"}, {"code": "search-type"}],
+            "searchParam": [p for p in r["searchParam"] if p["name"] in DEFINITION_SEARCH],
+            **({"operation": r["operation"]} if "operation" in r else {}),
+        }
     return r
 
 
@@ -139,7 +135,7 @@ def capability_statement(ctx: ServerContext) -> Doc:
                     {"code": "search-system"},
                     {"code": "history-system"},
                 ],
-                "operation": [{"name": "export", "definition": BULK_EXPORT + "export"}],
+                "operation": system_operations(ctx.operations, ctx.base_url),
             }
         ],
         # Bulk Data Access IG 2.0.0 (fhir_server/exchange/bulk_routes.py).

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fhir_server.config import Settings
+from fhir_server.operations.registry import NO_OPERATIONS, OperationTable
 from fhir_server.portal.hooks import NONE, Workflows
 from fhir_server.storage.store import ResourceStore
 
@@ -30,6 +31,8 @@ class ServerContext:
     capability_json: bytes | None = None
     # The portal workflows riding on the write path (portal/hooks.py), built at start-up.
     workflows: Workflows = NONE
+    # The operations and the URLs they own (operations/table.py), routed by rest/dispatch.py.
+    operations: OperationTable = NO_OPERATIONS
     # The running $export tasks of this process (fhir_server/exchange/bulk_tasks.py).
     bulk: Any = None
 

@@ -194,7 +194,10 @@ async def to_fhir_request(
         limit = settings.max_body_bytes if whole else settings.max_resource_bytes
         raw = await read_limited(_chunks(request.body), headers.get("content-length"), limit)
         ctype = headers.get("content-type")
-        is_search = freq.path[-1:] == ["_search"]
+        # [type]/_search and operations take form fields too (operations/params.py), and
+        # may come with no body at all.
+        last = freq.path[-1] if freq.path else ""
+        is_search = last == "_search" or last.startswith("$")
         if is_search and media_type(ctype) == FORM_TYPE:
             freq.body = raw.decode("utf-8", errors="replace")
         elif is_raw_binary(request.method, freq.path, ctype):

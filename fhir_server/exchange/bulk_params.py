@@ -2,7 +2,8 @@
 
 Bulk Data Access IG 2.0.0, "Query Parameters" (https://hl7.org/fhir/uv/bulkdata/export.html):
 `_outputFormat`, `_since`, `_type`, `_elements`, `_typeFilter`, `patient` (Patient and Group
-level), from the query string or, on POST, a `Parameters` body. Everything that can be wrong
+level), from the query string or, on POST, a `Parameters` body, read by the operation
+table's parser (fhir_server/operations/params.py) and checked here for meaning. Everything that can be wrong
 with a request answers 400 at kick-off, so a job that starts can only fail for a server-side
 reason. `Prefer: handling=lenient` turns an unknown or unsupported parameter into a warning
 written to the manifest's error file instead.
@@ -67,27 +68,6 @@ class ExportSpec:
             "patients": list(self.patients),
             "elements": [f"{t}.{e}" if t else e for t, e in self.elements],
         }
-
-
-def body_params(body: Any) -> list[tuple[str, str]]:
-    """A POST kick-off's `Parameters` resource as (name, value) pairs."""
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise BadRequest("a POST $export body must be a Parameters resource")
-    out: list[tuple[str, str]] = []
-    for i, p in enumerate(body.get("parameter") or []):
-        where = f"Parameters.parameter[{i}]"
-        if not isinstance(p, dict) or not isinstance(p.get("name"), str):
-            raise BadRequest(f"{where} needs a name")
-        values = [(k, v) for k, v in p.items() if k.startswith("value")]
-        if len(values) != 1:
-            raise BadRequest(f"{where} ({p['name']}) needs exactly one value[x]")
-        kind, value = values[0]
-        if kind == "valueReference":
-            value = value.get("reference") if isinstance(value, dict) else None
-        if not isinstance(value, str):
-            raise BadRequest(f"{where} ({p['name']}) has no usable value")
-        out.append((p["name"], value))
-    return out
 
 
 def parse_instant(text: str) -> datetime:

@@ -4,7 +4,8 @@ FhirResponse out). Bulk Data Access IG 2.0.0: https://hl7.org/fhir/uv/bulkdata/e
 URLs below the FHIR base:
 
 - `GET|POST $export`, `GET|POST Patient/$export`, `GET|POST Group/<id>/$export`: kick-off,
-  202 with `Content-Location: <base>/$export-status/<job>`;
+  202 with `Content-Location: <base>/$export-status/<job>` (routed by the operation table:
+  fhir_server/operations/export.py);
 - `GET $export-status/<job>`: 202 (`X-Progress`, `Retry-After`) while running, 200 with the
   manifest when done, the job's own 4xx/5xx OperationOutcome when it failed;
   `DELETE $export-status/<job>`: cancel and remove (202), then 404;
@@ -37,7 +38,7 @@ from fhir_server.errors import (
     NotSupported,
     operation_outcome,
 )
-from fhir_server.exchange.bulk_params import NDJSON, ExportSpec, body_params, parse_kickoff
+from fhir_server.exchange.bulk_params import NDJSON, ExportSpec, parse_kickoff
 from fhir_server.exchange.bulk_run import Job
 from fhir_server.exchange.bulk_store import KEEP, STALE, JobStore, now, orphan_outcome, owner_of
 from fhir_server.exchange.bulk_tasks import exports
@@ -49,7 +50,6 @@ from fhir_server.storage.store import instant
 if TYPE_CHECKING:
     from fhir_server.context import ServerContext
 
-KICKOFF = "$export"
 STATUS = "$export-status"
 FILE = "$export-file"
 # Running jobs one client (and user) may have at once; more answers 429.
@@ -66,21 +66,13 @@ class TooManyRequests(FhirError):
         super().__post_init__()
 
 
-def matches(path: list[str]) -> bool:
-    """True for the URLs this module answers."""
-    n = len(path)
-    if n and path[0] in (STATUS, FILE):
-        return True
-    if path == [KICKOFF] or path == ["Patient", KICKOFF]:
-        return True
-    return n == 3 and path[0] == "Group" and path[2] == KICKOFF
-
-
 def _info(text: str) -> Doc:
     return operation_outcome([Issue("informational", text, severity="information")])
 
 
 async def route(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
+    """The status and file URLs (the kick-off is on the operation table:
+    fhir_server/operations/export.py)."""
     if req.in_bundle:
         raise BadRequest("$export and its status and file URLs are not available in a Bundle")
     path, method = req.path, "GET" if req.method == "HEAD" else req.method
@@ -94,12 +86,6 @@ async def route(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
         if method == "GET":
             return await download(ctx, req, path[1], path[2])
         raise MethodNotAllowed(f"{req.method} is not allowed on an export file URL")
-    if path[-1] == KICKOFF:
-        if req.method not in ("GET", "POST"):  # a HEAD must not start a job
-            raise MethodNotAllowed(f"$export takes GET or POST, not {req.method}")
-        if path[0] == "Group":
-            return await kickoff(ctx, req, "group", path[1])
-        return await kickoff(ctx, req, "patient" if path[0] == "Patient" else "system", None)
     raise NotFound(f"/{'/'.join(path)} is not a supported URL", code="not-supported")
 
 
@@ -180,14 +166,20 @@ def _request_url(ctx: ServerContext, req: FhirRequest) -> str:
 
 
 async def kickoff(
-    ctx: ServerContext, req: FhirRequest, level: str, group: str | None
+    ctx: ServerContext,
+    req: FhirRequest,
+    level: str,
+    group: str | None,
+    params: list[tuple[str, str]],
+    dropped: tuple[str, ...] = (),
 ) -> FhirResponse:
+    """Start a job. `params` passed the operation table's parser (names, cardinality,
+    formats); `dropped` are the problems it let through under `handling=lenient`."""
+    if req.in_bundle:
+        raise BadRequest("$export and its status and file URLs are not available in a Bundle")
     if not _respond_async(req.header("prefer")):
         raise BadRequest("$export runs asynchronously: send the header Prefer: respond-async")
     lenient = prefer(req.header("prefer")).get("handling") == "lenient"
-    params = list(req.params)
-    if req.method == "POST":
-        params += body_params(req.body)
     spec = await parse_kickoff(
         ctx.store.db,
         ctx.registry,
@@ -199,6 +191,7 @@ async def kickoff(
     )
     policy = req.policy
     types, warnings = _types(ctx, spec, policy, lenient)
+    warnings = dropped + warnings
     if warnings:
         spec = replace(spec, warnings=spec.warnings + warnings)
     patients = await _patients(ctx, req, spec)

@@ -19,11 +19,10 @@ from typing import Any
 from fhir_server.access.compartments import compartment_types
 from fhir_server.access.screen import screen
 from fhir_server.context import ServerContext
-from fhir_server.errors import BadRequest, MethodNotAllowed
+from fhir_server.errors import BadRequest
 from fhir_server.exchange import everything_includes as includes
 from fhir_server.exchange.care_dates import care_date_criteria
-from fhir_server.exchange.everything_params import EverythingParams, from_parameters, parse_params
-from fhir_server.rest.headers import prefer
+from fhir_server.exchange.everything_params import EverythingParams
 from fhir_server.rest.interactions import read_visible
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 from fhir_server.search import cursor as cur
@@ -39,17 +38,6 @@ ID_SORT: cur.Sort = [("_id", 1)]
 # "In some patient compartment": `comp` holds only `Patient/<id>` strings, and `$gt ""`
 # matches any non-empty one (bounded on the `(comp, rt)` index on MongoDB).
 IN_A_PATIENT: Doc = {"comp": {"$gt": ""}}
-
-
-def _strict(req: FhirRequest) -> bool:
-    return prefer(req.header("prefer")).get("handling", "strict") != "lenient"
-
-
-def _params(ctx: ServerContext, req: FhirRequest) -> EverythingParams:
-    pairs = list(req.params)
-    if req.method == "POST":
-        pairs += from_parameters(req.body)
-    return parse_params(pairs, ctx.known_types, strict=_strict(req))
 
 
 def _read_cursor(text: str | None) -> tuple[int, str | None]:
@@ -225,12 +213,12 @@ class _Pager:
         ]
 
 
-async def everything(ctx: ServerContext, req: FhirRequest, patient_id: str | None) -> FhirResponse:
-    """`GET|POST Patient/[id]/$everything` (`patient_id` given) or `Patient/$everything`."""
-    if req.method not in ("GET", "HEAD", "POST"):
-        raise MethodNotAllowed(f"{req.method} is not allowed on $everything")
-    req.policy.require("Patient", "search")
-    params = _params(ctx, req)
+async def everything(
+    ctx: ServerContext, req: FhirRequest, patient_id: str | None, params: EverythingParams
+) -> FhirResponse:
+    """`GET|POST Patient/[id]/$everything` (`patient_id` given) or `Patient/$everything`,
+    once the operation table checked the method, the token's `search` on Patient and the
+    parameters (fhir_server/operations/everything.py)."""
     patient = None
     if patient_id is not None:
         # A Patient the request may not see answers exactly as a missing one.

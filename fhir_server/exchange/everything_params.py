@@ -1,4 +1,6 @@
-"""The input parameters of `Patient/$everything`, from a query string or a Parameters body.
+"""The input parameters of `Patient/$everything`, as the operation table's parser
+(fhir_server/operations/params.py) read them from the query string, a form or a Parameters
+body, checked here for what they mean.
 
 https://hl7.org/fhir/R4/patient-operation-everything.html: `start`, `end` (date, 0..1),
 `_since` (instant, 0..1), `_type` (code, 0..*, comma-separated types) and `_count`
@@ -36,22 +38,6 @@ class EverythingParams:
 
     def wants(self, resource_type: str) -> bool:
         return not self.types or resource_type in self.types
-
-
-def from_parameters(body: Any) -> list[tuple[str, str]]:
-    """A Parameters resource as (name, value) pairs; values are the primitive `value[x]`."""
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise BadRequest("POST $everything takes a Parameters resource", code="structure")
-    out: list[tuple[str, str]] = []
-    for p in body.get("parameter") or []:
-        name = p.get("name") if isinstance(p, dict) else None
-        if not isinstance(name, str):
-            raise BadRequest("each Parameters.parameter needs a name", code="required")
-        values = [v for k, v in p.items() if k.startswith("value")]
-        if len(values) != 1 or not isinstance(values[0], str | int) or isinstance(values[0], bool):
-            raise BadRequest(f"parameter {name!r} needs one primitive value[x]")
-        out.append((name, str(values[0])))
-    return out
 
 
 def _date(name: str, value: str) -> str:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from fhir_server.capability import capability_statement
 from fhir_server.context import ServerContext
 from fhir_server.errors import BadRequest, MethodNotAllowed, NotFound
-from fhir_server.exchange import bulk_routes
-from fhir_server.exchange.everything import everything
+from fhir_server.operations.params import parse_params
+from fhir_server.operations.registry import OperationCall
 from fhir_server.rest import bundle, history, interactions, searching
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 from fhir_server.rest.render import dumps
@@ -56,9 +56,11 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
             return await bundle.process(ctx, req, dispatch)
         raise _not_allowed(req)
     head = path[0]
-    if bulk_routes.matches(path):
-        # Bulk Data $export kick-off, status and files (docs/exchange.md).
-        return await bulk_routes.route(ctx, req)
+    route = ctx.operations.route(path)
+    if route is not None:
+        # URLs an operation owns besides its call (an export's status and files) and the
+        # OperationDefinitions generated from the table (operations/table.py).
+        return await route.handler(ctx, req)
     if n == 1 and head == "metadata":
         if method != "GET":
             raise _not_allowed(req)
@@ -78,9 +80,9 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
         policy.require("*", "search")
         return await searching.search(ctx, req, None)
     if head.startswith("$"):
-        raise NotFound(
-            f"operation {head} is not supported at the system level", code="not-supported"
-        )
+        if n == 1:
+            return await _operation(ctx, req, head, None, None)
+        raise NotFound(f"/{'/'.join(path)} is not a supported URL", code="not-supported")
     rt = _type(ctx, head)
     if n == 1:
         return await _type_level(ctx, req, method, rt)
@@ -93,13 +95,8 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
             raise _not_allowed(req)
         policy.require(rt, "search")
         return await searching.search(ctx, req, rt)
-    if n == 2 and second == "$validate":
-        if method != "POST":
-            raise _not_allowed(req)
-        policy.require(rt, _validate_interaction(req, None))
-        return await interactions.validate(ctx, req, rt, None)
-    if n == 2 and rt == "Patient" and second == "$everything":
-        return await everything(ctx, req, None)
+    if n == 2 and second.startswith("$"):
+        return await _operation(ctx, req, second, rt, None)
     if second.startswith("$") or second.startswith("_"):
         raise NotFound(f"{second} is not supported on {rt}", code="not-supported")
     rid = second
@@ -112,11 +109,8 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
             return await history.history(ctx, req, rt, rid)
         if n == 4:
             return await interactions.vread(ctx, req, rt, rid, path[3])
-    if n == 3 and rt == "Patient" and third == "$everything":
-        return await everything(ctx, req, rid)
-    if n == 3 and third == "$validate" and method == "POST":
-        policy.require(rt, _validate_interaction(req, rid))
-        return await interactions.validate(ctx, req, rt, rid)
+    if n == 3 and third.startswith("$"):
+        return await _operation(ctx, req, third, rt, rid)
     if n == 3 and method == "GET" and not third.startswith(("$", "_")):
         # Compartment search, e.g. Patient/123/Observation.
         target = "" if third == "*" else _type(ctx, third)
@@ -125,13 +119,33 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
     raise NotFound(f"/{'/'.join(path)} is not a supported URL", code="not-supported")
 
 
-def _validate_interaction(req: FhirRequest, rid: str | None) -> str:
-    """The interaction `$validate` checks for (https://hl7.org/fhir/R4/resource-operation-validate.html,
-    `mode`): a token may only ask whether it could write what it is allowed to write, so a
-    token that may not create or update a type learns nothing from the validator either."""
-    if req.param("mode") == "delete":
-        return "delete"
-    return "create" if rid is None else "update"
+async def _operation(
+    ctx: ServerContext, req: FhirRequest, segment: str, rt: str | None, rid: str | None
+) -> FhirResponse:
+    """`$name` at the system, type or instance level, through the operation table
+    (https://hl7.org/fhir/R4/operations.html): method, interaction, parameters, handler."""
+    level = "system" if rt is None else "type" if rid is None else "instance"
+    op = ctx.operations.find(segment[1:], level, rt)
+    if op is None:
+        where = (
+            "at the system level" if rt is None else f"on {rt}" if rid is None else f"on {rt}/[id]"
+        )
+        raise NotFound(f"operation {segment} is not supported {where}", code="not-supported")
+    allowed = op.allowed_methods()
+    if req.method not in allowed:
+        raise MethodNotAllowed(
+            f"{segment} takes {' or '.join(allowed)}, not {req.method}",
+            headers={"Allow": ", ".join(allowed)},
+        )
+    interaction = op.interaction if isinstance(op.interaction, str) else None
+    if interaction:
+        # Checked before the parameters are read: a token without the interaction learns
+        # nothing about them.
+        req.policy.require(rt or "*", interaction)
+    call = OperationCall(op, rt, rid, parse_params(op, req))
+    if interaction is None:
+        req.policy.require(rt or "*", op.interaction_for(call))
+    return await op.handler(ctx, req, call)
 
 
 async def _type_level(ctx: ServerContext, req: FhirRequest, method: str, rt: str) -> FhirResponse:

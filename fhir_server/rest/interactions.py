@@ -393,44 +393,5 @@ async def conditional_delete(ctx: ServerContext, req: FhirRequest, rt: str) -> F
     return await delete(ctx, req, rt, matches[0])
 
 
-async def validate(ctx: ServerContext, req: FhirRequest, rt: str, rid: str | None) -> FhirResponse:
-    """$validate: https://hl7.org/fhir/R4/resource-operation-validate.html"""
-    body = req.body
-    mode = req.param("mode")
-    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
-        for p in body.get("parameter") or []:
-            if p.get("name") == "resource":
-                body = p.get("resource")
-            elif p.get("name") == "mode":
-                mode = p.get("valueCode") or p.get("valueString")
-    if mode == "delete":
-        if rid is None:
-            raise BadRequest("$validate mode=delete needs an instance")
-        # Under the policy: a hidden resource validates exactly as a missing one.
-        await read_visible(ctx, req, rt, rid)
-        return _outcome_response([])
-    if not isinstance(body, dict):
-        raise BadRequest("$validate needs a resource in the body", code="structure")
-    if body.get("resourceType") != rt:
-        raise BadRequest(f"the body holds a {body.get('resourceType')!r}, not a {rt!r}")
-    if rid is not None and body.get("id") not in (None, rid):
-        raise BadRequest(f"the body id {body.get('id')!r} differs from the URL id {rid!r}")
-    issues = [i.to_json() for i in ctx.validator.check(body)]
-    issues += [i.to_json() for i in ctx.validator.check_profiles(body)]
-    return _outcome_response(issues)
-
-
-def _outcome_response(issues: list[Doc]) -> FhirResponse:
-    if not issues:
-        issues = [
-            {
-                "severity": "information",
-                "code": "informational",
-                "diagnostics": "the resource is valid",
-            }
-        ]
-    return FhirResponse(status=200, body={"resourceType": "OperationOutcome", "issue": issues})
-
-
 def unknown_type(rt: str) -> NotFound:
     return NotFound(f"{rt!r} is not a resource type this server knows", code="not-supported")

@@ -1,0 +1,1 @@
+"""FHIR operations: one registry table, one parameter parser, one module per operation."""

@@ -1,0 +1,22 @@
+"""The operation table: every operation this server offers, one module each.
+
+rest/dispatch.py routes `$name` through it, the CapabilityStatement lists it, and
+`OperationDefinition/[id]` serves its definitions (operations/definitions.py). To add an
+operation, write its module with an `OPERATION` and list it here (docs/rest.md, "Operations").
+"""
+
+from __future__ import annotations
+
+from fhir_server.operations import definitions, everything, export, validate
+from fhir_server.operations.registry import Operation, OperationTable, Route
+
+OPERATIONS: tuple[Operation, ...] = (
+    validate.OPERATION,
+    *export.OPERATIONS,
+    everything.OPERATION,
+)
+
+# URLs that belong to the table's operations without being operation calls.
+ROUTES: tuple[Route, ...] = (*export.ROUTES, definitions.ROUTE)
+
+TABLE = OperationTable(OPERATIONS, ROUTES)
