@@ -196,6 +196,13 @@ async def test_the_parent_never_sees_the_adolescents_task(world: World):
             if r.status_code == 200:
                 assert ids(r.json()) == set() and r.json().get("total", 0) == 0, (role, r.text)
         assert f"Task/{TEEN_TASK}" not in await everything(server, token, SOPHIA)
+        # Nor through the paths that reach it from her Patient (which a parent may see).
+        rev = await server.get(token, "Patient", _id=PATIENT["sophia"], _revinclude="Task:patient")
+        if rev.status_code == 200:
+            assert all(e["resource"]["resourceType"] != "Task" for e in rev.json().get("entry", []))
+        has = await server.get(token, "Patient", **{"_has:Task:patient:_id": TEEN_TASK})
+        if has.status_code == 200:
+            assert ids(has.json()) == set(), (role, has.text)
     # The care team (Dr. Kim is the Carters' PCM) and the organisation see it.
     for role in ("dr.rachel.kim", "backend"):
         assert (await server.get(world.tokens[role], f"Task/{TEEN_TASK}")).status_code == 200
