@@ -24,7 +24,7 @@ from fhir_server.errors import (
     Unprocessable,
 )
 from fhir_server.portal.hooks import WriteEvent, write_session
-from fhir_server.rest import searching, write_guard
+from fhir_server.rest import binary_content, searching, write_guard
 from fhir_server.rest.headers import parse_if_match, version_headers
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 from fhir_server.search.query import NOTHING
@@ -118,7 +118,10 @@ async def read_visible(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) 
 
 
 async def read(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> FhirResponse:
-    return resource_response(ctx, await read_visible(ctx, req, rt, rid))
+    v = await read_visible(ctx, req, rt, rid)
+    if binary_content.wants_raw(req):
+        return binary_content.raw_response(ctx.base_url, req, v)
+    return resource_response(ctx, v)
 
 
 async def vread(ctx: ServerContext, req: FhirRequest, rt: str, rid: str, vid: str) -> FhirResponse:

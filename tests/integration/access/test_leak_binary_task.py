@@ -219,6 +219,11 @@ async def test_a_message_attachment_is_read_exactly_by_who_reads_the_message(wor
         r = await server.get(token, binary)
         assert r.status_code == 200, (role, r.text)
         assert base64.b64decode(r.json()["data"]) == PDF
+        raw = await server.http.get(
+            f"/fhir/{binary}",
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/pdf"},
+        )
+        assert raw.status_code == 200 and raw.content == PDF, raw.text
         assert (await server.get(token, world.message)).status_code == 200
     assert binary in await everything(server, world.tokens["sponsor"], JAMES)
     listed = await server.get(world.tokens["sponsor"], f"{JAMES}/Binary")
@@ -231,6 +236,9 @@ async def test_a_message_attachment_is_read_exactly_by_who_reads_the_message(wor
     for role in ("spouse", "adult-dependent-no-grant", "basic-user"):
         token = world.tokens[role]
         same_as_missing(await server.get(token, binary), await server.get(token, "Binary/no-such"))
+        raw = {"Authorization": f"Bearer {token}", "Accept": "application/pdf"}
+        hidden = await server.http.get(f"/fhir/{binary}", headers=raw)
+        same_as_missing(hidden, await server.http.get("/fhir/Binary/no-such", headers=raw))
         r = await server.get(token, "Binary", _id=rid, _total="accurate")
         if r.status_code == 200:
             assert ids(r.json()) == set() and r.json().get("total", 0) == 0, (role, r.text)

@@ -180,6 +180,22 @@ async def test_a_raw_upload_becomes_a_binary(client: httpx.AsyncClient):
     assert stored["contentType"] == "image/png"
     assert base64.b64decode(stored["data"]) == PNG
     assert stored["securityContext"] == {"reference": "Communication/raw-1"}
+    # Read back as its raw content when Accept names its type; FHIR JSON otherwise.
+    url = f"Binary/{stored['id']}"
+    raw = await client.get(url, headers={"Accept": "image/png"})
+    assert raw.status_code == 200, raw.text
+    assert raw.content == PNG and raw.headers["content-type"] == "image/png"
+    assert raw.headers["x-content-type-options"] == "nosniff"
+    assert raw.headers["etag"] == 'W/"1"'
+    assert (await client.get(url, headers={"Accept": "image/*"})).content == PNG
+    wrong = await client.get(url, headers={"Accept": "application/pdf"})
+    assert wrong.status_code == 406, wrong.text
+    assert wrong.json()["resourceType"] == "OperationOutcome"
+    for accept in ("*/*", "application/fhir+json", "image/png, application/fhir+json"):
+        r = await client.get(url, headers={"Accept": accept})
+        assert r.status_code == 200 and r.json()["resourceType"] == "Binary", (accept, r.text)
+    missing = await client.get("Binary/not-there", headers={"Accept": "image/png"})
+    assert missing.status_code == 404 and missing.json()["resourceType"] == "OperationOutcome"
     before = await count(client, "Binary")
     bad = await client.post("Binary", content=PNG, headers={"Content-Type": "application/pdf"})
     refused(bad, 415, "not-supported", "Binary.contentType")
