@@ -1,9 +1,13 @@
 """Secure-message threads between patients (or their proxies) and care teams.
 
-A thread is a chain of Communications: every reply points at the message it answers
-(``inResponseTo``) and at the thread's first message (``partOf``); all share ``topic``.
-A patient writes to their care team (``recipient`` = the CareTeam); a clinician answers the
-patient, or the proxy who wrote (a RelatedPerson).
+A thread is a header Communication (``status`` in-progress, ``topic``, a coded ``category``
+from profiles/portal/messaging.json, ``subject`` the patient, ``recipient`` the team or
+pool, no payload) and its messages, each ``partOf`` the header; a reply names the message
+it answers (``inResponseTo``). A patient writes to their care team or the clinic's nurse
+pool (``recipient`` = the CareTeam); a clinician answers the patient, or the proxy who
+wrote (a RelatedPerson). A message that has been read carries ``received``; one that has
+not (the nurse pool's inbox) does not. The header keeps the thread's first message's
+id without the ``-1`` (``msg-sophia-followup`` heads ``msg-sophia-followup-1`` ...).
 """
 
 from __future__ import annotations
@@ -11,9 +15,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from seed_data.common import Clock, Json, concept, ref, stamp, text_attachment
-from seed_data.directory import care_team_ref, clinician_ref, patient_ref, related_person_ref
+from seed_data.directory import (
+    CLINIC_NURSE_POOL,
+    NURSE_POOLS,
+    PEOPLE,
+    care_team_ref,
+    clinician_ref,
+    patient_ref,
+    related_person_ref,
+)
 
 CATEGORY = "http://terminology.hl7.org/CodeSystem/communication-category"
+# The thread categories of profiles/portal/messaging.json.
+THREAD_CATEGORY = "https://mhs.example.org/fhir/CodeSystem/message-category"
+THREAD_CATEGORIES = {
+    "medical-question": "Medical question",
+    "medication": "Medication question",
+    "test-results": "Test results",
+    "forms": "Forms and letters",
+}
+# The message left unanswered and unread in the Family Medicine nurse pool's inbox, sent
+# this many days before seeding: past its three business days of response time.
+OVERDUE_DAYS = 10
 
 
 @dataclass(frozen=True)
@@ -24,17 +47,32 @@ class Message:
     hhmm: str
     text: str
     attachment: tuple[str, str] | None = None  # (title, text) of a small text file
+    read: bool = True  # the recipient has read it (``received`` set)
 
 
-def threads() -> tuple[tuple[str, str, str, tuple[Message, ...]], ...]:
-    """(root id, patient key, topic, messages)."""
+@dataclass(frozen=True)
+class Thread:
+    id: str  # the header's id; messages are ``<id>-1``, ``<id>-2`` ...
+    patient: str
+    topic: str
+    category: str  # a code of THREAD_CATEGORIES
+    messages: tuple[Message, ...]
+
+
+def nurse_pool_ref(patient: str) -> Json:
+    pool = CLINIC_NURSE_POOL[PEOPLE[patient].clinic]
+    return ref("CareTeam", pool, NURSE_POOLS[pool][0])
+
+
+def threads() -> tuple[Thread, ...]:
     maria_for_liam = related_person_ref("maria", "liam")
     susan = related_person_ref("susan", "eleanor")
     return (
-        (
+        Thread(
             "msg-james-cholesterol",
             "james",
             "Question about my cholesterol results",
+            "test-results",
             (
                 Message(
                     patient_ref("james"),
@@ -57,10 +95,11 @@ def threads() -> tuple[tuple[str, str, str, tuple[Message, ...]], ...]:
                 ),
             ),
         ),
-        (
+        Thread(
             "msg-liam-sports-form",
             "liam",
             "School sports physical form",
+            "forms",
             (
                 Message(
                     maria_for_liam,
@@ -87,10 +126,11 @@ def threads() -> tuple[tuple[str, str, str, tuple[Message, ...]], ...]:
                 ),
             ),
         ),
-        (
+        Thread(
             "msg-sophia-followup",
             "sophia",
             "Question after my visit",
+            "medical-question",
             (
                 Message(
                     patient_ref("sophia"),
@@ -114,10 +154,11 @@ def threads() -> tuple[tuple[str, str, str, tuple[Message, ...]], ...]:
                 ),
             ),
         ),
-        (
+        Thread(
             "msg-eleanor-medications",
             "eleanor",
             "Mom's medication list",
+            "medication",
             (
                 Message(
                     susan,
@@ -136,14 +177,15 @@ def threads() -> tuple[tuple[str, str, str, tuple[Message, ...]], ...]:
                 ),
             ),
         ),
-        (
+        Thread(
             "msg-marcus-profile",
             "marcus",
             "Profile and return to duty",
+            "medical-question",
             (
                 Message(
                     patient_ref("marcus"),
-                    care_team_ref("marcus"),
+                    nurse_pool_ref("marcus"),
                     -5,
                     "06:30",
                     "My unit is asking when my profile ends. Can I start running again?",
@@ -158,10 +200,11 @@ def threads() -> tuple[tuple[str, str, str, tuple[Message, ...]], ...]:
                 ),
             ),
         ),
-        (
+        Thread(
             "msg-emma-allergy",
             "emma",
             "Allergy medicine",
+            "medication",
             (
                 Message(
                     patient_ref("emma"),
@@ -181,28 +224,63 @@ def threads() -> tuple[tuple[str, str, str, tuple[Message, ...]], ...]:
                 ),
             ),
         ),
+        Thread(
+            "msg-karen-travel",
+            "karen",
+            "Vaccines before deployment travel",
+            "medical-question",
+            (
+                Message(
+                    patient_ref("karen"),
+                    nurse_pool_ref("karen"),
+                    -OVERDUE_DAYS,
+                    "09:15",
+                    "I leave for a two-week reserve training abroad next month. Which "
+                    "vaccines or boosters do I need before I go?",
+                    read=False,
+                ),
+            ),
+        ),
     )
 
 
 def build(clock: Clock) -> list[Json]:
     out: list[Json] = []
-    for root_id, patient, topic, messages in threads():
-        for n, message in enumerate(messages, start=1):
-            out.append(communication(clock, root_id, n, patient, topic, message))
+    for t in threads():
+        out.append(header(clock, t))
+        for n, message in enumerate(t.messages, start=1):
+            out.append(communication(clock, t, n, message))
     return out
 
 
-def communication(clock: Clock, root_id: str, n: int, patient: str, topic: str, m: Message) -> Json:
+def header(clock: Clock, t: Thread) -> Json:
+    """The thread's header: who started it, to whom, about what; no payload."""
+    first = t.messages[0]
+    return {
+        "resourceType": "Communication",
+        "id": t.id,
+        "status": "in-progress",
+        "category": [concept(THREAD_CATEGORY, t.category, THREAD_CATEGORIES[t.category])],
+        "subject": patient_ref(t.patient),
+        "topic": {"text": t.topic},
+        # A minute before its first message: the thread is started, then written in.
+        "sent": stamp(clock.day(first.offset), first.hhmm, -1),
+        "recipient": [first.recipient],
+        "sender": first.sender,
+    }
+
+
+def communication(clock: Clock, t: Thread, n: int, m: Message) -> Json:
     from_clinician = m.sender["reference"].startswith("Practitioner/")
     # Messages are written any day of the week, so no move to a clinic day here.
     sent = stamp(clock.day(m.offset), m.hhmm)
     res: Json = {
         "resourceType": "Communication",
-        "id": f"{root_id}-{n}",
+        "id": f"{t.id}-{n}",
+        "partOf": [ref("Communication", t.id)],
     }
     if n > 1:
-        res["partOf"] = [ref("Communication", f"{root_id}-1")]
-        res["inResponseTo"] = [ref("Communication", f"{root_id}-{n - 1}")]
+        res["inResponseTo"] = [ref("Communication", f"{t.id}-{n - 1}")]
     res |= {
         "status": "completed",
         "category": [
@@ -211,10 +289,13 @@ def communication(clock: Clock, root_id: str, n: int, patient: str, topic: str, 
             else concept(CATEGORY, "notification", "Notification")
         ],
         "priority": "routine",
-        "subject": patient_ref(patient),
-        "topic": {"text": topic},
+        "subject": patient_ref(t.patient),
+        "topic": {"text": t.topic},
         "sent": sent,
-        "received": stamp(clock.day(m.offset), m.hhmm, 1),
+    }
+    if m.read:
+        res["received"] = stamp(clock.day(m.offset), m.hhmm, 1)
+    res |= {
         "recipient": [m.recipient],
         "sender": m.sender,
         "payload": [{"contentString": m.text}],

@@ -74,6 +74,7 @@ _FIXTURES: dict[str, tuple[str, str]] = {
     "adolescent-behavioral-health-condition": ("Condition", "cond-sophia-anxiety"),
     "adolescent-sensitive-appointment": ("Appointment", "appt-sophia-bh-followup"),
     "adolescent-message": ("Communication", "msg-sophia-followup-1"),
+    "adolescent-thread": ("Communication", "msg-sophia-followup"),
     # ... and ordinary ones (visible types for a proxy of a 12-17 year old, or not)
     "adolescent-ordinary-appointment": ("Appointment", "appt-sophia-well-visit"),
     "adolescent-ordinary-immunization": ("Immunization", "imm-sophia-hpv"),
@@ -83,6 +84,8 @@ _FIXTURES: dict[str, tuple[str, str]] = {
     # Other family members
     "child-ordinary-observation": ("Observation", "obs-liam-peanut-ige"),
     "child-message-with-attachment": ("Communication", "msg-liam-sports-form-2"),
+    # The nurse pool's inbox: unread, unanswered, sent ten days before seeding (overdue).
+    "nurse-pool-overdue-message": ("Communication", "msg-karen-travel-1"),
     "granted-adult-ordinary-condition": ("Condition", "cond-daniel-mcl-injury"),
     "granted-adult-sensitive-condition": ("Condition", "cond-daniel-alcohol-use"),
     "no-grant-adult-ordinary-condition": ("Condition", "cond-emma-allergic-rhinitis"),

@@ -114,6 +114,16 @@ async def care_team_patients(
     db: Any, table: ClinicianTable, practitioner: str, today: date
 ) -> tuple[str, ...]:
     """`Patient/<id>` of every active care team `practitioner` belongs to, sorted."""
+    _, patients = await memberships(db, table, practitioner, today)
+    return patients
+
+
+async def memberships(
+    db: Any, table: ClinicianTable, practitioner: str, today: date
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(`CareTeam/<id>` of every active maintained team `practitioner` belongs to, directly,
+    through a PractitionerRole or through a nested team; the `Patient/<id>` subjects of
+    those teams), both sorted. A pool inbox is the messages to one of these teams."""
     col = as_store(db, None)
     roles = await col.resources_matching(
         {"rt": "PractitionerRole", "ix.k": f"practitioner={practitioner}"}
@@ -129,7 +139,7 @@ async def care_team_patients(
         joined: set[str] = set()
         for team in teams:
             ref = f"CareTeam/{team.get('id')}"
-            if ref in seen or not table.maintained(team) or not _active_team(team, table, today):
+            if ref in seen or not table.maintained(team) or not team_active(team, table, today):
                 continue
             if not _members(team, today) & frontier:
                 continue  # the key matched a participant whose period has ended
@@ -141,10 +151,10 @@ async def care_team_patients(
         if not joined:
             break
         frontier = joined
-    return tuple(sorted(patients))
+    return tuple(sorted(seen)), tuple(sorted(patients))
 
 
-def _active_team(team: Doc, table: ClinicianTable, today: date) -> bool:
+def team_active(team: Doc, table: ClinicianTable, today: date) -> bool:
     return team.get("status") in table.care_team_statuses and period_covers(
         team.get("period"), today
     )

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
-from functools import cached_property
+from functools import cached_property, lru_cache
+from pathlib import Path
 from typing import Any
 
 from fhir_server.access import care_team, scope_filters
@@ -28,6 +29,7 @@ from smart_auth import AuthContext, allows
 __all__ = ["OPEN", "AccessPolicy", "PolicyTables", "build_policy", "label_keys", "message_keys"]
 
 Doc = dict[str, Any]
+TABLES = Path(__file__).resolve().parents[2] / "profiles" / "access"
 
 # FHIR interactions as the scope letters know them (c r u d s).
 INTERACTION = {
@@ -74,7 +76,10 @@ class AccessPolicy:
         if self.auth is None:
             return
         if not allows(self.auth.scopes, resource_type, INTERACTION[interaction]):
-            raise Forbidden(f"the access token does not grant {interaction} on {resource_type}")
+            raise Forbidden(
+                f"the access token does not grant {interaction} on {resource_type}"
+                + _ceiling_note(self.auth.acr, resource_type, interaction)
+            )
 
     def sees_compartment(self, compartment: str) -> bool:
         """Whether the request may look into `compartment` at all: a confined token only into
@@ -189,6 +194,23 @@ class AccessPolicy:
 
 
 OPEN = AccessPolicy()
+
+
+@lru_cache(maxsize=1)
+def _login_levels() -> dict[str, Any]:
+    from smart_auth.policy import AccessPolicy as LoginLevels
+
+    return dict(LoginLevels.load(TABLES).levels)
+
+
+def _ceiling_note(acr: str | None, resource_type: str, interaction: str) -> str:
+    """Why, when the login level itself withholds it (profiles/access/login_levels.json):
+    a DS Logon Basic user asking to send a message learns that no token of that login
+    ever may, not merely that this one does not."""
+    level = _login_levels().get(acr or "")
+    if level is None or allows(level.ceiling, resource_type, INTERACTION[interaction]):
+        return ""
+    return f": a {level.label} login never does (sign in with a higher login level)"
 
 
 def _confinement(auth: AuthContext) -> tuple[str, ...] | None:

@@ -104,6 +104,17 @@ class WriteTable:
     actors: dict[str, ActorRules]
     bound: tuple[BoundElement, ...]
     protected: tuple[ElementPath, ...]
+    # Per type, the top-level elements a recipient may change on what someone else wrote
+    # (`bound.recipient_changes`: a message marked read), nothing else changing.
+    recipient_changes: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def recipient_change(self, rt: str, old: Doc | None, new: Doc | None) -> bool:
+        """Whether the write changes only elements a recipient may set (and something)."""
+        allowed = self.recipient_changes.get(rt)
+        if not allowed or old is None or new is None:
+            return False
+        changed = changed_elements(old, new)
+        return bool(changed) and changed <= allowed
 
 
 @dataclass(frozen=True)
@@ -212,7 +223,18 @@ def parse_table(raw: Doc, known_types: frozenset[str] | None = None) -> WriteTab
     protected = tuple(
         _element(p, f"protected.elements[{i}]") for i, p in enumerate(raw["protected"]["elements"])
     )
-    return WriteTable(actors=actors, bound=tuple(bound), protected=protected)
+    changes: dict[str, frozenset[str]] = {}
+    for rt, elements in (raw["bound"].get("recipient_changes") or {}).items():
+        if rt == "note":
+            continue
+        if known_types is not None and rt not in known_types:
+            raise ValueError(f"writes.json: bound.recipient_changes: unknown type {rt!r}")
+        if not (isinstance(elements, list) and all(isinstance(e, str) for e in elements)):
+            raise ValueError(f"writes.json: bound.recipient_changes.{rt} must list elements")
+        changes[rt] = frozenset(elements)
+    return WriteTable(
+        actors=actors, bound=tuple(bound), protected=protected, recipient_changes=changes
+    )
 
 
 @lru_cache(maxsize=4)
@@ -258,6 +280,25 @@ def protected_changes(table: WriteTable, rt: str, old: Doc | None, new: Doc | No
     if old is None or new is None:
         return []
     return [p.path for p in table.protected if p.applies_to(rt) and p.values(old) != p.values(new)]
+
+
+# Server-kept parts of `meta`: an update is not "changing" them.
+_SERVER_META = frozenset({"versionId", "lastUpdated"})
+
+
+def changed_elements(old: Doc, new: Doc) -> frozenset[str]:
+    """The top-level elements whose values differ between two versions (`meta` compared
+    without the parts the server keeps)."""
+
+    def meta(r: Doc) -> Any:
+        m = r.get("meta")
+        return {k: v for k, v in m.items() if k not in _SERVER_META} if isinstance(m, dict) else m
+
+    keys = (set(old) | set(new)) - {"meta"}
+    out = {k for k in keys if old.get(k) != new.get(k)}
+    if (meta(old) or None) != (meta(new) or None):
+        out.add("meta")
+    return frozenset(out)
 
 
 def fill_bound(table: WriteTable, rt: str, resource: Doc, user: str) -> Doc:

@@ -7,13 +7,22 @@ operation, write its module with an `OPERATION` and list it here (docs/rest.md, 
 
 from __future__ import annotations
 
-from fhir_server.operations import definitions, everything, export, validate
+from fhir_server.operations import (
+    definitions,
+    everything,
+    export,
+    mark_read,
+    recipients,
+    validate,
+)
 from fhir_server.operations.registry import Operation, OperationTable, Route
 
 OPERATIONS: tuple[Operation, ...] = (
     validate.OPERATION,
     *export.OPERATIONS,
     everything.OPERATION,
+    recipients.OPERATION,
+    mark_read.OPERATION,
 )
 
 # URLs that belong to the table's operations without being operation calls.

@@ -10,12 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 from fhir_server.config import Settings
-from fhir_server.portal import attachments
+from fhir_server.portal import attachments, messaging
 from fhir_server.portal.hooks import Workflow, Workflows
 
 Builder = Callable[[Settings, Any], Workflow]
 
-BUILDERS: tuple[Builder, ...] = (attachments.workflow,)
+BUILDERS: tuple[Builder, ...] = (messaging.workflow, attachments.workflow)
 
 
 def build(settings: Settings, registry: Any) -> Workflows:

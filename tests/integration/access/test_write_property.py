@@ -52,6 +52,9 @@ from tests.integration.seeded import seeded_server
 
 Doc = dict[str, Any]
 LOGINS = orjson.loads((writes.TABLE.parents[2] / "seed_data" / "logins.json").read_bytes())
+MESSAGING = orjson.loads(
+    (writes.TABLE.parents[2] / "profiles" / "portal" / "messaging.json").read_bytes()
+)
 ROLES = (
     "sponsor",
     "spouse",
@@ -127,11 +130,16 @@ IN_COMPARTMENT: dict[str, Callable[[str], Doc]] = {
         "status": "completed",
         "subject": {"reference": p},
     },
+    # A thread header to the patient's own care team (profiles/portal/messaging.json).
     "Communication": lambda p: {
         "resourceType": "Communication",
-        "status": "completed",
+        "status": MESSAGING["header"]["open_status"],
+        "category": [
+            {"coding": [{"system": MESSAGING["categories"]["system"], "code": "administrative"}]}
+        ],
+        "topic": {"text": "property"},
         "subject": {"reference": p},
-        "payload": [{"contentString": "property"}],
+        "recipient": [{"reference": f"CareTeam/careteam-{p.split('-', 1)[1]}"}],
     },
     "Consent": lambda p: {
         "resourceType": "Consent",
@@ -339,6 +347,11 @@ class World:
             for version in (old, new):
                 if writes.bound_violations(t, rt, version, frozenset({a.user})):
                     return Verdict(rule, "bound")
+        # Messaging (profiles/portal/messaging.json): a stored message's fixed elements do
+        # not change (a move to another patient is one).
+        fixed = set(MESSAGING["fixed"]["elements"])
+        if rt == "Communication" and old is not None and fixed & writes.changed_elements(old, new):
+            return Verdict(rule, "messaging: fixed")
         return Verdict(frozenset({200, 201}), "allowed")
 
     def comps(self, rt: str, resource: Doc) -> list[str]:

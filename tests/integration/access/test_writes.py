@@ -140,9 +140,30 @@ async def test_patients_and_proxies_never_delete(w: W) -> None:
 
 async def test_a_patient_cannot_write_as_someone_else(w: W) -> None:
     team = "CareTeam/careteam-james-carter"
+    # A message belongs to a thread (docs/portal.md): its header first.
+    thread = {
+        "resourceType": "Communication",
+        "status": "in-progress",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "https://mhs.example.org/fhir/CodeSystem/message-category",
+                        "code": "administrative",
+                    }
+                ]
+            }
+        ],
+        "topic": {"text": "hello"},
+        "subject": {"reference": JAMES},
+        "recipient": [{"reference": team}],
+    }
+    r = await w.send("sponsor", "POST", "Communication", thread)
+    assert r.status_code == 201, r.text
     msg = {
         "resourceType": "Communication",
         "status": "completed",
+        "partOf": [{"reference": f"Communication/{r.json()['id']}"}],
         "subject": {"reference": JAMES},
         "recipient": [{"reference": team}],
         "payload": [{"contentString": "hello"}],
@@ -183,7 +204,7 @@ async def test_a_patient_cannot_write_as_someone_else(w: W) -> None:
         e
         for e in found["entry"]
         if e["resource"].get("sender") == {"reference": KIM}
-        and e["resource"]["payload"][0].get("contentString") == "hello"
+        and e["resource"].get("payload", [{}])[0].get("contentString") == "hello"
     ]
 
 

@@ -107,6 +107,22 @@ SHAPES: list[tuple[str, str | None, list[tuple[str, str]]]] = [
     ("token + date", "Observation", [("code", "8302-2"), ("date", "ge2015")]),
     ("sort by param", "Observation", [("code", "8302-2"), ("_sort", "-date")]),
     ("system-level _tag", None, [("_tag", "synthea-5-2019")]),
+    # Secure messaging (docs/portal.md): threads, a thread's messages, an unread inbox.
+    (
+        "threads: subject + part-of:missing",
+        "Communication",
+        [("subject", f"Patient/{PID}"), ("part-of:missing", "true")],
+    ),
+    (
+        "thread messages by sent",
+        "Communication",
+        [("part-of", "Communication/h"), ("_sort", "sent")],
+    ),
+    (
+        "unread inbox: recipient + received:missing",
+        "Communication",
+        [("recipient", "CareTeam/pool"), ("received:missing", "true")],
+    ),
     ("system-level _type", None, [("_type", "Patient,Organization")]),
 ]
 # Complements match (nearly) every resource of the type: alone they are bounded by the type
@@ -144,6 +160,12 @@ PORTAL: list[tuple[str, str, list[tuple[str, str]], str | None]] = [
         None,
     ),
     ("DiagnosticReports", "DiagnosticReport", [("patient", PID)], None),
+    (
+        "a patient's message threads",
+        "Communication",
+        [("subject", f"Patient/{PID}"), ("part-of:missing", "true")],
+        None,
+    ),
     ("compartment + code", "Observation", [("code", "8302-2")], f"Patient/{PID}"),
     (
         "compartment + date sort",

@@ -3,9 +3,11 @@ the scenarios the access policy and the portal need, and structural validity."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,8 @@ import pytest
 from seed_data.common import EDIPI, MHS_PATIENT_PROFILE, VA_SOURCE, age_on
 from seed_data.directory import PEOPLE
 from seed_data.population import FIXTURE_TYPES, FIXTURES, build_population
+
+ROOT = Path(__file__).resolve().parents[3]
 
 TODAY = date(2026, 11, 22)
 # Ordinary days, the end of February in a common and a leap year, and the leap day itself.
@@ -258,10 +262,41 @@ def test_one_message_has_an_attachment(population: list[Resource]) -> None:
     attachments = [
         p["contentAttachment"]
         for m in of_type(population, "Communication")
-        for p in m["payload"]
+        for p in m.get("payload", [])
         if "contentAttachment" in p
     ]
     assert attachments and all(a["data"] and a["contentType"] for a in attachments)
+
+
+def test_threads_are_a_header_and_its_messages(
+    population: list[Resource], index: dict[str, Resource]
+) -> None:
+    """profiles/portal/messaging.json: a header (open, topic, coded category, no payload)
+    and messages partOf it; the nurse pool has an inbox with an unread message sent long
+    enough ago to be overdue (three business days)."""
+    table = json.loads((ROOT / "profiles/portal/messaging.json").read_text())
+    messages = of_type(population, "Communication")
+    headers = [m for m in messages if "partOf" not in m]
+    assert headers
+    for h in headers:
+        assert "payload" not in h and h["status"] == table["header"]["open_status"], h["id"]
+        assert h["topic"]["text"] and h["recipient"], h["id"]
+        codings = [c for concept in h["category"] for c in concept["coding"]]
+        assert any(
+            c["system"] == table["categories"]["system"]
+            and c["code"] in table["categories"]["codes"]
+            for c in codings
+        ), h["id"]
+    for m in messages:
+        if "partOf" in m:
+            head = index[m["partOf"][0]["reference"]]
+            assert "partOf" not in head and m["payload"], m["id"]
+    pool = f"CareTeam/{FIXTURES['nurse-pool-careteam']}"
+    inbox = [m for m in messages if "partOf" in m and m["recipient"][0]["reference"] == pool]
+    unread = [m for m in inbox if "received" not in m]
+    assert unread, "the nurse pool has an unread message"
+    oldest = min(datetime.fromisoformat(m["sent"]) for m in unread)
+    assert (datetime.now(oldest.tzinfo) - oldest).days >= 7, "one message is overdue"
 
 
 # --- clinical content ---------------------------------------------------------------------
