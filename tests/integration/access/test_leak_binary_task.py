@@ -35,6 +35,7 @@ OWN_TASK = "task-james-renew-atorvastatin"
 PDF = b"%PDF-1.4\n% a tiny report\n%%EOF\n"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 8
 USER = "openid fhirUser user/*.cruds"
+CATEGORY = "https://mhs.example.org/fhir/CodeSystem/message-category"
 PSY = {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "PSY"}
 ROLES = ("sponsor", "spouse", "adult-dependent-no-grant", "basic-user", "dr.rachel.kim")
 
@@ -58,7 +59,8 @@ def b64(data: bytes) -> str:
 class World:
     server: Server
     tokens: dict[str, str]
-    message: str  # the sponsor's message to his care team
+    thread: str  # the sponsor's thread with his care team (its header)
+    message: str  # his message in it
     binary: str  # its attachment, uploaded by the sponsor
 
 
@@ -99,14 +101,15 @@ async def world(mongo_uri: str) -> AsyncIterator[World]:
         tokens = {role: await server.token(role, USER) for role in ROLES}
         tokens["backend"] = await _backend(server)
         sponsor = tokens["sponsor"]
+        thread = await start_thread(server, sponsor, JAMES, "CareTeam/careteam-james-carter")
         sent = await server.post(
             sponsor,
             "Communication",
             {
                 "resourceType": "Communication",
                 "status": "completed",
+                "partOf": [{"reference": thread}],
                 "subject": {"reference": JAMES},
-                "recipient": [{"reference": "CareTeam/careteam-james-carter"}],
                 "payload": [{"contentString": "my lab report, attached"}],
             },
         )
@@ -123,9 +126,27 @@ async def world(mongo_uri: str) -> AsyncIterator[World]:
             },
         )
         assert up.status_code == 201, up.text
-        world = World(server, tokens, message, f"Binary/{up.json()['id']}")
+        world = World(server, tokens, thread, message, f"Binary/{up.json()['id']}")
         world.server.app = app  # type: ignore[attr-defined]
         yield world
+
+
+async def start_thread(server: Server, token: str, patient: str, team: str) -> str:
+    """A thread header (docs/portal.md, "The model"): no payload, a topic and a category."""
+    r = await server.post(
+        token,
+        "Communication",
+        {
+            "resourceType": "Communication",
+            "status": "in-progress",
+            "topic": {"text": "lab report"},
+            "category": [{"coding": [{"system": CATEGORY, "code": "test-results"}]}],
+            "subject": {"reference": patient},
+            "recipient": [{"reference": team}],
+        },
+    )
+    assert r.status_code == 201, r.text
+    return f"Communication/{r.json()['id']}"
 
 
 def same_as_missing(hidden: httpx.Response, missing: httpx.Response) -> None:
@@ -317,7 +338,7 @@ async def test_who_may_upload_an_attachment(world: World):
         headers={
             "Authorization": f"Bearer {sponsor}",
             "Content-Type": "image/png",
-            "X-Security-Context": world.message,
+            "X-Security-Context": world.thread,
         },
     )
     assert raw.status_code == 201, raw.text
@@ -327,18 +348,12 @@ async def test_who_may_upload_an_attachment(world: World):
         "resourceType": "Communication",
         "status": "completed",
         "subject": {"reference": JAMES},
-        "partOf": [{"reference": world.message}],
-        "recipient": [{"reference": "CareTeam/careteam-james-carter"}],
+        "partOf": [{"reference": world.thread}],
         "payload": [{"contentAttachment": {"contentType": "image/png", "url": url}}],
     }
     assert (await server.post(sponsor, "Communication", reply)).status_code == 201
-    theirs = {
-        **reply,
-        "subject": {"reference": MARIA},
-        "partOf": [],
-        "recipient": [{"reference": "CareTeam/careteam-maria-carter"}],
-    }
-    theirs.pop("partOf")
+    hers = await start_thread(server, spouse, MARIA, "CareTeam/careteam-maria-carter")
+    theirs = {**reply, "subject": {"reference": MARIA}, "partOf": [{"reference": hers}]}
     r = await server.post(spouse, "Communication", theirs)
     assert r.status_code == 422, r.text
     assert "may read" in r.text
