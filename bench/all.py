@@ -83,6 +83,7 @@ from bench.search import (
     rss_mb,
     start_secantus,
 )
+from bench.soak import user_token
 from fhir_server.db.client import ensure_indexes, open_client
 from fhir_server.search.extract import compartments, index_entries
 from fhir_server.search.indexes import index_models
@@ -223,12 +224,16 @@ class Server:
 # insert or an export batch can take over 30 s there); how the default limits behave under
 # load is bench/soak.py's and bench/burst.py's subject.
 LIMITS = {"QUERY_MAX_TIME_MS": "120000", "DB_SOCKET_TIMEOUT_MS": "600000"}
+# What every server gets besides (`--server-path`: PYTHONPATH of another checkout).
+SERVER_ENV: dict[str, str] = {}
 
 
 async def open_server(
     name: str, uri: str, database: str, workdir: Path, env: dict[str, str], workers: int
 ) -> Server:
-    proc, base = start_server(uri, database, workdir / f"{name}.log", {**LIMITS, **env})
+    proc, base = start_server(
+        uri, database, workdir / f"{name}.log", {**LIMITS, **SERVER_ENV, **env}
+    )
     http = httpx.AsyncClient(base_url=base, timeout=600, headers={"Accept": NDJSON_ACCEPT})
     load = loadgen.Client(base, workers, {"Accept": NDJSON_ACCEPT})
     return Server(name, proc, base, http, load, env.get("AUTH_REQUIRED") == "1")
@@ -496,6 +501,87 @@ async def measure_searches(b: Bench) -> list[Row]:
             "Patient?identifier=sys|value (token)",
             "Patient",
             [[("identifier", i)] for i in idents],
+        ),
+    ]
+
+
+SPONSOR_FAMILY = "Carter"  # the seed sponsor's family name (seed_data/people.py)
+
+
+async def measure_proxy(b: Bench) -> list[Row]:
+    """The sponsor's token (a proxy of a child, an adolescent and a granted adult, through
+    the real login pages) on `audit`: `GET Patient/<id>` of the Patients he may read beside
+    `find_one` of the same ids, and `Patient?family=<his family>` beside the raw indexed
+    range of the same name (what the backend token's family row is measured against; the
+    server answers fewer rows, those the policy shows)."""
+    token = await user_token(b.audit.origin)
+    n, c = b.args.n, b.args.concurrency
+    load = loadgen.Client(
+        b.audit.base, c, {"Accept": NDJSON_ACCEPT, "Authorization": f"Bearer {token}"}
+    )
+    srv = replace(b.audit, load=load)
+    try:
+        status, body = await load.get(0, "/Patient?_count=200&_elements=id")
+        assert status == 200, body[:300]
+        ids = [f"Patient/{e['resource']['id']}" for e in orjson.loads(body).get("entry", [])]
+        assert ids, "the sponsor reads no Patient"
+        coll = b.db.resources
+
+        async def raw_read(w: int, i: int) -> int:
+            if await coll.find_one({"_id": ids[i % len(ids)]}) is None:
+                raise loadgen.Failed("missing")
+            return 1
+
+        reads, rraw = Side("sponsor"), Side("raw")
+        await alternate(
+            [
+                Contender(rraw, raw_read, n, c),
+                Contender(reads, http_get(srv, [f"/{k}" for k in ids]), n, c, pid=b.audit.pid),
+            ],
+            b.args.rounds,
+            b.args.warmup,
+            b.db_pid,
+        )
+        params = [("family", SPONSOR_FAMILY)]
+        plan = await raw_plan(b.db, b.registry, "Patient", params)
+        ranged = replace(plan, filt=indexed(plan.filt))
+        _, body = await load.get(0, target("Patient", params))
+        shown = len(orjson.loads(body).get("entry", []))
+
+        async def raw_family(w: int, i: int) -> int:
+            await raw_search(coll, b.registry, ranged)
+            return 1
+
+        fam, fraw = Side("sponsor"), Side("raw indexed")
+        await alternate(
+            [
+                Contender(fraw, raw_family, n, c),
+                Contender(fam, http_get(srv, [target("Patient", params)]), n, c, pid=b.audit.pid),
+            ],
+            b.args.rounds,
+            b.args.warmup,
+            b.db_pid,
+        )
+    finally:
+        load.close()
+    return [
+        Row(
+            "GET Patient/<id>, sponsor (proxy) + audit",
+            "req/s",
+            reads,
+            rraw,
+            "raw find_one",
+            ">= 0.80",
+            note=f"{len(ids)} Patients; " + notes(reads, rraw),
+        ),
+        Row(
+            "Patient?family=X, sponsor (proxy) + audit",
+            "req/s",
+            fam,
+            fraw,
+            "raw indexed range",
+            ">= 0.67",
+            note=f"{shown} shown; " + notes(fam, fraw),
         ),
     ]
 
@@ -812,12 +898,23 @@ Step = Callable[[Bench], Awaitable[list[Row]]]
 STEPS: list[tuple[str, Step]] = [
     ("read", measure_read),
     ("search", measure_searches),
+    ("proxy", measure_proxy),
     ("everything", measure_everything),
     ("export", measure_export),
     ("ingest", measure_ingest),
 ]
 # The order of the printed table ("portal" and "export memory" are derived rows).
-ORDER = ["read", "search", "portal", "everything", "export 1x", "export", "export memory", "ingest"]
+ORDER = [
+    "read",
+    "search",
+    "proxy",
+    "portal",
+    "everything",
+    "export 1x",
+    "export",
+    "export memory",
+    "ingest",
+]
 
 
 async def run_step(b: Bench, name: str, step: Step, t_start: float) -> None:
@@ -919,8 +1016,9 @@ async def bench(args: argparse.Namespace, uri: str, workdir: Path, db_pid: int |
             f"{args.concurrency} connections; sizes {args.sizes}; today={pop.today}",
             flush=True,
         )
+        only = set(args.only or [])
         small = max(args.sizes) // 10
-        stages = sorted({small, *args.sizes})
+        stages = sorted({small, *args.sizes}) if not only else [max(args.sizes)]
         for stage in stages:
             t0 = time.perf_counter()
             await grow(db, pop, stage, stats)
@@ -931,13 +1029,14 @@ async def bench(args: argparse.Namespace, uri: str, workdir: Path, db_pid: int |
                 file=sys.stderr,
                 flush=True,
             )
-            if stage == small:
+            if stage == small and not only:
                 await run_step(b, "export 1x", measure_export, t_start)
-            if stage in args.sizes:
+            if stage in args.sizes and (not only or "portal" in only):
                 await run_step(b, f"portal @{stage:,}", measure_portal, t_start)
             if stage == stages[-1]:
                 for name, step in STEPS:
-                    await run_step(b, name, step, t_start)
+                    if not only or name in only:
+                        await run_step(b, name, step, t_start)
         rows = [row for name in ORDER for row in b.rows.get(name, [])]
         print(
             f"\n== one run, one database: {stats.docs:,} Synthea resources (+ history, the seed"
@@ -987,8 +1086,25 @@ def main() -> None:
     parser.add_argument("--export-runs", type=int, default=2, help="timed exports per size")
     parser.add_argument("--ingest-bundles", type=int, default=3, help="timed Bundles")
     parser.add_argument("--log-dir", type=Path, help="keep the servers' and database's logs")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="run only these steps (repeatable or comma-separated: "
+        + ",".join([n for n, _ in STEPS] + ["portal"])
+        + "), at the largest size alone; default every one",
+    )
+    parser.add_argument(
+        "--server-path", default="", help="run the servers from another checkout (PYTHONPATH)"
+    )
     args = parser.parse_args()
     args.sizes = sorted(int(s.replace("_", "")) for s in args.sizes.split(",") if s)
+    args.only = {s for v in args.only for s in v.split(",") if s}
+    unknown = args.only - {n for n, _ in STEPS} - {"portal"}
+    if unknown:
+        parser.error(f"unknown --only steps: {', '.join(sorted(unknown))}")
+    if args.server_path:
+        SERVER_ENV["PYTHONPATH"] = args.server_path
     with tempfile.TemporaryDirectory() as tmp:
         work = args.log_dir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)

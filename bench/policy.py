@@ -8,8 +8,9 @@ as the SMART login grants it; the tokens' claims are made here, not signed: veri
 not what is measured) `n` times each, in rounds. Reported per user: the median over rounds
 of this process's CPU per `build_policy` (parsing, filters, the driver's side of the
 lookups; the database's own CPU is another process's and is left out) and the wall time.
-Run it with `PYTHONPATH=<another checkout>` to compare versions: the policy's signature is
-looked up, so the same script measures both.
+`--cached` builds with the process's cache of policy inputs (one epoch lookup per build
+instead of the data). Run it with `PYTHONPATH=<another checkout>` to compare versions: the
+policy's signature is looked up, so the same script measures both.
 """
 
 from __future__ import annotations
@@ -51,12 +52,15 @@ def auth_for(login: dict[str, Any]) -> AuthContext:
     )
 
 
-def builder(ctx: Any) -> Any:
-    """`build_policy` bound to this checkout's arguments (its signature changed once)."""
+def builder(ctx: Any, cached: bool = False) -> Any:
+    """`build_policy` bound to this checkout's arguments (its signature changed twice);
+    `cached`: with the process's cache of policy inputs (access/policy_epochs.py)."""
     build = policy_module.build_policy
     params = list(inspect.signature(build).parameters)
     if params[:2] == ["db", "registry"]:
         return lambda auth: build(ctx.store.db, ctx.registry, auth)
+    if cached and "cache" in params:
+        return lambda auth: build(ctx.store, ctx.policy_tables, auth, cache=ctx.policy_inputs)
     return lambda auth: build(ctx.store, ctx.policy_tables, auth)
 
 
@@ -75,7 +79,7 @@ async def bench(args: argparse.Namespace, uri: str) -> None:
         report = await seed(ctx)
         assert not report.failed, report.failed
         logins = json.loads((ROOT / "seed_data/logins.json").read_text())["logins"]
-        build = builder(ctx)
+        build = builder(ctx, args.cached)
         users = {role: auth_for(next(x for x in logins if x["role"] == role)) for role in USERS}
         cpu: dict[str, list[float]] = {r: [] for r in USERS}
         wall: dict[str, list[float]] = {r: [] for r in USERS}
@@ -107,6 +111,7 @@ def main() -> None:
     )
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--cached", action="store_true", help="with the policy-input cache")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, benchmark_database(Path(tmp)) as (uri, _):
         asyncio.run(bench(args, uri))

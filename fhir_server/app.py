@@ -28,6 +28,7 @@ from fhir_server.access.compartments import extend_registry
 from fhir_server.access.compartments import load_table as inheritance_table
 from fhir_server.access.family import load_table
 from fhir_server.access.labels import normalised
+from fhir_server.access.policy_epochs import InputCache
 from fhir_server.access.policy_tables import compile_tables
 from fhir_server.access.writes import load_table as load_write_table
 from fhir_server.config import Settings
@@ -40,6 +41,7 @@ from fhir_server.operations.table import TABLE as OPERATIONS_TABLE
 from fhir_server.pipeline import Pipeline
 from fhir_server.portal.workflows import build as build_workflows
 from fhir_server.rest.cors import CorsMiddleware, origin_check
+from fhir_server.rest.idempotency import claim_store
 from fhir_server.rest.messages import HttpRequest
 from fhir_server.rest.no_store import NoStoreMiddleware
 from fhir_server.rest.render import render_error, to_starlette
@@ -91,6 +93,9 @@ def build_context(settings: Settings, db: Any) -> ServerContext:
         policy_tables=compile_tables(registry),
         # The portal workflows' tables (profiles/portal/) stop a malformed start here too.
         workflows=build_workflows(settings, registry),
+        policy_inputs=InputCache(settings.policy_cache_size)
+        if settings.policy_cache_size
+        else None,
         operations=OPERATIONS_TABLE,
     )
 
@@ -105,6 +110,8 @@ async def _prepare_database(ctx: ServerContext) -> None:
                 log.info("moved %d AuditEvents into the audit log", moved)
             # $export jobs: their indexes, and jobs a dead process left running marked failed.
             await exports(ctx).prepare(ctx)
+            # Idempotent creates' claims expire by a TTL index (rest/idempotency.py).
+            await claim_store(ctx).ensure_indexes()
             break
         except (ConnectionFailure, ServerSelectionTimeoutError) as exc:
             # Only an unreachable database is worth waiting for; other errors are bugs.

@@ -97,6 +97,10 @@ class Settings:
     # How long a socket read may wait on the database: past the query time limit, so only a
     # database that stopped answering trips it, and no request (or stop) waits forever.
     db_socket_timeout_ms: int = 30_000
+    # Token subjects whose policy inputs (relationships, Consents, care teams) are cached,
+    # checked against their epochs on every request (docs/access.md, "Policy inputs
+    # cached per token subject"); 0 reads them on every request.
+    policy_cache_size: int = 10_000
 
     @property
     def socket_timeout_ms(self) -> int:
@@ -109,6 +113,9 @@ class Settings:
     # record and the line cost a quarter of the cheapest request's CPU (docs/rest.md,
     # "Request flow"); ACCESS_LOG=1 turns it on for diagnosis.
     access_log: bool = False
+    # How long an `Idempotency-Key` (and a conditional create's claim) is remembered: a
+    # retry within it gets the first answer (docs/rest.md, "Idempotent creates").
+    idempotency_key_ttl_s: int = 24 * 3600
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -138,7 +145,11 @@ class Settings:
             db_socket_timeout_ms=_env_int(
                 "DB_SOCKET_TIMEOUT_MS", cls.db_socket_timeout_ms, 1_000, 3_600_000
             ),
+            policy_cache_size=_env_int("POLICY_CACHE_SIZE", cls.policy_cache_size, 0, 10_000_000),
             stop_timeout_s=_env_int("STOP_TIMEOUT_S", cls.stop_timeout_s, 3, 3_600),
+            idempotency_key_ttl_s=_env_int(
+                "IDEMPOTENCY_KEY_TTL_S", cls.idempotency_key_ttl_s, 60, 30 * 24 * 3600
+            ),
             access_log=_env_bool("ACCESS_LOG", cls.access_log),
         )
 

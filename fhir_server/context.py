@@ -11,6 +11,7 @@ from fhir_server.portal.hooks import NONE, Workflows
 from fhir_server.storage.store import ResourceStore
 
 if TYPE_CHECKING:
+    from fhir_server.access.policy_epochs import InputCache
     from fhir_server.access.policy_tables import PolicyTables
     from fhir_server.search.registry import Registry
     from fhir_server.validation import Validator
@@ -35,6 +36,9 @@ class ServerContext:
     operations: OperationTable = NO_OPERATIONS
     # The running $export tasks of this process (fhir_server/exchange/bulk_tasks.py).
     bulk: Any = None
+    # The documents access policies read, cached per token subject under their epochs
+    # (access/policy_epochs.py); None reads them on every request.
+    policy_inputs: InputCache | None = None
 
     @property
     def base_url(self) -> str:

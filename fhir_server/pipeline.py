@@ -131,6 +131,7 @@ class Pipeline:
                 tables,
                 auth,
                 break_glass=freq.header(tables.clinicians.break_glass_header),
+                cache=ctx.policy_inputs,
             )
             if record is not None and freq.policy.break_glass:
                 record.break_glass_reason = freq.policy.break_glass

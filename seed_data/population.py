@@ -23,6 +23,7 @@ from seed_data import (
     messaging,
     people,
     reports,
+    response_tasks,
     scheduling,
     va,
 )
@@ -126,15 +127,17 @@ def fixture_refs() -> dict[str, str]:
 def build_population(today: date) -> list[Json]:
     """Every resource of the population, as built on ``today``."""
     clock = Clock(today)
-    return [
-        *clinics.build(clock),
-        *people.build(clock),
-        *scheduling.build(clock),
-        *clinical.build(clock),
-        *labs.build(clock),
-        *reports.build(clock),
-        *medications.build(clock),
-        *documents.build(clock),
-        *messaging.build(clock),
-        *va.build(clock),
-    ]
+    return response_tasks.added(
+        [
+            *clinics.build(clock),
+            *people.build(clock),
+            *scheduling.build(clock),
+            *clinical.build(clock),
+            *labs.build(clock),
+            *reports.build(clock),
+            *medications.build(clock),
+            *documents.build(clock),
+            *messaging.build(clock),
+            *va.build(clock),
+        ]
+    )

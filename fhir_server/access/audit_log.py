@@ -19,7 +19,7 @@ from typing import Any
 
 from fhir_server.search.extract import compartments, index_entries
 from fhir_server.search.registry import Registry
-from fhir_server.storage.audit_store import AuditStore, index_models
+from fhir_server.storage.audit_store import QUERY_KEYS, AuditStore, index_models, query_keys
 from fhir_server.storage.store import ResourceStore
 
 TABLE = Path(__file__).resolve().parents[2] / "profiles" / "access" / "audit_log.json"
@@ -108,6 +108,9 @@ def audit_store(store: ResourceStore, registry: Registry) -> AuditStore:
     comp_codes = registry.compartment_params(table.resource_type)
     from_keys = set(comp_codes) <= only
     prefixes = tuple(f"{c}=Patient/" for c in comp_codes)
+    # Their keys are looked up in `comp` rather than in the index of `ix.q`, when `comp` is
+    # read back from exactly those keys.
+    in_comp = prefixes if from_keys else ()
 
     def indexer(resource: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         # The server built the event, its labels spelled as the policy table spells them
@@ -119,6 +122,8 @@ def audit_store(store: ResourceStore, registry: Registry) -> AuditStore:
         # No `:present`/`:missing` keys: a third of the rest, each an index entry, for a
         # modifier no audit query uses (`:missing` on the log is refused).
         ix["k"] = [k for k in ix["k"] if not k.endswith(PRESENCE)]
+        # The keys the log's index holds (storage/audit_store.py, `reduced_key`).
+        ix[QUERY_KEYS] = query_keys(ix["k"], in_comp)
         if not from_keys:
             return ix, compartments(resource, registry)
         comp = [k.split("=", 1)[1] for k in ix["k"] if k.startswith(prefixes)]
@@ -132,6 +137,7 @@ def audit_store(store: ResourceStore, registry: Registry) -> AuditStore:
         searchable=table.search_parameters,
         indexed=frozenset(fields),
         refused_modifiers=frozenset({"missing"}),
+        comp_prefixes=in_comp,
         indexes=index_models(fields, compartment_sort(table, registry)),
         max_time_ms=store.max_time_ms,
     )

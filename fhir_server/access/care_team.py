@@ -31,6 +31,7 @@ from typing import Any
 
 from fhir_server.access.consent import period_covers
 from fhir_server.access.family import reference
+from fhir_server.access.policy_epochs import Reads
 from fhir_server.storage.store import as_store
 
 Doc = dict[str, Any]
@@ -124,7 +125,7 @@ async def memberships(
     """(`CareTeam/<id>` of every active maintained team `practitioner` belongs to, directly,
     through a PractitionerRole or through a nested team; the `Patient/<id>` subjects of
     those teams), both sorted. A pool inbox is the messages to one of these teams."""
-    col = as_store(db, None)
+    col = db if isinstance(db, Reads) else as_store(db, None)
     roles = await col.resources_matching(
         {"rt": "PractitionerRole", "ix.k": f"practitioner={practitioner}"}
     )

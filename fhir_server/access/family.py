@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fhir_server.access.consent import Grant, grant_of, period_covers
+from fhir_server.access.policy_epochs import Reads
 from fhir_server.access.rules import CompartmentRule
 from fhir_server.storage.store import as_store
 
@@ -182,7 +183,7 @@ async def compartment_rules(
     """The rule for each compartment a Patient user's token names (those with none are left
     out). `hidden_keys(band, patient)` gives the index keys a band hides (built by the
     policy from the search parser)."""
-    col = as_store(db, None)
+    col = db if isinstance(db, Reads) else as_store(db, None)
     wanted = sorted(set(compartments) | {fhir_user})
     patients = {
         f"Patient/{p['id']}": p for p in await col.resources_matching({"_id": {"$in": wanted}})

@@ -19,10 +19,19 @@ from typing import Any
 
 from fhir_server.access import care_team, scope_filters
 from fhir_server.access.family import Band, compartment_rules, load_table
+from fhir_server.access.policy_epochs import (
+    CARE_TEAM_TYPES,
+    CARE_TEAMS,
+    FAMILY_TYPES,
+    InputCache,
+    Reads,
+    snapshot,
+)
 from fhir_server.access.policy_tables import PolicyTables, label_keys, message_keys
 from fhir_server.access.rules import CompartmentRule, DirectoryRule, rules_admit, rules_filter
 from fhir_server.access.stored_keys import key_param
 from fhir_server.errors import BadRequest, Forbidden
+from fhir_server.storage.store import as_store
 from smart_auth import AuthContext, allows
 
 # Built from the tables once (policy_tables.py); named here for the tests that check them.
@@ -228,32 +237,52 @@ def _confinement(auth: AuthContext) -> tuple[str, ...] | None:
 
 
 async def build_policy(
-    db: Any, tables: PolicyTables, auth: AuthContext, *, break_glass: str | None = None
+    db: Any,
+    tables: PolicyTables,
+    auth: AuthContext,
+    *,
+    break_glass: str | None = None,
+    cache: InputCache | None = None,
 ) -> AccessPolicy:
     """Turn a validated token into filters, parsing query-qualified scopes as searches.
 
     `tables` are the access tables compiled at start-up (policy_tables.py): only the token
     and the data (relationships, Consents, care teams) are looked at per request.
     `break_glass` is the reason a clinician stated for reaching beyond its care teams on this
-    request (the `X-Break-Glass-Reason` header); anyone else stating one is refused."""
+    request (the `X-Break-Glass-Reason` header); anyone else stating one is refused.
+    `cache` keeps the documents the policy reads (relationships, Consents, care teams) per
+    token subject, valid while their epochs are unchanged (policy_epochs.py); None reads
+    them afresh."""
     if break_glass is not None:
         reason = _break_glass_reason(auth, break_glass, tables.clinicians)
         # The clinician sees every patient for this one request, as before care teams.
         base = AccessPolicy(auth=auth, break_glass=reason)
     else:
-        base = await _confined_policy(db, tables, auth)
+        base = await _confined_policy(db, tables, auth, cache)
     built = await scope_filters.build(db, tables.registry, auth.scopes, base.type_filter)
     return replace(base, scope_filters=built) if built else base
 
 
-async def _confined_policy(db: Any, tables: PolicyTables, auth: AuthContext) -> AccessPolicy:
+async def _confined_policy(
+    db: Any, tables: PolicyTables, auth: AuthContext, cache: InputCache | None
+) -> AccessPolicy:
     """The policy before query-qualified scopes: compartments, family rules, directory."""
     confined: tuple[str, ...] | None
+    reads: Reads | None = None
+    subject: tuple[Any, ...]
     if _is_clinician(auth):
-        confined = await _clinician_compartments(db, tables.clinicians, auth)
+        subject = ("clinician", auth.fhir_user)
+        reads = await _reads(db, cache, subject, [CARE_TEAMS], CARE_TEAM_TYPES)
+        confined = await _clinician_compartments(reads, tables.clinicians, auth)
     else:
         confined = _confinement(auth)
-    rules = await _rules(db, tables, auth, confined) if confined is not None else None
+        if confined is not None and (auth.fhir_user or "").startswith("Patient/"):
+            subject = ("patient", auth.fhir_user, auth.acr, confined)
+            keys = [*confined, auth.fhir_user or ""]
+            reads = await _reads(db, cache, subject, keys, FAMILY_TYPES)
+    rules = await _rules(reads or db, tables, auth, confined) if confined is not None else None
+    if reads is not None:
+        reads.commit()
     if rules is not None:
         confined = tuple(r.compartment for r in rules)
     return AccessPolicy(
@@ -262,6 +291,20 @@ async def _confined_policy(db: Any, tables: PolicyTables, auth: AuthContext) -> 
         rules=rules,
         directory=tables.directory if confined is not None else None,
     )
+
+
+async def _reads(
+    db: Any,
+    cache: InputCache | None,
+    subject: tuple[Any, ...],
+    keys: list[str],
+    types: frozenset[str],
+) -> Reads:
+    """The policy's reads for `subject`: the epochs of `keys` first (one point lookup),
+    then the cached documents if they were read under those epochs."""
+    store = as_store(db, None)  # a database as tests and benchmarks pass one, or a store
+    epochs = await snapshot(store.db, keys) if cache is not None else None
+    return Reads(store, cache, subject, epochs, types)
 
 
 def _is_clinician(auth: AuthContext) -> bool:

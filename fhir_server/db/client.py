@@ -43,6 +43,10 @@ SOCKET_TIMEOUT_MS = 30_000
 # Connecting, and the driver's heartbeat, may take this long before the server is marked
 # unknown (see client_options).
 CONNECT_TIMEOUT_MS = 10_000
+# A pooled connection idle this long is closed by the driver rather than reused: SecantusDB
+# closes a client connection after 5 minutes without a request (firewalls and load balancers
+# have their own limits), and the first operation on such a socket fails (db/retry.py).
+MAX_IDLE_TIME_MS = 120_000
 
 
 def client_options(timeout_ms: int, socket_timeout_ms: int = SOCKET_TIMEOUT_MS) -> dict[str, Any]:
@@ -64,6 +68,7 @@ def client_options(timeout_ms: int, socket_timeout_ms: int = SOCKET_TIMEOUT_MS) 
         "socketTimeoutMS": socket_timeout_ms,
         # Waiting for a pooled connection is bounded too (the pool is full under overload).
         "waitQueueTimeoutMS": timeout_ms,
+        "maxIdleTimeMS": MAX_IDLE_TIME_MS,
         "retryWrites": True,
         "retryReads": True,
         "w": "majority",

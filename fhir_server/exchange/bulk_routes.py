@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -39,7 +41,7 @@ from fhir_server.errors import (
     operation_outcome,
 )
 from fhir_server.exchange.bulk_params import NDJSON, ExportSpec, parse_kickoff
-from fhir_server.exchange.bulk_run import Job
+from fhir_server.exchange.bulk_run import Job, sees_all
 from fhir_server.exchange.bulk_store import KEEP, STALE, JobStore, now, orphan_outcome, owner_of
 from fhir_server.exchange.bulk_tasks import exports
 from fhir_server.rest.headers import http_date, prefer
@@ -315,19 +317,61 @@ async def download(ctx: ServerContext, req: FhirRequest, job_id: str, number: st
         # The token that downloads must still cover the type (IG: "scopes that cover all
         # resources being exported").
         req.policy.require(outputs[0]["type"], "search")
-    data = b"".join([chunk async for chunk in store.chunks(job_id, n)])
-    if outputs and req.policy.restricted:
-        data = await _still_visible(ctx, req.policy, data)
-    return FhirResponse(status=200, raw=data, media_type=NDJSON)
+    if req.method == "HEAD":
+        return FhirResponse(status=200, raw=b"", media_type=NDJSON)
+    chunks = store.chunks(job_id, n)
+    if outputs and req.policy.restricted and not sees_all(req.policy):
+        chunks = _still_visible(ctx, req.policy, chunks)
+    return FhirResponse(status=200, stream=await _started(chunks), media_type=NDJSON)
 
 
-async def _still_visible(ctx: ServerContext, policy: AccessPolicy, data: bytes) -> bytes:
-    """The file as the downloading request's own policy sees it now: a family grant revoked
-    after the kick-off takes effect at once, on files already written too (docs/access.md).
-    A type that inherits its compartments (a Binary, a Provenance: access/compartments.py)
-    cannot be judged from the resource alone; it is judged on its current stored document,
-    as every other path judges it (a resource since deleted is withheld)."""
-    lines = [line for line in data.splitlines() if line]
+async def _started(chunks: AsyncGenerator[bytes]) -> AsyncIterator[bytes]:
+    """The stream with its first chunk already read: a file that cannot be read answers
+    its OperationOutcome (503) before the 200 goes out; past that, a database lost
+    mid-file cuts the response short (the client sees an incomplete chunked body)."""
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        first = b""
+    except BaseException:
+        await chunks.aclose()
+        raise
+
+    async def stream() -> AsyncGenerator[bytes]:
+        async with aclosing(chunks):
+            if first:
+                yield first
+            async for chunk in chunks:
+                yield chunk
+
+    return stream()
+
+
+async def _still_visible(
+    ctx: ServerContext, policy: AccessPolicy, chunks: AsyncGenerator[bytes]
+) -> AsyncGenerator[bytes]:
+    """The file as the downloading request's own policy sees it now, chunk by chunk: a
+    family grant revoked after the kick-off takes effect at once, on files already written
+    too (docs/access.md). Chunks end at line ends (`FileWriter`); a line split across two
+    would still be re-checked whole."""
+    rest = b""
+    async with aclosing(chunks):
+        async for chunk in chunks:
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            kept = await _kept(ctx, policy, [line for line in lines if line])
+            if kept:
+                yield b"".join(kept)
+    if rest:
+        for line in await _kept(ctx, policy, [rest]):
+            yield line
+
+
+async def _kept(ctx: ServerContext, policy: AccessPolicy, lines: list[bytes]) -> list[bytes]:
+    """The lines the policy admits, each ending in a newline. A type that inherits its
+    compartments (a Binary, a Provenance: access/compartments.py) cannot be judged from the
+    resource alone: it is judged on its current stored document, as every other path
+    judges it (one `_id $in` query per chunk; a resource since deleted is withheld)."""
     resources = [orjson.loads(line) for line in lines]
     inheriting = ctx.store.inheritance.types if ctx.store.inheritance is not None else set()
     keys = [
@@ -341,8 +385,8 @@ async def _still_visible(ctx: ServerContext, policy: AccessPolicy, data: bytes) 
             {"_id": {"$in": keys[i : i + 500]}}, {"comp": 1, "ak": 1}, what="The export file"
         ):
             stored[str(d["_id"])] = d
-    kept = [
-        line
+    return [
+        line + b"\n"
         for line, r in zip(lines, resources, strict=True)
         if admitted(
             policy,
@@ -353,4 +397,3 @@ async def _still_visible(ctx: ServerContext, policy: AccessPolicy, data: bytes) 
             else None,
         )
     ]
-    return b"".join(line + b"\n" for line in kept)

@@ -10,12 +10,16 @@ from collections.abc import Callable
 from typing import Any
 
 from fhir_server.config import Settings
-from fhir_server.portal import attachments, messaging
+from fhir_server.portal import attachments, messaging, response_times
 from fhir_server.portal.hooks import Workflow, Workflows
 
 Builder = Callable[[Settings, Any], Workflow]
 
-BUILDERS: tuple[Builder, ...] = (messaging.workflow, attachments.workflow)
+BUILDERS: tuple[Builder, ...] = (
+    messaging.workflow,
+    attachments.workflow,
+    response_times.workflow,
+)
 
 
 def build(settings: Settings, registry: Any) -> Workflows:

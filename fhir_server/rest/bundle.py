@@ -22,9 +22,11 @@ from pymongo.errors import DocumentTooLarge, OperationFailure
 
 from fhir_server.access.policy import AccessPolicy
 from fhir_server.context import ServerContext
+from fhir_server.db.retry import ATTEMPTS, dropped_before_commit, note_retry
 from fhir_server.errors import BadRequest, FhirError, Issue, PayloadTooLarge, PreconditionFailed
 from fhir_server.rest import searching, write_guard
 from fhir_server.rest.headers import prefer
+from fhir_server.rest.idempotency import Guards, refuse_key
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 
 Doc = dict[str, Any]
@@ -183,6 +185,7 @@ def response_bundle(kind: str, out: list[Doc]) -> FhirResponse:
 
 
 async def process(ctx: ServerContext, req: FhirRequest, dispatch: Dispatch) -> FhirResponse:
+    refuse_key(req, "a Bundle")
     kind, entries = bundle_entries(req)
     want_resource = wants_resources(req)
     if kind == "batch":
@@ -256,12 +259,24 @@ async def _resolve(
 ) -> dict[str, str]:
     """Map every fullUrl and conditional reference to the `Type/id` it will have."""
     mapping: dict[str, str] = {}
+    claimed: dict[str, int] = {}
     for i, (sub, entry) in enumerate(zip(reqs, entries, strict=True)):
         full_url = entry.get("fullUrl")
         target: str | None = None
         if sub.method == "POST" and len(sub.path) == 1:
             rt = sub.path[0]
             condition = sub.header("if-none-exist")
+            guards = Guards.of(sub, rt, sub.body) if condition else None
+            if guards is not None:
+                for key in guards.claim_keys():
+                    if key in claimed:
+                        raise BadRequest(
+                            f"entries {claimed[key]} and {i} create a {rt} by the same "
+                            "ifNoneExist: one conditional create per condition"
+                        )
+                    claimed[key] = i
+                # Read before the search: the entry's create takes the claim from here.
+                sub.claims = await guards.read(ctx)
             existing = (
                 await searching.conditional_matches(ctx, rt, condition, sub) if condition else []
             )
@@ -355,6 +370,30 @@ async def write_transaction(
     reqs, want_resource = prepared.reqs, prepared.want_resource
     order = sorted(range(len(reqs)), key=lambda i: _run_order(ctx, reqs[i]))
     results: dict[int, FhirResponse] = {}
+    for attempt in range(ATTEMPTS):
+        try:
+            results = await _transaction_attempt(ctx, reqs, order, dispatch)
+            break
+        except Exception as exc:
+            # A pooled connection the database had dropped, before the commit: nothing was
+            # written, so the whole transaction runs once more (db/retry.py).
+            if attempt + 1 == ATTEMPTS or not dropped_before_commit(exc):
+                raise
+            note_retry("a transaction Bundle", exc)
+    return [
+        _response_entry(
+            results[i], with_resource=want_resource or reqs[i].method in ("GET", "HEAD")
+        )
+        for i in range(len(reqs))
+    ]
+
+
+async def _transaction_attempt(
+    ctx: ServerContext, reqs: list[FhirRequest], order: list[int], dispatch: Dispatch
+) -> dict[int, FhirResponse]:
+    """One run of the entries in one database transaction; runs again from the start
+    (entries are not changed by a run: `_run_entry` reads `x-existing-id`, never pops it)."""
+    results: dict[int, FhirResponse] = {}
     async with ctx.store.client.start_session() as session:
         try:
             async with (
@@ -385,12 +424,7 @@ async def write_transaction(
                     "write; nothing was changed, retry it"
                 ) from None
             raise
-    return [
-        _response_entry(
-            results[i], with_resource=want_resource or reqs[i].method in ("GET", "HEAD")
-        )
-        for i in range(len(reqs))
-    ]
+    return results
 
 
 def _run_order(ctx: ServerContext, sub: FhirRequest) -> tuple[int, bool]:
@@ -426,7 +460,7 @@ def _prevalidate(ctx: ServerContext, sub: FhirRequest, index: int) -> None:
 
 
 async def _run_entry(ctx: ServerContext, sub: FhirRequest, dispatch: Dispatch) -> FhirResponse:
-    existing = sub.headers.pop("x-existing-id", None)
+    existing = sub.headers.get("x-existing-id")
     if existing is not None:
         # The entry is still a create: its permission is checked before the match answers,
         # and the match is read under the policy (hidden answers as missing).

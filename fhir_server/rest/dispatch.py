@@ -11,7 +11,7 @@ from fhir_server.context import ServerContext
 from fhir_server.errors import BadRequest, MethodNotAllowed, NotFound
 from fhir_server.operations.params import parse_params
 from fhir_server.operations.registry import OperationCall
-from fhir_server.rest import bundle, history, interactions, searching
+from fhir_server.rest import bundle, history, idempotency, interactions, searching
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 from fhir_server.rest.render import dumps
 
@@ -142,6 +142,9 @@ async def _operation(
         # Checked before the parameters are read: a token without the interaction learns
         # nothing about them.
         req.policy.require(rt or "*", interaction)
+    if op.affects_state:
+        # Nothing makes an operation's change idempotent by key (docs/rest.md).
+        idempotency.refuse_key(req, f"the operation {segment}")
     call = OperationCall(op, rt, rid, parse_params(op, req))
     if interaction is None:
         req.policy.require(rt or "*", op.interaction_for(call))

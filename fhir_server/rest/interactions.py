@@ -21,14 +21,15 @@ from fhir_server.errors import (
     Gone,
     NotFound,
     PreconditionFailed,
+    ServiceUnavailable,
     Unprocessable,
 )
 from fhir_server.portal.hooks import WriteEvent, write_session
-from fhir_server.rest import binary_content, searching, write_guard
+from fhir_server.rest import binary_content, idempotency, searching, write_guard
 from fhir_server.rest.headers import parse_if_match, version_headers
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 from fhir_server.search.query import NOTHING
-from fhir_server.storage.store import Tombstone, Version, WriteResult
+from fhir_server.storage.store import Tombstone, Version, WriteResult, new_id
 
 Doc = dict[str, Any]
 
@@ -234,30 +235,86 @@ async def _workflows_after(
 async def create(
     ctx: ServerContext, req: FhirRequest, rt: str, *, assigned_id: str | None = None
 ) -> FhirResponse:
-    """Create; honours If-None-Exist (conditional create).
+    """Create; honours If-None-Exist (conditional create) and Idempotency-Key.
 
     The server assigns the id and ignores one in the body, as
-    https://hl7.org/fhir/R4/http.html#create requires.
+    https://hl7.org/fhir/R4/http.html#create requires. A guarded create (either header)
+    claims its condition or key in the transaction that writes, so parallel copies create
+    one resource (rest/idempotency.py); a copy that lost the race starts again and answers
+    the winner's resource.
     """
     resource = body_resource(req, rt)
     write_guard.precheck(ctx, req.policy, rt, "create")
-    condition = req.header("if-none-exist")
-    if condition:
-        matches = await searching.conditional_matches(ctx, rt, condition, req)
-        if len(matches) > 1:
-            raise PreconditionFailed(
-                f"If-None-Exist {condition!r} matches {len(matches)} resources"
-            )
-        if matches:
-            return resource_response(ctx, await read_visible(ctx, req, rt, matches[0]), 200)
     resource = dict(resource)
     resource.pop("id", None)
-    async with write_session(ctx, req, rt):
-        resource = await _admit(ctx, req, rt, None, resource, "create")
-        result = await ctx.store.create(
-            rt, resource, rid=assigned_id or req.assigned_id, session=req.session
-        )
-        await _workflows_after(ctx, req, rt, "create", result)
+    guards = idempotency.Guards.of(req, rt, resource)
+    if guards is None:
+        async with write_session(ctx, req, rt):
+            result = await _store_new(ctx, req, rt, resource, assigned_id or req.assigned_id)
+        return resource_response(ctx, result.version, 201, location=True)
+    if req.session is not None:
+        # In a transaction bundle: a lost race fails the bundle (412, retry it).
+        try:
+            return await _guarded_create(ctx, req, rt, resource, guards, assigned_id)
+        except idempotency.LostRace:
+            raise PreconditionFailed(
+                f"another request created a {rt} by the same condition meanwhile; "
+                "nothing was changed, retry the transaction"
+            ) from None
+    for attempt in range(idempotency.MAX_ATTEMPTS):
+        try:
+            return await _guarded_create(ctx, req, rt, resource, guards, assigned_id)
+        except idempotency.LostRace:
+            await idempotency.backoff(attempt)
+    raise ServiceUnavailable(f"too many concurrent copies of this {rt} create; retry")
+
+
+async def _store_new(
+    ctx: ServerContext, req: FhirRequest, rt: str, resource: Doc, rid: str | None
+) -> WriteResult:
+    """Admit and write a new resource and run the workflows' side effects, in the
+    request's session."""
+    resource = await _admit(ctx, req, rt, None, resource, "create")
+    result = await ctx.store.create(rt, resource, rid=rid, session=req.session)
+    await _workflows_after(ctx, req, rt, "create", result)
+    return result
+
+
+async def _guarded_create(
+    ctx: ServerContext,
+    req: FhirRequest,
+    rt: str,
+    resource: Doc,
+    guards: idempotency.Guards,
+    assigned_id: str | None,
+) -> FhirResponse:
+    """One attempt: claims read, then the replay or the search, then the claims moved on
+    with the write (LostRace when another copy moved one first)."""
+    claims = req.claims if req.claims is not None else await guards.read(ctx)
+    replay = guards.replay(claims)
+    if replay is not None:
+        rid, status = replay
+        v = await read_visible(ctx, req, rt, rid)
+        return resource_response(ctx, v, status, location=status == 201)
+    matched: str | None = None
+    if guards.condition is not None and req.claims is None:
+        # (A bundle searched its ifNoneExist already, after reading the claims.)
+        matches = await searching.conditional_matches(ctx, rt, guards.condition, req)
+        if len(matches) > 1:
+            raise PreconditionFailed(
+                f"If-None-Exist {guards.condition!r} matches {len(matches)} resources"
+            )
+        matched = matches[0] if matches else None
+    if matched is not None:
+        v = await read_visible(ctx, req, rt, matched)
+        if guards.request_key is not None:
+            async with idempotency.transaction(ctx, req):
+                await guards.take(ctx, claims, req, matched, 200, key_only=True)
+        return resource_response(ctx, v, 200)
+    rid = assigned_id or req.assigned_id or new_id()
+    async with idempotency.transaction(ctx, req):
+        await guards.take(ctx, claims, req, rid, 201)
+        result = await _store_new(ctx, req, rt, resource, rid)
     return resource_response(ctx, result.version, 201, location=True)
 
 
@@ -320,6 +377,7 @@ async def conditional_update(ctx: ServerContext, req: FhirRequest, rt: str) -> F
 
 async def patch(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> FhirResponse:
     """JSON Patch (RFC 6902): https://hl7.org/fhir/R4/http.html#patch"""
+    idempotency.refuse_key(req, "PATCH")
     ops = req.body
     if not isinstance(ops, list):
         raise BadRequest("a JSON Patch body is an array of operations", code="structure")

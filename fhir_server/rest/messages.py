@@ -9,7 +9,7 @@ the same whether it arrives on its own or inside a Bundle.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,9 @@ class HttpResponse:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     media_type: str | None = None
+    # A body sent as its chunks come (an `$export` file), in place of `body`: the server
+    # holds one chunk at a time, never the whole file.
+    stream: AsyncIterator[bytes] | None = None
 
 
 @dataclass
@@ -62,6 +65,9 @@ class FhirRequest:
     in_bundle: bool = False
     # A transaction pre-assigns ids of created resources so references can be resolved.
     assigned_id: str | None = None
+    # The idempotency claims of a transaction entry's ifNoneExist, read before the
+    # transaction searched it (rest/idempotency.py).
+    claims: dict[str, Any] | None = None
     # True once the body passed validation (a transaction validates before it writes).
     validated: bool = False
     # What the request's access token lets it see and do.
@@ -88,6 +94,8 @@ class FhirResponse:
     # own media type; `body` is then unused.
     raw: bytes | None = None
     media_type: str | None = None
+    # Such a body as its chunks come, in place of `raw` (an `$export` file, up to 16 MiB).
+    stream: AsyncIterator[bytes] | None = None
     # `body` already serialised (compact JSON), for a constant body sent often: the
     # CapabilityStatement (590 KB, about 1 ms of CPU to serialise) answers every probe.
     encoded: bytes | None = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from fhir_server.errors import FhirError, Issue
 from fhir_server.rest.headers import prefer
@@ -68,6 +68,13 @@ def _write_outcome(resp: FhirResponse) -> dict[str, Any]:
 
 
 def render(req: FhirRequest, resp: FhirResponse, media: str = FHIR_JSON) -> HttpResponse:
+    if resp.stream is not None:
+        return HttpResponse(
+            status=resp.status,
+            headers=dict(resp.headers),
+            stream=resp.stream,
+            media_type=resp.media_type,
+        )
     if resp.raw is not None:
         return HttpResponse(
             status=resp.status,
@@ -111,6 +118,13 @@ def error_response(exc: FhirError, pretty: bool = False) -> HttpResponse:
 
 
 def to_starlette(answer: HttpResponse) -> Response:
+    if answer.stream is not None:
+        return StreamingResponse(
+            answer.stream,
+            status_code=answer.status,
+            headers=answer.headers,
+            media_type=answer.media_type,
+        )
     return Response(
         content=answer.body,
         status_code=answer.status,

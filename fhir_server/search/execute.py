@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import parse_qsl
 
+from fhir_server.db.dialect import DIALECT as _DIALECT  # noqa: F401 - tests set it
+from fhir_server.db.dialect import uses_elem_match
 from fhir_server.errors import BadRequest, TooCostly
 from fhir_server.search import cursor as cur
 from fhir_server.search import secantus_plan
@@ -58,18 +60,6 @@ class SearchPage:
             self.stored_access[str(d["_id"])] = {"comp": d.get("comp") or [], "ak": d.get("ak")}
 
 
-_DIALECT: dict[int, bool] = {}
-
-
-async def uses_elem_match(db: Any) -> bool:
-    """True on MongoDB, False on SecantusDB (see query.py): asked once per client."""
-    key = id(db.client)
-    if key not in _DIALECT:
-        info = await db.client.admin.command("buildInfo")
-        _DIALECT[key] = "secantusVersion" not in info
-    return _DIALECT[key]
-
-
 class _Run:
     def __init__(
         self,
@@ -103,7 +93,10 @@ class _Run:
         """One query on the collection that holds type `rt` (the audit log's for
         AuditEvent: storage/audit_store.py)."""
         store = self.store.for_type(rt)
-        if self.secantus and store is self.store:
+        if self.secantus and (store is self.store or "$or" in filt or "$and" in filt):
+            # The audit log too when the filter is an `$or` or `$and` (the access policy's, for a
+            # patient and the people they speak for): SecantusDB would scan the log for it,
+            # while each branch is looked up in the patient's compartment.
             return await secantus_plan.find(
                 store, filt, projection, sort=sort, limit=limit, memo=self.memo
             )
@@ -115,7 +108,7 @@ class _Run:
 
     async def count(self, filt: dict[str, Any], rt: str | None = None) -> int:
         store = self.store.for_type(rt)
-        if self.secantus and store is self.store:
+        if self.secantus and (store is self.store or "$or" in filt or "$and" in filt):
             return await secantus_plan.count(store, filt, self.memo)
         if self.secantus:
             filt = secantus_plan.point_first(filt)
@@ -139,6 +132,8 @@ class _Run:
             bad = [f"{c}:{modifier}" for c in codes]
         if filt is not None and not bad:
             bad = [f"{f} (this modifier)" for f in _fields(filt) if f not in store.indexed]
+        if filt is not None and not bad:
+            bad = [f"{k} (a system alone)" for k in store.unlooked_keys(filt)]
         if bad:
             served = ", ".join(sorted(store.searchable))
             raise BadRequest(

@@ -217,6 +217,11 @@ class Clause:
             return lambda d: any(
                 isinstance(v, str) and all(t(v, b) for t, b in tests) for v in values(d, f)
             )
+        if set(c) == {"$size"} and type(c["$size"]) is int and "." not in f:
+            # A top-level array of that length (the policy's `comp: {$size: 0}`: in no
+            # patient compartment); anything else, or no field, does not match.
+            n = c["$size"]
+            return lambda d: isinstance(d.get(f), list) and len(d[f]) == n
         if set(c) == {"$regex"} and isinstance(c["$regex"], str):
             rx = re.compile(c["$regex"])
             return lambda d: any(isinstance(v, str) and rx.search(v) for v in values(d, f))
@@ -361,21 +366,25 @@ class Resolution:
 
 def resolution(q: Conjunction) -> Resolution | None:
     """None unless every clause can be re-checked and one can be looked up on an index: a
-    point clause as is (exact), else the best range loosened."""
-    if q.ors:
-        return None
+    point clause as is (exact), else the best range loosened. With `$or`s (a proxy's
+    access rules), only a point clause beside them (the policy's `comp: {$in}` superset)
+    is looked up, and each row is re-checked against the branches too."""
     own = [c for c in q.clauses if c.field != "rt"]
-    tests = [c.checker() for c in q.clauses]
-    if any(t is None for t in tests):
+    tested = _tested(q)
+    if tested is None:
         return None
-    checks = [t for t in tests if t is not None]
-    lead = next((c for c in own if c.point()), None)
+    checks, named = tested
+    # The narrowest point clause: a proxy's `$or` branch holds its own compartment beside
+    # the policy's superset `comp: {$in: [every compartment]}` (access/rules.py).
+    lead = min((c for c in own if c.point()), key=_width, default=None)
     every = next(
         (c for c in own if c.field == "ix.k" and isinstance(c.cond, dict) and "$all" in c.cond),
         None,
     )
     if lead is not None:
         sent = lead.as_filter()
+    elif q.ors:
+        return None  # the `$or` runs branch by branch (`_union`)
     elif every is not None:
         sent = {"ix.k": every.cond["$all"][0]}  # one of the keys required, exactly
     else:
@@ -385,8 +394,29 @@ def resolution(q: Conjunction) -> Resolution | None:
             return None
         sent = loose
     lookup = {"rt": q.rt, **sent} if q.rt is not None else sent
-    fields = tuple(sorted({c.field for c in q.clauses} - {"_id"}))
-    return Resolution(lookup, fields, lambda d: all(t(d) for t in checks))
+    return Resolution(lookup, tuple(f for f in named if f != "_id"), checks)
+
+
+def _tested(q: Conjunction) -> tuple[Callable[[Doc], bool], tuple[str, ...]] | None:
+    """The whole conjunction, `$or`s included, as one test of a document, and the fields
+    it reads; None when a clause is not one re-checked here."""
+    tests = [c.checker() for c in q.clauses]
+    alts = [[[c.checker() for c in b.clauses] for b in o] for o in q.ors]
+    if any(t is None for t in tests) or any(t is None for o in alts for b in o for t in b):
+        return None
+    ands = [t for t in tests if t is not None]
+    ors = [[[t for t in b if t is not None] for b in o] for o in alts]
+    named = {c.field for c in q.clauses} | {c.field for o in q.ors for b in o for c in b.clauses}
+
+    def test(d: Doc) -> bool:
+        return all(t(d) for t in ands) and all(any(all(t(d) for t in b) for b in o) for o in ors)
+
+    return test, tuple(sorted(named))
+
+
+def _width(c: Clause) -> int:
+    """How many keys a point clause looks up."""
+    return len(c.cond["$in"]) if isinstance(c.cond, dict) else 1
 
 
 Memo = dict[str, list[Doc]]
@@ -469,6 +499,15 @@ def whole_range(q: Conjunction) -> Clause | None:
     return other
 
 
+def recheck(filt: Doc) -> tuple[Callable[[Doc], bool], tuple[str, ...]] | None:
+    """`filt` as a test of one document in memory, and the fields the test reads; None when
+    a clause is not one re-checked here. For a read by `_id` (storage/store.py): SecantusDB
+    scans the collection for `{_id, $and: [policy]}` (a top-level operator), so the
+    document is fetched by `_id` alone and the policy's filter tested on it here."""
+    q = conjunction(filt)
+    return _tested(q) if q is not None else None
+
+
 def _covers(projection: Doc | None, field: str) -> bool:
     if projection is None or field == "_id":
         return True
@@ -499,7 +538,10 @@ async def find(
     if q is None:
         return await store.find(filt, projection, sort=sort, limit=limit)
     if q.ors:
-        rows = await _union(store, q, projection, sort, limit, memo)
+        r = resolution(q)
+        rows = await _resolved(store, q, r, projection, sort, limit, memo) if r else None
+        if rows is None:
+            rows = await _union(store, q, projection, sort, limit, memo)
         if rows is not None:
             return rows
         return await store.find(filt, projection, sort=sort, limit=limit)
@@ -520,12 +562,30 @@ async def find(
                     _strip(d, clause.field)
             return kept
     r = resolution(q)
-    found = await _matches(store, q, r, sort, memo) if r is not None else None
+    rows = await _resolved(store, q, r, projection, sort, limit, memo) if r else None
+    if rows is None:
+        return await store.find(filt, projection, sort=sort, limit=limit)
+    return rows
+
+
+async def _resolved(
+    store: _Store,
+    q: Conjunction,
+    r: Resolution,
+    projection: Doc | None,
+    sort: Sort | None,
+    limit: int,
+    memo: Memo | None,
+) -> list[Doc] | None:
+    """The page from the lookup's re-checked rows: their ids fetched with the clauses
+    (not the `$or`s, re-checked in memory: SecantusDB scans for a top-level `$or`); None
+    past RESOLVE_MAX rows or NARROW_MAX ids, or for rows not ordered here."""
+    found = await _matches(store, q, r, sort, memo)
     page = in_sort_order(found, sort) if found is not None and sort else found
     if page is not None and limit:
         page = page[:limit]
     if page is None or len(page) > NARROW_MAX:
-        return await store.find(filt, projection, sort=sort, limit=limit)
+        return None
     return await store.find(
         _narrowed(q, [d["_id"] for d in page]), projection, sort=sort, limit=limit
     )
@@ -581,6 +641,11 @@ async def count(store: _Store, filt: Doc, memo: Memo | None = None) -> int:
     the distinct ids of the branches of an `$or`."""
     filt = point_first(filt)
     q = conjunction(filt)
+    r = resolution(q) if q is not None and q.ors else None
+    if q is not None and r is not None:
+        matched = await _matches(store, q, r, None, memo)
+        if matched is not None:
+            return len(matched)
     if q is not None and q.ors:
         branches = branch_filters(q)
         if branches is None:
@@ -607,6 +672,9 @@ def plan_queries(filt: Doc) -> list[Doc]:
     if q is None:
         return [filt]
     if q.ors:
+        r = resolution(q)
+        if r is not None:
+            return [r.lookup, _narrowed(q, ["?"])]
         branches = branch_filters(q)
         return [x for bf in branches for x in plan_queries(bf)] if branches else [filt]
     if "$and" not in filt and _bounded(filt):

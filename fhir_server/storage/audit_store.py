@@ -23,15 +23,20 @@ unchanged, with:
 
 from __future__ import annotations
 
-from datetime import datetime
+import contextlib
+from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, OperationFailure
 
 from fhir_server.errors import MethodNotAllowed, NotFound
+from fhir_server.search.extract import LOCAL_REF
+from fhir_server.search.query import TOP
+from fhir_server.search.values import instant as key_instant
+from fhir_server.search.values import parse_instant, shift
 from fhir_server.storage.limits import DEFAULT_MAX_TIME_MS, time_limited
 from fhir_server.storage.store import (
     Indexer,
@@ -62,6 +67,7 @@ class AuditStore(ResourceStore):
         indexed: frozenset[str],
         indexes: list[IndexModel],
         refused_modifiers: frozenset[str] = frozenset(),
+        comp_prefixes: tuple[str, ...] = (),
         max_time_ms: int = DEFAULT_MAX_TIME_MS,
     ) -> None:
         super().__init__(db, indexer, max_time_ms=max_time_ms)
@@ -76,6 +82,9 @@ class AuditStore(ResourceStore):
         self.indexes = indexes
         # Modifiers whose keys the indexer does not keep (`:missing`).
         self.refused_modifiers = refused_modifiers
+        # The `ix.k` prefixes of the compartment parameters (`patient=Patient/`): their keys
+        # are looked up in `comp`, which holds exactly them (`served_filter`).
+        self.comp_prefixes = comp_prefixes
 
     def limited(self, max_time_ms: int) -> AuditStore:
         if max_time_ms == self.max_time_ms:
@@ -89,16 +98,48 @@ class AuditStore(ResourceStore):
             indexed=self.indexed,
             indexes=self.indexes,
             refused_modifiers=self.refused_modifiers,
+            comp_prefixes=self.comp_prefixes,
             max_time_ms=max_time_ms,
         )
 
     async def ensure_indexes(self) -> None:
+        """Create the log's indexes, drop those an older version created and this one does
+        not (each costs every event an entry), and give events an older version wrote the
+        looked-up keys `ix.q` (derived from their `ix.k`: no re-indexing)."""
         await self.resources.create_indexes(self.indexes)
+        wanted = {"_id_", *(m.document["name"] for m in self.indexes)}
+        async for ix in await self.resources.list_indexes():
+            if ix["name"] not in wanted:
+                with contextlib.suppress(OperationFailure):  # another process dropped it
+                    await self.resources.drop_index(ix["name"])
+        q = f"ix.{QUERY_KEYS}"
+        batch: list[UpdateOne] = []
+        async for d in self.resources.find({q: {"$exists": False}}, {"ix.k": 1}):
+            keys = query_keys((d.get("ix") or {}).get("k") or [], self.comp_prefixes)
+            batch.append(UpdateOne({"_id": d["_id"]}, {"$set": {q: keys}}))
+            if len(batch) == BATCH:
+                await self.resources.bulk_write(batch, ordered=False)
+                batch = []
+        if batch:
+            await self.resources.bulk_write(batch, ordered=False)
 
     def _own(self, filt: Doc) -> Doc:
         if filt.get("rt") == self.rt:
-            return {k: v for k, v in filt.items() if k != "rt"}
-        return filt
+            filt = {k: v for k, v in filt.items() if k != "rt"}
+        return served_filter(filt, self.comp_prefixes)
+
+    def unlooked_keys(self, filt: Doc) -> list[str]:
+        """The keys a criterion's filter asks for that `ix.q` holds no entry for (a token's
+        system alone, `type=system|`): such a search is refused, never run as a scan."""
+        cond = filt.get("ix.k")
+        if isinstance(cond, dict) and set(cond) & {"$in", "$all"}:
+            cond = cond.get("$in", cond.get("$all"))
+        keys = [cond] if isinstance(cond, str) else cond if isinstance(cond, list) else []
+        return [
+            k
+            for k in keys
+            if isinstance(k, str) and reduced_key(k) is None and covering_key(k) is None
+        ]
 
     # -- queries -------------------------------------------------------------------------
 
@@ -275,15 +316,156 @@ class AuditStore(ResourceStore):
             moved += len(docs)
 
 
+# -- the looked-up keys ------------------------------------------------------------------
+#
+# Each index entry costs SecantusDB about 0.02 ms of CPU on insert, and an event's `ix.k`
+# holds 20-25 keys: a token answers to `code`, `system|code` and `system|`, a reference to
+# `Type/id` and `id`, a date to its year, month and day. The log keeps `ix.k` whole (it is
+# what every query tests) but indexes `ix.q` instead: each key of `ix.k` reduced by
+# `reduced_key`, the forms of one value folding into one entry (8-10 an event), and no
+# entry for the compartment parameter's keys, which `comp` holds already. `served_filter`
+# puts beside every `ix.k` clause of a query the clause it implies on `ix.q` (or `comp`):
+# a document has key `k` only if it has `reduced_key(k)`, so the added clause changes no
+# answer; it only gives the database an index to look the candidates up in, and the `ix.k`
+# clause then picks the exact matches among them (docs/storage.md, "The audit log").
+
+QUERY_KEYS = "q"  # `ix.q`
+
+
+def covering_key(key: str) -> tuple[str, str] | None:
+    """(code, year/month/day) of a date's covering key (`date:2026-12-02`, search/extract.py),
+    the one kind of key without `=`."""
+    if "=" in key:
+        return None
+    code, colon, when = key.partition(":")
+    return (code, when) if colon else None
+
+
+def reduced_key(key: str) -> str | None:
+    """The `ix.q` entry that stands for the `ix.k` key `key`; None for a token's system
+    alone (`type=system|`: every value of it, no one entry) and for a date's covering key
+    (looked up as a range of `ix.lo` instead: `served_filter`)."""
+    name, eq, value = key.partition("=")
+    if not eq:
+        return None
+    if "|" in value:
+        value = value.partition("|")[2]  # `system|code`, `|code` -> `code`
+        if not value:
+            return None
+    m = LOCAL_REF.match(value)
+    return f"{name}={m.group(2) if m else value}"
+
+
+def query_keys(keys: list[str], comp_prefixes: tuple[str, ...]) -> list[str]:
+    """`ix.q` of a document whose `ix.k` is `keys`."""
+    skip = comp_params(comp_prefixes)
+    return sorted({r for k in keys if not k.startswith(skip) if (r := reduced_key(k))})
+
+
+def comp_params(comp_prefixes: tuple[str, ...]) -> tuple[str, ...]:
+    """`patient=Patient/` -> `patient=`: every key of a compartment parameter, whose
+    `Patient/` keys `comp` holds (so `ix.q` holds none of them)."""
+    return tuple(p.split("=", 1)[0] + "=" for p in comp_prefixes)
+
+
+def _looked_up(cond: Any, comp_prefixes: tuple[str, ...]) -> tuple[str, Any] | None:
+    """The clause on `ix.q` or `comp` that an `ix.k` condition implies, if any."""
+    if isinstance(cond, str):
+        keys, many = [cond], False
+    elif isinstance(cond, dict) and set(cond) == {"$in"} and isinstance(cond["$in"], list):
+        keys, many = cond["$in"], True
+    elif isinstance(cond, dict) and set(cond) == {"$all"} and isinstance(cond["$all"], list):
+        keys, many = cond["$all"][:1], False  # every key is required: one implies enough
+    else:
+        return None  # `$nin`, `$ne`, ranges: no equality to look up
+    if not keys or not all(isinstance(k, str) for k in keys):
+        return None
+    cover = covering_key(keys[0]) if len(keys) == 1 else None
+    if cover is not None:
+        # The date's start lies in that year, month or day (extract.covering_keys).
+        start = f"{cover[0]}|{cover[1]}"
+        return "ix.lo", {"$gte": start, "$lt": start + TOP}
+    if all(k.startswith(comp_prefixes) for k in keys):
+        field, found = "comp", [k.partition("=")[2] for k in keys]
+    else:
+        field, reduced = f"ix.{QUERY_KEYS}", [reduced_key(k) for k in keys]
+        if any(k.startswith(comp_params(comp_prefixes)) for k in keys) or None in reduced:
+            return None  # a compartment parameter's other keys are in neither
+        found = [r for r in reduced if r is not None]
+    found = list(dict.fromkeys(found))
+    return field, ({"$in": found} if many and len(found) > 1 else found[0])
+
+
+# How far a date's end may lie past its start: an event's `recorded` is an instant (to the
+# millisecond when the server writes it, at worst to the second), so its `ix.hi` is at most
+# a second past its `ix.lo`. The log indexes `ix.lo` only.
+DATE_WIDTH = timedelta(seconds=1)
+
+
+def _start_bounds(cond: Any) -> tuple[str, Any] | None:
+    """The `ix.lo` range a range on `ix.hi` implies (lo <= hi <= lo + DATE_WIDTH)."""
+    if not isinstance(cond, dict) or not cond or not set(cond) <= set(_RANGE_OPS):
+        return None
+    out: Doc = {}
+    for op, bound in cond.items():
+        if not isinstance(bound, str):
+            return None
+        if op in ("$lt", "$lte"):
+            out[op] = bound  # lo <= hi
+            continue
+        code, _, when = bound.partition("|")
+        try:
+            earlier = key_instant(shift(parse_instant(when), -DATE_WIDTH))
+        except ValueError:
+            earlier = ""  # not an instant (a bare prefix): the code's whole range
+        out["$gte"] = f"{code}|{earlier}"
+    return "ix.lo", out
+
+
+_RANGE_OPS = ("$gt", "$gte", "$lt", "$lte")
+LOOKUP_ORDER = ("_id", "comp", f"ix.{QUERY_KEYS}")  # the most selective first (SecantusDB)
+
+
+def served_filter(filt: Doc, comp_prefixes: tuple[str, ...]) -> Doc:
+    """`filt` with the `ix.q`/`comp` clause each `ix.k` clause implies, at every level,
+    the point clauses first (SecantusDB looks up the first clause an index answers:
+    docs/database.md); a date range's `$elemMatch` as a plain range, since an event has one
+    `date` (`recorded`, 1..1) and so one `ix.lo` and one `ix.hi` value."""
+    out: Doc = {}
+    for field, cond in filt.items():
+        if field in ("$and", "$or", "$nor") and isinstance(cond, list):
+            out[field] = [served_filter(c, comp_prefixes) for c in cond]
+            continue
+        if field in ("ix.lo", "ix.hi") and isinstance(cond, dict) and set(cond) == {"$elemMatch"}:
+            cond = cond["$elemMatch"]
+        out[field] = cond
+        implied = None
+        if field == "ix.k":
+            implied = _looked_up(cond, comp_prefixes)
+        elif field == "ix.hi":
+            implied = _start_bounds(cond)
+        if implied is not None and implied[0] not in filt:
+            out[implied[0]] = implied[1]
+    first = [f for f in LOOKUP_ORDER if f in out]
+    return {**{f: out[f] for f in first}, **out}
+
+
 def index_models(fields: list[str], compartment_sort: str | None) -> list[IndexModel]:
     """The indexes of a separate collection whose `ix` fields in use are `fields` (`k`, `s`,
     `lo`, `hi`; `lu` for `_lastUpdated`), each suffixed by `_id` like the `resources` ones
-    (search/indexes.py), plus `(comp, ix.o.<compartment_sort>, _id)` for a patient's events
-    newest first when the type is in the patient compartment."""
+    (search/indexes.py), `k` looked up through its reduced keys `ix.q` (above), plus
+    `(comp, ix.o.<compartment_sort>, _id)` for a patient's events newest first when the
+    type is in the patient compartment."""
     a = ASCENDING
+
+    def looked_up(f: str) -> str:
+        return "lu" if f == "lu" else f"ix.{QUERY_KEYS if f == 'k' else f}"
+
+    # `ix.hi` ranges are looked up as the `ix.lo` ranges they imply (`_start_bounds`).
+    indexed = [f for f in fields if not (f == "hi" and "lo" in fields)]
     models = [
-        IndexModel([("lu" if f == "lu" else f"ix.{f}", a), ("_id", a)], name=f"{f}_id")
-        for f in fields
+        IndexModel([(looked_up(f), a), ("_id", a)], name=f"{QUERY_KEYS if f == 'k' else f}_id")
+        for f in indexed
     ]
     if compartment_sort is not None:
         key = [("comp", a), (f"ix.o.{compartment_sort}", a), ("_id", a)]

@@ -16,12 +16,14 @@ import asyncio
 import copy
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
 from pymongo import DESCENDING, InsertOne, ReplaceOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
@@ -29,8 +31,12 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from fhir_server.access.compartments import CompartmentInheritance
 from fhir_server.access.labels import normalised
+from fhir_server.access.policy_epochs import POLICY_TYPES, bump, written_keys
 from fhir_server.access.stored_keys import LABEL_PARAM, access_field, key_param
+from fhir_server.db.dialect import uses_elem_match
+from fhir_server.db.retry import ATTEMPTS, dropped_before_commit, note_retry
 from fhir_server.errors import Gone, NotFound, PreconditionFailed, ServiceUnavailable
+from fhir_server.search import secantus_plan
 from fhir_server.storage.limits import DEFAULT_MAX_TIME_MS, time_limited
 
 if TYPE_CHECKING:
@@ -46,6 +52,8 @@ MAX_WRITE_ATTEMPTS = 40
 # and access keys the post-check tests; never the index arrays `ix` (docs/storage.md,
 # "Lean reads").
 READ_FIELDS: Doc = {"rt": 1, "id": 1, "vid": 1, "lu": 1, "res": 1, "comp": 1, "ak": 1}
+# Documents left as their BSON bytes (`find_batches`).
+RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
 # Fields a history version copies from the current document it was written with.
 VERSION_FIELDS = ("rt", "id", "vid", "lu", "comp", "sk", "res", "ak")
 
@@ -178,6 +186,8 @@ class _Deferred:
     replaces: int = 0
     # The current documents written, by `_id`: what inheriting compartments reads first.
     docs: dict[str, Doc] = field(default_factory=dict)
+    # The policy epochs the writes bump when they are sent (access/policy_epochs.py).
+    epochs: set[str] = field(default_factory=set)
 
 
 class ResourceStore:
@@ -264,6 +274,40 @@ class ResourceStore:
             )
             return [d async for d in cursor]
 
+    async def find_batches(
+        self,
+        filt: Doc,
+        projection: Doc | None,
+        *,
+        sort: list[tuple[str, int]] | None = None,
+        limit: int = 0,
+        batch: int,
+        what: str = "The query",
+    ) -> AsyncGenerator[list[RawBSONDocument]]:
+        """The current documents matching `filt`, `batch` at a time from one cursor, as the
+        bytes the database sent (`bson.decode` each when it is used): the caller holds one
+        batch of bytes and one decoded document, never the whole answer nor a batch of
+        decoded ones, which take several times their size (`$export`). The time limit is
+        the query's: MongoDB counts it over all of its cursor's batches."""
+        raw = self.resources.with_options(codec_options=RAW)
+        cursor = raw.find(
+            filt,
+            projection,
+            sort=sort,
+            limit=limit,
+            batch_size=batch,
+            max_time_ms=self.max_time_ms,
+        )
+        try:
+            while True:
+                with time_limited(what):
+                    docs = await cursor.to_list(batch)
+                if not docs:
+                    return
+                yield docs
+        finally:
+            await cursor.close()
+
     async def resources_matching(self, filt: Doc, *, what: str = "The access policy") -> list[Doc]:
         """The FHIR resources (`res`) of the current documents matching `filt`."""
         return [d["res"] for d in await self.find(filt, {"res": 1}, what=what) if d.get("res")]
@@ -297,14 +341,28 @@ class ResourceStore:
         """The current document of `rt/rid` if the filter `visible` (the policy's, for
         this type) lets it through: a read is a search on `_id` under the policy. Only
         `fields` come back (the whole document for None)."""
-        docs = await self.find(
-            visible_query(f"{rt}/{rid}", visible),
-            fields,
-            limit=1,
-            session=session,
-            what="The read",
-        )
-        return docs[0] if docs else None
+        key = f"{rt}/{rid}"
+        check = secantus_plan.recheck(visible) if visible else None
+        if check is None or await uses_elem_match(self.db):
+            docs = await self.find(
+                visible_query(key, visible), fields, limit=1, session=session, what="The read"
+            )
+            return docs[0] if docs else None
+        # SecantusDB scans the collection for `{_id, $and: [policy]}` (docs/database.md,
+        # "Reads under a policy"): the document by `_id` alone, the policy's filter tested
+        # on it in memory, exactly as the database would.
+        test, needed = check
+        shown = set(fields or ()) | {"_id"}
+        added = [f for f in needed if f.split(".", 1)[0] not in shown]
+        proj = None if fields is None else {**fields, **dict.fromkeys(added, 1)}
+        docs = await self.find({"_id": key}, proj, limit=1, session=session, what="The read")
+        if not docs or not test(docs[0]):
+            return None
+        doc = docs[0]
+        if fields is not None:
+            for f in added:  # only what was asked for leaves (`ix.k` alone was fetched)
+                doc.pop(f.split(".", 1)[0], None)
+        return doc
 
     async def read(
         self,
@@ -465,6 +523,7 @@ class ResourceStore:
                 )
                 if r.deleted_count != 1:
                     raise _Retry
+                await bump(self.db, written_keys(rt, cur.get("comp")), s)
 
             try:
                 await self._in_transaction(op, session)
@@ -517,12 +576,14 @@ class ResourceStore:
                 await self.history.insert_one(hist, session=s)
                 if cur is None:
                     await self.resources.insert_one(doc, session=s)
-                    return
-                r = await self.resources.replace_one(
-                    {"_id": doc["_id"], "vid": cur["vid"]}, doc, session=s
-                )
-                if r.matched_count != 1:
-                    raise _Retry
+                else:
+                    r = await self.resources.replace_one(
+                        {"_id": doc["_id"], "vid": cur["vid"]}, doc, session=s
+                    )
+                    if r.matched_count != 1:
+                        raise _Retry
+                # In the write's transaction: the policy caches see it with the write.
+                await bump(self.db, written_keys(rt, cur and cur.get("comp"), doc["comp"]), s)
 
             try:
                 await self._in_transaction(op, session)
@@ -545,6 +606,7 @@ class ResourceStore:
         if cur is None and doc["_id"] in held.docs:
             raise PreconditionFailed(f"{doc['_id']} is created twice in one transaction")
         held.history.append(hist)
+        held.epochs.update(written_keys(doc["rt"], cur and cur.get("comp"), doc["comp"]))
         if cur is None:
             held.current.append(InsertOne(doc))
         else:
@@ -591,6 +653,7 @@ class ResourceStore:
                 "a resource of the transaction was changed by another request; "
                 "nothing was changed, read it and retry"
             )
+        await bump(self.db, held.epochs, session)
 
     def document(self, rt: str, rid: str, vid: int, resource: Doc) -> Doc:
         """The stored shape of one version (`res`, `ix`, `comp`, `sk`...), for writers that
@@ -688,18 +751,26 @@ class ResourceStore:
         op: Callable[[AsyncClientSession], Any],
         session: AsyncClientSession | None,
     ) -> None:
-        """Run `op` in the caller's transaction, or in a transaction of its own."""
+        """Run `op` in the caller's transaction, or in a transaction of its own, run once
+        more when its pooled connection had been dropped before it committed (db/retry.py;
+        the caller's transaction is the caller's to retry)."""
         if session is not None:
             await op(session)
             return
-        async with self.client.start_session() as s:
-            try:
-                async with await s.start_transaction():
-                    await op(s)
-            except OperationFailure as exc:
-                if isinstance(exc, DuplicateKeyError) or _is_write_conflict(exc):
-                    raise _Retry from exc
-                raise
+        for attempt in range(ATTEMPTS):
+            async with self.client.start_session() as s:
+                try:
+                    async with await s.start_transaction():
+                        await op(s)
+                    return
+                except OperationFailure as exc:
+                    if isinstance(exc, DuplicateKeyError) or _is_write_conflict(exc):
+                        raise _Retry from exc
+                    raise
+                except Exception as exc:
+                    if attempt + 1 == ATTEMPTS or not dropped_before_commit(exc):
+                        raise
+                    note_retry("a write", exc)
 
     # -- history -------------------------------------------------------------------------
 
@@ -778,15 +849,23 @@ class ResourceStore:
             except BulkWriteError as exc:
                 if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
                     raise
+        # No transaction here (loaders): the epochs after the documents.
+        await bump(self.db, [k for d in docs for k in written_keys(d["rt"], d.get("comp"))], None)
 
     async def set_index_entries(self, key: str, vid: int, ix: Doc, comp: list[str]) -> bool:
         """Replace the index entries (and the access keys drawn from them) of one current
         document if it is still at `vid`."""
         sk = comp[0] if comp else key
         ak = access_field(ix.get("k", ()))
+        rt = key.split("/", 1)[0]
+        old = (
+            await self.resources.find_one({"_id": key}, {"comp": 1}) if rt in POLICY_TYPES else None
+        )
         r = await self.resources.update_one(
             {"_id": key, "vid": vid}, {"$set": {"ix": ix, "comp": comp, "sk": sk, "ak": ak}}
         )
+        if r.matched_count == 1:
+            await bump(self.db, written_keys(rt, (old or {}).get("comp"), comp), None)
         return r.matched_count == 1
 
 

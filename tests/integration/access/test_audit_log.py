@@ -9,6 +9,7 @@ and a heavy user's own events no longer sit among the resources his searches rea
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from joserfc.jwk import RSAKey
 
 from fhir_server.access.audit import AuditRecord, audit_event
 from fhir_server.access.audit_log import load_table, parse_table
+from fhir_server.search.execute import uses_elem_match
 from fhir_server.search.registry import Registry
 from fhir_server.storage.audit_store import prepare_separate
 from fhir_server.storage.reindex import reindex
@@ -32,9 +34,10 @@ USER = "openid fhirUser user/*.cruds"
 JAMES = "Patient/sponsor-james-carter"
 EMMA_ROLE = "spouse"  # James's spouse: a proxy for the children, never for James's log
 OBS = "Observation/obs-liam-peanut-ige"
-# The indexes the table's parameters need: keys (tokens, references, presence, date
-# coverage), date bounds, `_lastUpdated`, and a patient's events newest first.
-AUDIT_INDEXES = {"_id_", "k_id", "lo_id", "hi_id", "lu_id", "comp_date"}
+# The indexes the table's parameters need: the reduced keys `ix.q` (tokens, references), the
+# date's start (its end and covering keys are looked up by it), `_lastUpdated`, and a
+# patient's events newest first (storage/audit_store.py).
+AUDIT_INDEXES = {"_id_", "q_id", "lo_id", "lu_id", "comp_date"}
 
 
 @dataclass
@@ -261,3 +264,109 @@ def test_compartments_read_back_from_the_keys_match_the_definitions() -> None:
         for event in audit_events(rec):
             _, comp = log.indexer({**event, "id": "x"})
             assert sorted(comp) == sorted(compartments(event, registry)), event
+
+
+# Every AuditEvent search shape of the access tests (test_audit*.py, test_reads.py,
+# test_pipeline.py), by the caller who runs it there: each query it sends the log must be
+# looked up in one of the log's indexes (ix.q, comp, lo, _id), never scan the collection.
+LOG_SHAPES: list[tuple[str, str, dict[str, str]]] = [
+    ("sponsor", "AuditEvent", {"patient": JAMES, "_count": "1000"}),
+    ("sponsor", "AuditEvent", {"patient": JAMES, "_sort": "-date", "_count": "5"}),
+    ("sponsor", "AuditEvent", {"patient": JAMES, "_summary": "count"}),
+    ("sponsor", f"{JAMES}/AuditEvent", {"_count": "1000"}),
+    ("sponsor", "AuditEvent", {"_count": "500"}),
+    (EMMA_ROLE, "AuditEvent", {"patient": JAMES}),
+    ("backend", "AuditEvent", {"subtype": "search-type", "_count": "1000"}),
+    ("backend", "AuditEvent", {"outcome": "4", "date": "ge2020-01-01"}),
+    ("backend", "AuditEvent", {"date": "ge2020-01-01"}),
+    ("backend", "AuditEvent", {"entity": OBS}),
+    ("backend", "AuditEvent", {"entity": "Patient/x", "_id": "x"}),
+    ("backend", "AuditEvent", {"agent": "Patient/pipe-a"}),
+    ("backend", "AuditEvent", {"agent:identifier": "bench-backend"}),
+    (
+        "backend",
+        "AuditEvent",
+        {"type": "http://terminology.hl7.org/CodeSystem/audit-event-type|rest"},
+    ),
+    ("backend", "AuditEvent", {"_security": "R", "action": "R"}),
+    ("backend", "Observation", {"_id": OBS.split("/")[1], "_revinclude": "AuditEvent:entity"}),
+]
+
+
+async def _log_explain(db: Any, filt: dict[str, Any], sort: Any) -> str:
+    """What SecantusDB runs (docs/database.md: the first top-level clause an index answers
+    alone, as tests/integration/search/test_explain.py reads it); MongoDB's own plan."""
+
+    async def plan(f: dict[str, Any]) -> str:
+        cursor = db.audit.find(f)
+        if sort:
+            cursor = cursor.sort(sort)
+        out = await cursor.limit(51).explain()
+        return json.dumps(out.get("queryPlanner", {}).get("winningPlan", out), default=str)
+
+    whole = await plan(filt)
+    if "COLLSCAN" not in whole or await uses_elem_match(db) or any(k[0] == "$" for k in filt):
+        return whole
+    for field, clause in filt.items():
+        alone = await plan({field: clause})
+        if "COLLSCAN" not in alone:
+            return alone
+    return whole
+
+
+async def test_every_search_shape_of_the_log_is_looked_up_in_an_index(env: Env) -> None:
+    log = env.app.state.ctx.store.for_type("AuditEvent")
+    sent: list[tuple[dict[str, Any], Any]] = []
+    own, find = log._own, log._find
+
+    def recording_own(filt: dict[str, Any]) -> dict[str, Any]:
+        out = own(filt)
+        sent.append((out, None))
+        return out
+
+    async def recording_find(
+        coll: Any, filt: dict[str, Any], projection: Any, sort: Any, *a: Any, **kw: Any
+    ) -> Any:
+        if sent and sent[-1][0] is filt:
+            sent[-1] = (filt, sort)
+        return await find(coll, filt, projection, sort, *a, **kw)
+
+    log._own, log._find = recording_own, recording_find
+    try:
+        for who, url, params in LOG_SHAPES:
+            sent.clear()
+            r = await env.get(who, url, **params)
+            assert r.status_code == 200, (who, url, params, r.text)
+            assert sent, (url, params)
+            for filt, sort in sent:
+                if not filt:
+                    continue  # the whole log, listed or counted: no search to look up
+                explained = await _log_explain(env.db, filt, sort)
+                assert "COLLSCAN" not in explained, (url, params, filt, explained)
+                assert "IXSCAN" in explained or "IDHACK" in explained, (url, params, explained)
+    finally:
+        del log._own, log._find
+    # A token's system alone has no entry to look up in: refused, never a scan.
+    r = await env.get(
+        "backend", "AuditEvent", type="http://terminology.hl7.org/CodeSystem/audit-event-type|"
+    )
+    assert r.status_code == 400 and r.json()["issue"][0]["code"] == "not-supported", r.text
+
+
+async def test_an_older_log_gets_its_looked_up_keys_and_loses_its_old_indexes(env: Env) -> None:
+    assert (await env.get("backend", OBS)).status_code == 200
+    await env.flush()
+    db, store = env.db, env.app.state.ctx.store
+    doc = await db.audit.find_one({"res.entity.what.reference": OBS}, sort=[("lu", -1)])
+    # As an older version left it: `ix.k` indexed, no `ix.q`.
+    await db.audit.create_index([("ix.k", 1), ("_id", 1)], name="k_id")
+    await db.audit.update_one({"_id": doc["_id"]}, {"$unset": {"ix.q": ""}})
+
+    async def found() -> bool:
+        r = await env.get("backend", "AuditEvent", entity=OBS, _count="1000")
+        return doc["id"] in {e["resource"]["id"] for e in r.json().get("entry", [])}
+
+    assert not await found()  # looked up by `ix.q`, which it lacks
+    await prepare_separate(store)
+    assert await found()
+    assert {ix["name"] async for ix in await db.audit.list_indexes()} == AUDIT_INDEXES
