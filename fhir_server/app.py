@@ -24,6 +24,7 @@ import smart_auth
 from fhir_server.access.audit import AuditSink
 from fhir_server.access.audit_log import attach_audit_log
 from fhir_server.access.audit_privacy import load_table as audit_privacy_table
+from fhir_server.access.compartments import extend_registry
 from fhir_server.access.compartments import load_table as inheritance_table
 from fhir_server.access.family import load_table
 from fhir_server.access.labels import normalised
@@ -62,6 +63,11 @@ WELL_KNOWN = "/fhir/.well-known/"
 
 def build_context(settings: Settings, db: Any) -> ServerContext:
     registry = Registry.load_default()
+    # A malformed profiles/access/compartments.json stops the server here.
+    inheritance = inheritance_table(known_types=KNOWN_RESOURCE_TYPES)
+    # Types the table adds to the patient compartment (Task by `patient`): before anything
+    # reads the definition (indexer, policy tables, audit log, workflows).
+    extend_registry(registry, inheritance)
     validator = Validator()
 
     def indexer(resource: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
@@ -72,8 +78,7 @@ def build_context(settings: Settings, db: Any) -> ServerContext:
         db,
         indexer,
         max_time_ms=settings.query_max_time_ms,
-        # A malformed profiles/access/compartments.json stops the server here.
-        inheritance=inheritance_table(known_types=KNOWN_RESOURCE_TYPES),
+        inheritance=inheritance,
     )
     # AuditEvents in their own collection (profiles/access/audit_log.json; a malformed
     # table stops the server here).

@@ -88,7 +88,8 @@ class Settings:
     # A request body (a Bundle can be large); one resource must also fit MongoDB's 16 MiB
     # document with its index entries, so a single resource has a lower limit.
     max_body_bytes: int = 64 * 1024 * 1024
-    max_resource_bytes: int = 12 * 1024 * 1024
+    # 14 MiB: a 10 MiB attachment (profiles/portal/attachments.json) is 13.3 MiB in base64.
+    max_resource_bytes: int = 14 * 1024 * 1024
     max_json_depth: int = 64
     # How long a request waits for the database before answering 503.
     db_timeout_ms: int = 3000

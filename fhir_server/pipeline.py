@@ -32,6 +32,7 @@ from fhir_server.access.policy import build_policy
 from fhir_server.config import Settings
 from fhir_server.context import ServerContext
 from fhir_server.errors import FhirError, PayloadTooLarge, ServiceUnavailable
+from fhir_server.rest.binary_content import as_resource, is_raw_binary, wants_raw
 from fhir_server.rest.body import (
     FORM_TYPE,
     JSON_TYPES,
@@ -45,7 +46,7 @@ from fhir_server.rest.body import (
 )
 from fhir_server.rest.dispatch import dispatch
 from fhir_server.rest.messages import FhirRequest, FhirResponse, HttpRequest, HttpResponse
-from fhir_server.rest.render import error_response, negotiate, render
+from fhir_server.rest.render import FHIR_JSON, error_response, negotiate, render
 from smart_auth import AuthContext, bearer_token
 
 log = logging.getLogger("fhir_server")
@@ -116,7 +117,8 @@ class Pipeline:
     ) -> HttpResponse:
         ctx = self.ctx
         freq = await to_fhir_request(request, params, ctx.settings)
-        media = negotiate(freq)
+        # A read of a Binary's raw content answers its own type (rest/binary_content.py).
+        media = FHIR_JSON if wants_raw(freq) else negotiate(freq)
         if ctx.settings.auth_required and freq.path != METADATA:
             auth = await self.verify(bearer_token(freq.header("authorization")))
             if record is not None:
@@ -200,6 +202,8 @@ async def to_fhir_request(
         is_search = last == "_search" or last.startswith("$")
         if is_search and media_type(ctype) == FORM_TYPE:
             freq.body = raw.decode("utf-8", errors="replace")
+        elif is_raw_binary(request.method, freq.path, ctype):
+            freq.body = as_resource(freq.path, ctype or "", raw, headers)
         elif request.method == "PATCH":
             check_media_type(ctype, PATCH_TYPES)
             freq.body = parse_json(raw, max_bytes=limit, max_depth=settings.max_json_depth)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhir_server.access.compartments import compartment_types
 from fhir_server.access.screen import screen
 from fhir_server.context import ServerContext
 from fhir_server.errors import BadRequest
@@ -128,10 +129,13 @@ class _Pager:
 
     async def _present_types(self) -> list[str]:
         """The compartment types that hold anything this request may see, in `_id` order."""
+        # Types placed by the definition's parameters and types that inherit their
+        # targets' compartments (a message's Binary: access/compartments.py).
+        placed = compartment_types(self.ctx.registry, self.ctx.store.inheritance)
         candidates = {
             t
-            for t, params in self.ctx.registry.patient_compartment.items()
-            if params and t != "Patient" and t in self.ctx.known_types and self.params.wants(t)
+            for t in placed
+            if t != "Patient" and t in self.ctx.known_types and self.params.wants(t)
         }
         # Type level asks only which types exist (narrowed by the policy): with no other
         # condition MongoDB answers from the `(rt, _id)` index alone (DISTINCT_SCAN), where

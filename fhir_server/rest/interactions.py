@@ -25,7 +25,7 @@ from fhir_server.errors import (
     Unprocessable,
 )
 from fhir_server.portal.hooks import WriteEvent, write_session
-from fhir_server.rest import idempotency, searching, write_guard
+from fhir_server.rest import binary_content, idempotency, searching, write_guard
 from fhir_server.rest.headers import parse_if_match, version_headers
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 from fhir_server.search.query import NOTHING
@@ -119,7 +119,10 @@ async def read_visible(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) 
 
 
 async def read(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> FhirResponse:
-    return resource_response(ctx, await read_visible(ctx, req, rt, rid))
+    v = await read_visible(ctx, req, rt, rid)
+    if binary_content.wants_raw(req):
+        return binary_content.raw_response(ctx.base_url, req, v)
+    return resource_response(ctx, v)
 
 
 async def vread(ctx: ServerContext, req: FhirRequest, rt: str, rid: str, vid: str) -> FhirResponse:
@@ -172,7 +175,11 @@ async def _admit(
             raise Forbidden(f"the access token may not write {rt}/{rid}")
         old = current.get("res") if current is not None else None
     resource = write_guard.fill(ctx, policy, rt, resource)
-    ix, comps = ctx.store.indexer({**resource, "resourceType": rt, "id": rid or "new"})
+    # Inherited compartments included (a Binary is in its securityContext's): a patient
+    # writes an attachment of their own message, never of a message they cannot see.
+    ix, comps = await ctx.store.compartments_of(
+        rt, {**resource, "resourceType": rt, "id": rid or "new"}, session=req.session
+    )
     policy.check_write(
         comps,
         resource_type=rt,

@@ -65,8 +65,8 @@ async def guard(
     if not policy.restricted or policy.auth is None:
         return new
     t = table(ctx)
-    kinds_new = _kinds(ctx, policy, rt, new)
-    kinds_old = _kinds(ctx, policy, rt, old)
+    kinds_new = await _kinds(ctx, req, rt, new)
+    kinds_old = await _kinds(ctx, req, rt, old)
     for kinds, version in ((kinds_old, old), (kinds_new, new)):
         for kind in kinds:
             refusal = writes.decide(t, kind, rt, interaction, version)
@@ -111,13 +111,15 @@ def fill(ctx: ServerContext, policy: AccessPolicy, rt: str, resource: Doc) -> Do
     return writes.fill_bound(t, rt, resource, policy.auth.fhir_user or "")
 
 
-def _kinds(
-    ctx: ServerContext, policy: AccessPolicy, rt: str, version: Doc | None
+async def _kinds(
+    ctx: ServerContext, req: FhirRequest, rt: str, version: Doc | None
 ) -> tuple[str, ...]:
     if version is None:
         return ()
-    _, comps = ctx.store.indexer({**version, "resourceType": rt, "id": version.get("id", "new")})
-    return policy.writer_kinds(comps)
+    _, comps = await ctx.store.compartments_of(
+        rt, {**version, "resourceType": rt, "id": version.get("id", "new")}, session=req.session
+    )
+    return req.policy.writer_kinds(comps)
 
 
 async def caller_identities(ctx: ServerContext, req: FhirRequest, user: str) -> frozenset[str]:

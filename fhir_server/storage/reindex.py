@@ -46,9 +46,15 @@ async def _pass(store: ResourceStore, scope: dict[str, Any], *, inherit: bool) -
         for doc in docs:
             ix, comp = store.indexer(doc["res"])
             if inherit:
-                widened = {"_id": doc["_id"], "rt": doc["rt"], "res": doc["res"], "comp": comp}
+                widened = {
+                    "_id": doc["_id"],
+                    "rt": doc["rt"],
+                    "res": doc["res"],
+                    "comp": comp,
+                    "ix": ix,
+                }
                 await store.inherit_compartments(widened)
-                comp = widened["comp"]
+                comp, ix = widened["comp"], widened["ix"]
             await store.set_index_entries(doc["_id"], doc["vid"], ix, comp)
             count += 1
         last_id = docs[-1]["_id"]

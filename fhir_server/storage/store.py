@@ -32,7 +32,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 from fhir_server.access.compartments import CompartmentInheritance
 from fhir_server.access.labels import normalised
 from fhir_server.access.policy_epochs import POLICY_TYPES, bump, written_keys
-from fhir_server.access.stored_keys import access_field
+from fhir_server.access.stored_keys import LABEL_PARAM, access_field, key_param
 from fhir_server.db.dialect import uses_elem_match
 from fhir_server.db.retry import ATTEMPTS, dropped_before_commit, note_retry
 from fhir_server.errors import Gone, NotFound, PreconditionFailed, ServiceUnavailable
@@ -681,12 +681,33 @@ class ResourceStore:
             "ak": access_field(ix.get("k", ())),
         }
 
+    async def compartments_of(
+        self, rt: str, resource: Doc, *, session: AsyncClientSession | None = None
+    ) -> tuple[Doc, list[str]]:
+        """(index entries, patient compartments) of `resource` as a write would store them:
+        the indexer's, widened by the inherited ones (a Binary in its message's), so the
+        write checks judge the compartments the stored document will have."""
+        ix, comp = self.indexer(resource)
+        if self.inheritance is None or rt not in self.inheritance.types:
+            return ix, comp
+        doc: Doc = {
+            "_id": f"{rt}/{resource.get('id')}",
+            "rt": rt,
+            "res": resource,
+            "comp": comp,
+            "ix": ix,
+        }
+        await self.inherit_compartments(doc, session=session)
+        return doc["ix"], list(doc["comp"])
+
     async def inherit_compartments(
         self, doc: Doc, *, session: AsyncClientSession | None = None
     ) -> None:
         """Widen `doc`'s `comp` (and `sk`) with the compartments its inheritance sources
         have as stored, read in the writer's session so a transaction sees its own earlier
-        writes (docs/storage.md, "Inherited compartments")."""
+        writes (docs/storage.md, "Inherited compartments"). A type that also inherits
+        labels (a message's attachment) gets its sources' sensitive-label keys in `ix.k`
+        and `ak`, so it is hidden exactly where they are."""
         if self.inheritance is None or doc["rt"] not in self.inheritance.types:
             return
         keys = self.inheritance.sources(doc["res"])
@@ -701,7 +722,7 @@ class ResourceStore:
             found += await self._find(
                 self.resources,
                 {"_id": {"$in": rest}},
-                {"comp": 1},
+                {"comp": 1, "ak": 1},
                 None,
                 0,
                 session,
@@ -713,6 +734,17 @@ class ResourceStore:
             comp += [c for c in src.get("comp") or [] if c not in comp]
         doc["comp"] = comp
         doc["sk"] = comp[0] if comp else doc["_id"]
+        if doc["rt"] in self.inheritance.label_types and isinstance(doc.get("ix"), dict):
+            inherited = {
+                str(k)
+                for src in found
+                for k in (src.get("ak") or {}).get("k") or []
+                if key_param(str(k)) == LABEL_PARAM
+            }
+            if inherited:
+                keys = sorted({*doc["ix"].get("k", []), *inherited})
+                doc["ix"] = {**doc["ix"], "k": keys}
+                doc["ak"] = access_field(keys)
 
     async def _in_transaction(
         self,

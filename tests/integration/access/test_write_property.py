@@ -110,7 +110,9 @@ def _mr(intent: str) -> Callable[[str], Doc]:
 
 
 # One template per variant: together they cover every group of writes.json (and a type in
-# none, CareTeam's group being no actor's but the system's).
+# none, CareTeam's group being no actor's but the system's) except `attachments`: a Binary's
+# compartments are its message's, which tests/integration/access/test_leak_binary_task.py
+# covers with the attachment rules.
 IN_COMPARTMENT: dict[str, Callable[[str], Doc]] = {
     "Appointment": lambda p: {
         "resourceType": "Appointment",
@@ -558,7 +560,8 @@ async def test_writes_follow_the_table(world: World) -> None:
     @given(cases(world))
     # Always tried besides the drawn ones: the rare combinations where only the old
     # version's check refuses (out of a dependent's record into one's own, rewriting what
-    # another author wrote), and the dead Task allowance (docs/access.md, known gaps).
+    # another author wrote), and the Task allowance (dead until Task had a compartment:
+    # docs/access.md, "Added compartments").
     @example(Case("sponsor", "update", "Consent", LIAM, "move", JAMES))
     @example(Case("sponsor", "patch", "Consent", DANIEL, "move", JAMES, "batch"))
     @example(Case("sponsor", "update", "Communication", JAMES, "authored"))
