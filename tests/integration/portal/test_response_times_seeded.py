@@ -1,9 +1,9 @@
 """Response-time Tasks and idempotent sends with real SMART tokens on the seed population.
 
 The sponsor (DS Logon Premium, the public app) writes to his care team; the Family Medicine
-nurse answers; the Tasks are read with the backend service's `system/*.rs` token (Task joins
-the patient compartment through `for` in the compartment work; until it does, a patient
-token does not see Tasks at all). The server sets `sent` for user tokens, so the due date
+nurse answers; the Tasks are read with the backend service's `system/*.rs` token, and the
+sponsor reads his own (Task is in the patient compartment through `for`: docs/access.md,
+"Added compartments"). The server sets `sent` for user tokens, so the due date
 is checked against an independent count over OPM's published holidays
 (tests/unit/portal/test_calendar.py). Twenty parallel copies of one send with one
 `Idempotency-Key` (and twenty with one `If-None-Exist`) make one message and one Task.
@@ -141,6 +141,12 @@ async def test_patient_message_task_then_nurse_reply_completes_it(env: Env) -> N
     due = datetime.fromisoformat(task["restriction"]["period"]["end"])
     assert due.astimezone(CLINIC).date() == reference_due(datetime.fromisoformat(start), 3)
     assert (due.astimezone(CLINIC).hour, due.minute) == (17, 0)
+    # The patient sees the Task his message made, by read and by search.
+    own = await env.server.get(env.sponsor, f"Task/{task['id']}")
+    assert own.status_code == 200 and own.json()["focus"] == task["focus"], own.text
+    mine = await env.server.get(env.sponsor, "Task", focus=f"Communication/{msg['id']}")
+    assert mine.status_code == 200, mine.text
+    assert [e["resource"]["id"] for e in mine.json()["entry"]] == [task["id"]]
 
     reply = message(
         thread,
