@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
-from pymongo.errors import OperationFailure
 
+from fhir_server.db.transactions import own_transaction
 from fhir_server.errors import PreconditionFailed
 
 if TYPE_CHECKING:
@@ -123,18 +123,11 @@ async def write_session(
     if req.session is not None or not ctx.workflows.has_after(rt):
         yield req.session
         return
-    async with ctx.store.client.start_session() as s:
-        try:
-            async with await s.start_transaction():
-                req.session = s
-                try:
-                    yield s
-                finally:
-                    req.session = None
-        except OperationFailure as exc:
-            if exc.has_error_label("TransientTransactionError") or exc.code == 112:
-                raise PreconditionFailed(
-                    f"the {rt} write conflicted with a concurrent one; nothing was changed, "
-                    "retry it"
-                ) from None
-            raise
+
+    def conflict() -> Exception:
+        return PreconditionFailed(
+            f"the {rt} write conflicted with a concurrent one; nothing was changed, retry it"
+        )
+
+    async with own_transaction(ctx.store.client, req, conflict) as s:
+        yield s

@@ -34,10 +34,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
-from pymongo.errors import OperationFailure
 
 from fhir_server.access.policy import AccessPolicy
 from fhir_server.context import ServerContext
+from fhir_server.db.transactions import own_transaction
 from fhir_server.errors import BadRequest, NotSupported, Unprocessable
 from fhir_server.rest.messages import FhirRequest
 from fhir_server.storage.claims import Claim, ClaimStore, LostRace
@@ -177,21 +177,8 @@ async def backoff(attempt: int) -> None:
 async def transaction(ctx: ServerContext, req: FhirRequest) -> AsyncIterator[None]:
     """The guarded create's own transaction (the bundle's when it runs in one): its
     conflicts are a lost race, which the caller answers by starting again."""
-    if req.session is not None:
+    async with own_transaction(ctx.store.client, req, LostRace):
         yield
-        return
-    async with ctx.store.client.start_session() as s:
-        try:
-            async with await s.start_transaction():
-                req.session = s
-                try:
-                    yield
-                finally:
-                    req.session = None
-        except OperationFailure as exc:
-            if exc.code == 112 or exc.has_error_label("TransientTransactionError"):
-                raise LostRace from None
-            raise
 
 
 __all__ = ["MAX_ATTEMPTS", "Guards", "LostRace", "backoff", "refuse_key", "transaction"]
