@@ -32,12 +32,6 @@ RT = "Subscription"
 SEARCH_PARAMS = frozenset({"status", "_count"})
 
 
-def matches(path: list[str] | tuple[str, ...]) -> bool:
-    """Subscription URLs this module answers; its operations (`$status`) and any other
-    `$`-segment go through the operation table (fhir_server/operations/)."""
-    return bool(path) and path[0] == RT and not any(p.startswith("$") for p in path[1:3])
-
-
 def table() -> NotificationTable:
     return load_table()
 

@@ -7,6 +7,7 @@ operation, write its module with an `OPERATION` and list it here (docs/rest.md, 
 
 from __future__ import annotations
 
+from fhir_server.notify import routes as subscriptions
 from fhir_server.operations import (
     definitions,
     everything,
@@ -27,7 +28,13 @@ OPERATIONS: tuple[Operation, ...] = (
     subscription_status.OPERATION,
 )
 
-# URLs that belong to the table's operations without being operation calls.
-ROUTES: tuple[Route, ...] = (*export.ROUTES, definitions.ROUTE)
+# URLs that belong to the table's operations without being operation calls, and the
+# Subscriptions (their own collection, each its owner's: docs/portal.md, "Notifications";
+# their `$status` goes through the operations above).
+ROUTES: tuple[Route, ...] = (
+    *export.ROUTES,
+    definitions.ROUTE,
+    Route(subscriptions.RT, subscriptions.route),
+)
 
 TABLE = OperationTable(OPERATIONS, ROUTES)

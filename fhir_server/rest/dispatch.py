@@ -9,7 +9,6 @@ from __future__ import annotations
 from fhir_server.capability import capability_statement
 from fhir_server.context import ServerContext
 from fhir_server.errors import BadRequest, MethodNotAllowed, NotFound
-from fhir_server.notify import routes as subscriptions
 from fhir_server.operations.params import parse_params
 from fhir_server.operations.registry import OperationCall
 from fhir_server.rest import bundle, history, idempotency, interactions, searching
@@ -59,13 +58,10 @@ async def dispatch(ctx: ServerContext, req: FhirRequest) -> FhirResponse:
     head = path[0]
     route = ctx.operations.route(path)
     if route is not None:
-        # URLs an operation owns besides its call (an export's status and files) and the
-        # OperationDefinitions generated from the table (operations/table.py).
+        # URLs an operation owns besides its call (an export's status and files), the
+        # OperationDefinitions generated from the table, and the Subscriptions kept apart
+        # from the resources (operations/table.py).
         return await route.handler(ctx, req)
-    if subscriptions.matches(path):
-        # Subscriptions, each its owner's own (docs/portal.md, "Notifications"); their
-        # operations ($status) go through the operation table below.
-        return await subscriptions.route(ctx, req)
     if n == 1 and head == "metadata":
         if method != "GET":
             raise _not_allowed(req)
