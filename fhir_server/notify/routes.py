@@ -20,8 +20,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fhir_server.context import ServerContext
-from fhir_server.errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, Unprocessable
-from fhir_server.notify import backport
+from fhir_server.errors import (
+    BadRequest,
+    Forbidden,
+    Issue,
+    MethodNotAllowed,
+    NotFound,
+    Unprocessable,
+)
+from fhir_server.notify import backport, endpoints
 from fhir_server.notify.queue import NotifyStore, new_id, now_utc
 from fhir_server.notify.subscribers import pools_of
 from fhir_server.notify.table import NotificationTable, load_table
@@ -180,6 +187,24 @@ async def create(ctx: ServerContext, req: FhirRequest, store: NotifyStore) -> Fh
     if not req.validated:
         ctx.validator.validate(body)
     wanted = backport.read_subscription(body, table(), production=ctx.settings.production)
+    if ctx.settings.production and await endpoints.refused(
+        wanted.endpoint, table().channel.denied_networks
+    ):
+        why = (
+            "channel.endpoint points into a network this server does not deliver to "
+            "(loopback, private or link-local addresses)"
+        )
+        raise Unprocessable(
+            why,
+            code="business-rule",
+            issues=[
+                Issue(
+                    code="business-rule",
+                    diagnostics=why,
+                    expression=("Subscription.channel.endpoint",),
+                )
+            ],
+        )
     owner = owner_of(req)
     keys = await match_keys(ctx, req, owner, wanted)
     now = now_utc()

@@ -14,6 +14,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from fhir_server.notify.endpoints import Network, parse_networks
+
 TABLE = Path(__file__).resolve().parents[2] / "profiles" / "portal" / "notifications.json"
 # Whom a topic's filter may name: the caller's own Patient, or a pool the caller is in.
 FILTER_NAMES = frozenset({"self", "member-pool"})
@@ -44,6 +46,8 @@ class Channel:
     heartbeat_min_s: int
     heartbeat_max_s: int
     https_only_in_production: bool
+    # Addresses a rest-hook may never reach in production (notify/endpoints.py).
+    denied_networks: tuple[Network, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,10 @@ def parse_table(raw: Any, known_types: frozenset[str] | None = None) -> Notifica
             heartbeat_min_s=hb_min,
             heartbeat_max_s=hb_max,
             https_only_in_production=https_only,
+            denied_networks=parse_networks(
+                ch.get("denied_networks_in_production", []),
+                "channel.denied_networks_in_production",
+            ),
         ),
         delivery=Delivery(
             backoff_s=tuple(_num(b, "delivery.backoff_s[]", 0.01, 86400) for b in backoff),

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 from pymongo.errors import PyMongoError
 
-from fhir_server.notify import backport
+from fhir_server.notify import backport, endpoints
 from fhir_server.notify.delivery import Failed, message, post_hook, send_email, write_outbox
 from fhir_server.notify.queue import NotifyStore, now_utc
 from fhir_server.notify.table import NotificationTable
@@ -216,6 +216,10 @@ class Worker:
             sub_id=sub["_id"],
             focus=event[2] if event is not None else None,
         )
+        if self.ctx.settings.production and await endpoints.refused(
+            sub["endpoint"], self.table.channel.denied_networks
+        ):
+            raise Failed("the endpoint resolves into a network this server does not deliver to")
         await post_hook(
             self.http,
             sub["endpoint"],
