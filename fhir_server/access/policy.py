@@ -103,6 +103,10 @@ class AccessPolicy:
         comps = [reference] if rt == "Patient" else []
         return self.admits(rt, comps, ())
 
+    def read_filter(self, resource_type: str) -> Doc | None:
+        """`type_filter` as the store's `visible` argument: None when nothing is hidden."""
+        return self.type_filter(resource_type) or None
+
     def type_filter(self, resource_type: str) -> Doc:
         """The filter ANDed into every query on `resource_type` ("*": any type)."""
         if self.auth is None:

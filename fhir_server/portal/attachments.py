@@ -326,7 +326,7 @@ async def _check_url(
         req.policy.require(rt, "read")
     except Forbidden:
         raise _refuse(Unprocessable, unknown, f"{where}.url", code="business-rule") from None
-    visible = req.policy.type_filter(rt) or None
+    visible = req.policy.read_filter(rt)
     doc = await ctx.store.find_visible(rt, m.group(2), visible, session=req.session)
     resource = doc.get("res") if doc is not None else None
     if not isinstance(resource, dict) or not screen(

@@ -467,7 +467,7 @@ async def _run_entry(ctx: ServerContext, sub: FhirRequest, dispatch: Dispatch) -
         rt = sub.path[0]
         sub.policy.require(rt, "create")
         write_guard.precheck(ctx, sub.policy, rt, "create")
-        filt = sub.policy.type_filter(rt) or None
+        filt = sub.policy.read_filter(rt)
         v = await ctx.store.read(rt, existing, session=sub.session, visible=filt)
         return FhirResponse(
             status=200,

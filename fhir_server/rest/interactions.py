@@ -74,7 +74,7 @@ def body_resource(req: FhirRequest, rt: str) -> Doc:
 
 def visible(req: FhirRequest, rt: str) -> Doc | None:
     """The policy's filter for reads of `rt`, or None when nothing is hidden."""
-    return req.policy.type_filter(rt) or None
+    return req.policy.read_filter(rt)
 
 
 async def visible_version(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Version:

@@ -177,7 +177,7 @@ async def _resolves(ctx: ServerContext, req: FhirRequest, ref: str) -> bool:
     m = _LITERAL.match(ref)
     if m is None or m.group(1) not in ctx.known_types:
         return False
-    filt = req.policy.type_filter(m.group(1)) or None
+    filt = req.policy.read_filter(m.group(1))
     found = await ctx.store.find_visible(
         m.group(1), m.group(2), filt, session=req.session, fields={"_id": 1}
     )
@@ -216,7 +216,7 @@ async def _questionnaire(ctx: ServerContext, req: FhirRequest, canonical: str) -
         if m is None or m.group(1) != "Questionnaire":
             return None
         ids = [m.group(2)]
-    filt = req.policy.type_filter("Questionnaire") or None
+    filt = req.policy.read_filter("Questionnaire")
     doc = await ctx.store.find_visible("Questionnaire", ids[0], filt, session=req.session)
     res = (doc or {}).get("res")
     return res if isinstance(res, dict) else None

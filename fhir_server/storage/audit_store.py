@@ -37,7 +37,7 @@ from fhir_server.search.extract import LOCAL_REF
 from fhir_server.search.query import TOP
 from fhir_server.search.values import instant as key_instant
 from fhir_server.search.values import parse_instant, shift
-from fhir_server.storage.limits import DEFAULT_MAX_TIME_MS, time_limited
+from fhir_server.storage.limits import DEFAULT_MAX_TIME_MS
 from fhir_server.storage.store import (
     Indexer,
     ResourceStore,
@@ -213,18 +213,6 @@ class AuditStore(ResourceStore):
         return await super().history_page(
             rt=rt, since=since, before=before, count=count, visible=visible
         )
-
-    async def history_total(
-        self,
-        *,
-        rt: str | None = None,
-        rid: str | None = None,
-        since: datetime | None = None,
-        visible: Doc | None = None,
-    ) -> int:
-        query = _conjunction([self._history_scope(rt, rid, since)], visible)
-        with time_limited("Counting the history"):
-            return int(await self.resources.count_documents(query, maxTimeMS=self.max_time_ms))
 
     def _history_scope(  # type: ignore[override]
         self, rt: str | None, rid: str | None, since: datetime | None

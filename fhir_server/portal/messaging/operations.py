@@ -91,7 +91,7 @@ async def recipients(
     rid = subject.split("/", 1)[1]
     if (
         await ctx.store.find_visible(
-            "Patient", rid, req.policy.type_filter("Patient") or None, session=req.session
+            "Patient", rid, req.policy.read_filter("Patient"), session=req.session
         )
         is None
     ):
@@ -108,7 +108,7 @@ async def recipients(
     for r in found:
         rt, rid_ = str(r.get("resourceType")), str(r.get("id"))
         visible = await ctx.store.find_visible(
-            rt, rid_, req.policy.type_filter(rt) or None, session=req.session
+            rt, rid_, req.policy.read_filter(rt), session=req.session
         )
         if visible is not None:
             shown.append(visible["res"])

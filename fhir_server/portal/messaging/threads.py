@@ -155,9 +155,7 @@ async def _visible(ctx: ServerContext, req: FhirRequest, ref: str) -> Doc | None
     rt, _, rid = ref.partition("/")
     if rt != RT or not rid:
         return None
-    doc = await ctx.store.find_visible(
-        RT, rid, req.policy.type_filter(RT) or None, session=req.session
-    )
+    doc = await ctx.store.find_visible(RT, rid, req.policy.read_filter(RT), session=req.session)
     res = (doc or {}).get("res")
     return res if isinstance(res, dict) else None
 
