@@ -132,6 +132,7 @@ class Pipeline:
                 auth,
                 break_glass=freq.header(tables.clinicians.break_glass_header),
                 cache=ctx.policy_inputs,
+                views=ctx.workflows.views,
             )
             if record is not None and freq.policy.break_glass:
                 record.break_glass_reason = freq.policy.break_glass

@@ -10,7 +10,7 @@ Scopes: https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from functools import cached_property, lru_cache
@@ -30,6 +30,7 @@ from fhir_server.access.policy_epochs import (
 from fhir_server.access.policy_tables import PolicyTables, label_keys, message_keys
 from fhir_server.access.rules import CompartmentRule, DirectoryRule, rules_admit, rules_filter
 from fhir_server.access.stored_keys import key_param
+from fhir_server.access.views import View
 from fhir_server.errors import BadRequest, Forbidden
 from fhir_server.storage.store import as_store
 from smart_auth import AuthContext, allows
@@ -68,6 +69,8 @@ class AccessPolicy:
     directory: DirectoryRule | None = None
     # The stated reason when a clinician broke the glass for this request (audited).
     break_glass: str | None = None
+    # Per type, the read-time views applied to what leaves (views.py), from the workflows.
+    views: Mapping[str, tuple[View, ...]] = field(default_factory=dict)
 
     @cached_property
     def key_params(self) -> frozenset[str]:
@@ -247,6 +250,7 @@ async def build_policy(
     *,
     break_glass: str | None = None,
     cache: InputCache | None = None,
+    views: Mapping[str, tuple[View, ...]] | None = None,
 ) -> AccessPolicy:
     """Turn a validated token into filters, parsing query-qualified scopes as searches.
 
@@ -256,7 +260,7 @@ async def build_policy(
     request (the `X-Break-Glass-Reason` header); anyone else stating one is refused.
     `cache` keeps the documents the policy reads (relationships, Consents, care teams) per
     token subject, valid while their epochs are unchanged (policy_epochs.py); None reads
-    them afresh."""
+    them afresh. `views` are the read-time views of the server's workflows (views.py)."""
     if break_glass is not None:
         reason = _break_glass_reason(auth, break_glass, tables.clinicians)
         # The clinician sees every patient for this one request, as before care teams.
@@ -264,7 +268,9 @@ async def build_policy(
     else:
         base = await _confined_policy(db, tables, auth, cache)
     built = await scope_filters.build(db, tables.registry, auth.scopes, base.type_filter)
-    return replace(base, scope_filters=built) if built else base
+    if not built and not views:
+        return base
+    return replace(base, scope_filters=built or base.scope_filters, views=views or base.views)
 
 
 async def _confined_policy(

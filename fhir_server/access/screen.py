@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fhir_server.access import members
+from fhir_server.access import members, views
 from fhir_server.access.compartments import load_table as inheritance_table
 from fhir_server.access.policy import AccessPolicy
 from fhir_server.access.stored_keys import stored_keys
@@ -76,12 +76,14 @@ def screen(
 ) -> bool:
     """True when `resource` may leave the server; False (and a loud log) when the
     post-check catches what the narrowed query should have kept out. A resource that leaves
-    loses the member entries (Group.member) its caller may not see (members.py)."""
+    loses the member entries (Group.member) its caller may not see (members.py) and passes
+    through the request's read-time views (views.py)."""
     if not isinstance(resource, dict) or not policy.restricted:
         return True
     if admitted(policy, indexer, resource, stored):
         if policy.compartments is not None:
             members.redact(resource, policy.shows_reference)
+        views.apply(policy, resource, stored)
         return True
     who = policy.auth.subject if policy.auth is not None else "?"
     log.error(

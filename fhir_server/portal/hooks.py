@@ -12,6 +12,9 @@ A workflow names the resource types it watches and may give two steps:
   not at all (a response-time Task, a queued notification). Writes it makes go through
   `ctx.store` with that session. It runs on a create, update or patch that changed the
   resource; deletes are not watched (no portal actor deletes: profiles/access/writes.json).
+- `view(policy, resource, stored)`: runs on every resource of its types that leaves the
+  server to a token-governed request, after the post-check (access/views.py): read-time
+  data such as a prescription's eligibility, or masking an element.
 
 For a type that has an `after` step, a request outside a transaction bundle is run in a
 transaction of its own (`write_session`); a concurrent conflict answers 412 "retry", as a
@@ -26,10 +29,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 
+from fhir_server.access.views import View
 from fhir_server.db.transactions import own_transaction
 from fhir_server.errors import PreconditionFailed
 
@@ -67,6 +72,7 @@ class Workflow:
     types: frozenset[str]
     before: Before | None = None
     after: After | None = None
+    view: View | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,17 @@ class Workflows:
 
     def watches(self, rt: str) -> bool:
         return any(rt in w.types for w in self.all)
+
+    @cached_property
+    def views(self) -> dict[str, tuple[View, ...]]:
+        """The read-time views by resource type, in table order (a request's policy holds
+        them: access/views.py)."""
+        out: dict[str, tuple[View, ...]] = {}
+        for w in self.all:
+            if w.view is not None:
+                for rt in sorted(w.types):
+                    out[rt] = (*out.get(rt, ()), w.view)
+        return out
 
     def has_after(self, rt: str) -> bool:
         return any(rt in w.types and w.after is not None for w in self.all)
