@@ -35,6 +35,10 @@ from fhir_server.config import Settings
 from fhir_server.context import ServerContext
 from fhir_server.db.client import ensure_indexes, open_client
 from fhir_server.db.embedded import EmbeddedDatabase
+from fhir_server.devx.db_health import DatabaseHealth
+from fhir_server.devx.request_log import RequestLog
+from fhir_server.devx.route_template import for_table
+from fhir_server.devx.routes import build_routes as developer_routes
 from fhir_server.errors import FhirError, NotFound
 from fhir_server.exchange.bulk_tasks import exports
 from fhir_server.notify.table import load_table as notification_table
@@ -175,7 +179,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async def verify(token: str | None) -> smart_auth.AuthContext:
             return await smart_auth.verify_access_token(app, token)
 
-        app.state.pipeline = Pipeline(ctx, verify=verify, audit=audit)
+        # One view of the database per process: an outage is one line when it starts and
+        # one when it ends (fhir_server/devx/db_health.py).
+        db_health = DatabaseHealth()
+        if audit is not None:
+            audit.db_health = db_health
+        app.state.pipeline = Pipeline(ctx, verify=verify, audit=audit, db_health=db_health)
         # Notification delivery (fhir_server/notify/worker.py); every process may run one.
         notifier = Worker(ctx, notification_table()) if settings.notify_worker else None
         app.state.notifier = notifier
@@ -224,6 +233,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(NoStoreMiddleware)
     app.add_middleware(LoadShedding, limit=settings.max_in_flight, saturated=audit_backlog_full)
     app.add_middleware(CorsMiddleware, allowed=origin_check(app, frozenset(settings.cors_origins)))
+    if settings.access_log:
+        # Outermost: one JSON line per request, preflights and shed requests too
+        # (fhir_server/devx/request_log.py).
+        app.add_middleware(RequestLog, templates=for_table(OPERATIONS_TABLE, KNOWN_RESOURCE_TYPES))
 
     async def fhir(request: Request) -> Response:
         """HTTP in and out only: the pipeline does the rest (fhir_server/pipeline.py)."""
@@ -250,6 +263,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             FhirRoute(route_path, fhir, methods=FHIR_METHODS, include_in_schema=False)
         )
     smart_auth.install(app, settings)
+    # The landing page, the OpenAPI document and its pages (fhir_server/devx/routes.py).
+    app.router.routes.extend(developer_routes(settings))
     # Any other well-known URI below the base answers as before: through the pipeline.
     app.add_route("/fhir/{path:path}", fhir, methods=FHIR_METHODS, include_in_schema=False)
     return app

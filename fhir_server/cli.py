@@ -36,8 +36,9 @@ def uvicorn_config(settings: Settings, app: Any) -> Any:
         host=settings.host,
         port=settings.port,
         log_level="info",
-        # The audit log is the access record; ACCESS_LOG=1 for diagnosis (config.py).
-        access_log=settings.access_log,
+        # Never uvicorn's own line: the app writes one JSON line per request instead
+        # (fhir_server/devx/request_log.py; ACCESS_LOG=0 turns it off).
+        access_log=False,
         lifespan="on",
         http="h11",
         h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,

@@ -126,10 +126,11 @@ class Settings:
 
     # SIGTERM to exit, whatever the database does (docs/rest.md, "Stopping").
     stop_timeout_s: int = 30
-    # uvicorn's access log, a line per request: off, since the audit log is the access
-    # record and the line cost a quarter of the cheapest request's CPU (docs/rest.md,
-    # "Request flow"); ACCESS_LOG=1 turns it on for diagnosis.
-    access_log: bool = False
+    # The request log: one JSON line per request (request id, method, route template,
+    # parameter names, status, latency, client id: fhir_server/devx/request_log.py),
+    # replacing uvicorn's access log, whose line cost a quarter of the cheapest request's
+    # CPU (docs/rest.md, "Request log"); ACCESS_LOG=0 turns it off.
+    access_log: bool = True
     # How long an `Idempotency-Key` (and a conditional create's claim) is remembered: a
     # retry within it gets the first answer (docs/rest.md, "Idempotent creates").
     idempotency_key_ttl_s: int = 24 * 3600

@@ -31,6 +31,7 @@ from fhir_server.access.audit import AuditRecord, AuditSink, note_response, quer
 from fhir_server.access.policy import build_policy
 from fhir_server.config import Settings
 from fhir_server.context import ServerContext
+from fhir_server.devx.db_health import DatabaseHealth
 from fhir_server.errors import FhirError, PayloadTooLarge, ServiceUnavailable
 from fhir_server.rest.binary_content import as_resource, is_raw_binary, wants_raw
 from fhir_server.rest.body import (
@@ -61,12 +62,19 @@ class Pipeline:
     """The FHIR endpoint of one server process (built once, in the app lifespan)."""
 
     def __init__(
-        self, ctx: ServerContext, *, verify: Verifier, audit: AuditSink | None = None
+        self,
+        ctx: ServerContext,
+        *,
+        verify: Verifier,
+        audit: AuditSink | None = None,
+        db_health: DatabaseHealth | None = None,
     ) -> None:
         self.ctx = ctx
         self.verify = verify
         # None: nothing audited (tokens off, or AUDIT=0: docs/access.md, "Audit").
         self.audit = audit
+        # An outage is logged once when it starts and once when it ends, not per request.
+        self.db_health = db_health or DatabaseHealth()
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         """The answer to one request; never raises for anything the request or the database
@@ -88,7 +96,9 @@ class Pipeline:
         # As Starlette reads them: latin-1 to text, then percent-decoding as UTF-8.
         params = parse_qsl(request.query.decode("latin-1"), keep_blank_values=True)
         try:
-            return await self._run(request, params, record)
+            answer = await self._run(request, params, record)
+            self.db_health.succeeded()
+            return answer
         except FhirError as exc:
             error = exc
         except DocumentTooLarge:
@@ -99,7 +109,7 @@ class Pipeline:
         except ExecutionTimeout:
             error = ServiceUnavailable("the query ran past its time limit", code="timeout")
         except (ServerSelectionTimeoutError, ConnectionFailure) as exc:
-            log.warning("database unavailable: %s", exc)
+            self.db_health.failed(exc)
             error = ServiceUnavailable(
                 "the database is unavailable; retry shortly", headers={"Retry-After": "5"}
             )
