@@ -169,6 +169,36 @@ def _client(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    """Print an access token from the running server's authorization server (development
+    only; fhir_server/devx/token.py)."""
+    import json
+
+    from fhir_server.devx.token import TokenError, issue
+
+    try:
+        token = issue(
+            settings,
+            args.login,
+            args.scope,
+            patient=args.patient,
+            password=args.password,
+            server=args.server,
+        )
+    except TokenError as exc:
+        print(f"fhir-server token: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(token, indent=2))
+    else:
+        print(token["access_token"])
+        about = f"scope: {token.get('scope', '')}"
+        if token.get("patient"):
+            about += f"; patient: {token['patient']}"
+        print(about, file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fhir-server", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -181,6 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("client", help="disable or enable a registered SMART client")
     p.add_argument("action", choices=["disable", "enable"])
     p.add_argument("client_id")
+    p = sub.add_parser("token", help="print an access token for a seed login (development only)")
+    p.add_argument("--login", required=True, help="a username of seed_data/logins.json")
+    p.add_argument("--scope", default="openid fhirUser patient/*.rs", help="the scopes to ask")
+    p.add_argument("--patient", help="the patient to open (an id the login may act for)")
+    p.add_argument("--password", help="default: the seed login's password")
+    p.add_argument("--server", help="the FHIR base URL (default: PUBLIC_BASE_URL or HOST:PORT)")
+    p.add_argument("--json", action="store_true", help="print the whole token response")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
@@ -190,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": _seed,
         "reindex": _reindex,
         "client": _client,
+        "token": _token,
     }
     return handlers[args.command](settings, args)
 

@@ -3,18 +3,21 @@ pages, and the JSON request log, on the seeded server with tokens required."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
+import httpx
 import pytest
 from openapi_spec_validator import validate
 
 from fhir_server.devx.json_log import REQUESTS
-from tests.integration.auth.conftest import PUBLIC, authorize, exchange
+from fhir_server.devx.token import TokenError, issue
+from tests.integration.auth.conftest import BASE, PUBLIC, authorize, exchange
 from tests.integration.seeded import seeded_server
-
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +124,59 @@ async def test_one_json_line_per_request_without_values(server, request_lines) -
     text = json.dumps(request_lines)
     for value in ("sponsor-james-carter", "Carter", "ge1980", token):
         assert value not in text
+
+
+class _Bridge(httpx.BaseTransport):
+    """A synchronous transport onto the ASGI app, for `issue` run in a worker thread."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        async def send() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+                r = await client.send(
+                    client.build_request(
+                        request.method, request.url, headers=request.headers, content=request.read()
+                    )
+                )
+                await r.aread()
+                return httpx.Response(r.status_code, headers=r.headers, content=r.content)
+
+        return anyio.from_thread.run(send)
+
+
+async def test_token_command_drives_the_real_flow(server) -> None:
+    app, http = server
+    settings = app.state.ctx.settings
+    token = await anyio.to_thread.run_sync(
+        lambda: issue(
+            settings,
+            "james.carter",
+            "patient/*.rs",
+            patient="child-liam-carter",
+            transport=_Bridge(app),
+        )
+    )
+    assert token["patient"] == "child-liam-carter"
+    assert "patient/*.rs" in token["scope"]
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+    r = await http.get("/fhir/Patient/child-liam-carter", headers=headers)
+    assert r.status_code == 200
+    assert (
+        await http.get("/fhir/Patient/sponsor-james-carter", headers=headers)
+    ).status_code == 404
+    with pytest.raises(TokenError, match="not among the patients"):
+        await anyio.to_thread.run_sync(
+            lambda: issue(
+                settings,
+                "james.carter",
+                "patient/*.rs",
+                patient="piv-karen-liu",
+                transport=_Bridge(app),
+            )
+        )
+    production = dataclasses.replace(settings, production=True)
+    with pytest.raises(TokenError, match="development only"):
+        issue(production, "james.carter", "patient/*.rs")
