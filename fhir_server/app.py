@@ -40,6 +40,7 @@ from fhir_server.exchange.bulk_tasks import exports
 from fhir_server.notify.table import load_table as notification_table
 from fhir_server.notify.worker import Worker
 from fhir_server.operations.table import TABLE as OPERATIONS_TABLE
+from fhir_server import portal_site
 from fhir_server.pipeline import Pipeline
 from fhir_server.portal.workflows import build as build_workflows
 from fhir_server.rest.cors import CorsMiddleware, origin_check
@@ -250,6 +251,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             FhirRoute(route_path, fhir, methods=FHIR_METHODS, include_in_schema=False)
         )
     smart_auth.install(app, settings)
+    portal_site.install(app)  # the portal web app's files at /portal/ (docs/portal-app.md)
     # Any other well-known URI below the base answers as before: through the pipeline.
     app.add_route("/fhir/{path:path}", fhir, methods=FHIR_METHODS, include_in_schema=False)
     return app
