@@ -21,6 +21,7 @@ from starlette.routing import Match, Route
 from starlette.types import Scope
 
 import smart_auth
+from fhir_server import consent_directory, portal_site
 from fhir_server.access.audit import AuditSink
 from fhir_server.access.audit_log import attach_audit_log
 from fhir_server.access.audit_privacy import load_table as audit_privacy_table
@@ -40,7 +41,6 @@ from fhir_server.exchange.bulk_tasks import exports
 from fhir_server.notify.table import load_table as notification_table
 from fhir_server.notify.worker import Worker
 from fhir_server.operations.table import TABLE as OPERATIONS_TABLE
-from fhir_server import portal_site
 from fhir_server.pipeline import Pipeline
 from fhir_server.portal.workflows import build as build_workflows
 from fhir_server.rest.cors import CorsMiddleware, origin_check
@@ -177,6 +177,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return await smart_auth.verify_access_token(app, token)
 
         app.state.pipeline = Pipeline(ctx, verify=verify, audit=audit)
+        # The consent page's names and a clinician's care-team patients (item 4, issue 16).
+        consent_directory.install(app.state.smart_auth, ctx.store)
         # Notification delivery (fhir_server/notify/worker.py); every process may run one.
         notifier = Worker(ctx, notification_table()) if settings.notify_worker else None
         app.state.notifier = notifier
