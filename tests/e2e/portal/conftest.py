@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import shutil
 import subprocess
@@ -11,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pymongo import MongoClient
 
 from tests.e2e.auth.conftest import CHROMIUM, CHROMIUM_ARGS, require_browser
 from tests.e2e.conftest import LiveServer
+from tests.integration.seeded import restore_seed
 
 ROOT = Path(__file__).resolve().parents[3]
 APP = ROOT / "portal_app"
@@ -36,16 +39,22 @@ def ensure_portal_libraries() -> None:
 @pytest.fixture(scope="module")
 def portal_server(mongo_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ensure_portal_libraries()
+    database = f"portal_{uuid.uuid4().hex[:10]}"
+    # The worker's seed snapshot (logins and clients too), as the seeded modules use: no
+    # re-seeding in the server process (docs/testing.md).
+    asyncio.run(restore_seed(mongo_uri, database))
     env = {
         "MONGODB_URI": mongo_uri,
-        "MONGODB_DATABASE": f"portal_{uuid.uuid4().hex[:10]}",
-        "AUTO_SEED": "1",
+        "MONGODB_DATABASE": database,
+        "AUTO_SEED": "0",
         "AUTH_REQUIRED": "1",
     }
     log = tmp_path_factory.mktemp("portal") / "server.log"
     server = LiveServer(env, log).start()
     yield f"http://127.0.0.1:{server.port}"
     server.stop()
+    with MongoClient(mongo_uri) as client:
+        client.drop_database(database)
 
 
 @pytest.fixture(scope="module")
