@@ -209,7 +209,7 @@ function renderWho() {
     p.id === state.me.id ? `${nameOf(p)} (you)` : nameOf(p))));
   box.append(
     h("span", {}, "Signed in as ", h("strong", {}, nameOf(state.me)), ` with ${LEVELS[state.level] || state.level || "an unknown sign-in"}. `),
-    state.people.length > 1 ? h("span", {}, h("label", { for: "acting-for" }, "Showing the record of "), select) : null,
+    state.people.length > 1 ? h("span", {}, h("label", { for: "acting-for" }, "Showing the record of "), select) : "",
   );
 }
 

@@ -98,6 +98,8 @@ def tour(page: Any, prefix: str) -> dict[str, str]:
     texts = {}
     for name in PAGES:
         texts[name] = open_page(page, name)
+        shown = f"{page.locator('header').inner_text()}\n{texts[name]}"
+        assert not re.search(r"\b(null|undefined|NaN|\[object Object\])\b", shown), shown
         page.screenshot(path=str(SHOTS / f"{prefix}-{name}.png"), full_page=True)
     return texts
 
@@ -131,11 +133,34 @@ def test_sponsor_and_his_adolescent(portal_server: str, chromium: Any) -> None:
     page.context.close()
 
 
-def test_spouse(portal_server: str, chromium: Any) -> None:
+def test_spouse_writes_to_the_clinic_and_finds_times(portal_server: str, chromium: Any) -> None:
     page = sign_in(chromium, portal_server, "spouse")
     texts = tour(page, "spouse")
     assert "Maria" in page.locator("header").inner_text()
     assert "Robert Alvarez" not in "\n".join(texts.values())
+
+    # A new message: recipient search by clinic name ($recipients), then send; the app
+    # opens the new thread, which shows the message the server stored.
+    open_page(page, "messages")
+    page.get_by_label("Find a clinic or care team by name").fill("family medicine")
+    page.get_by_role("button", name="Search recipients").click()
+    page.get_by_role("radio").first.wait_for()
+    page.get_by_label("Subject").fill("Travel vaccines")
+    page.get_by_label("Message", exact=True).fill("Which vaccines do I need for a trip?")
+    page.get_by_role("button", name="Send message").click()
+    page.wait_for_selector("main[data-ready='1'] h1:text('Travel vaccines')", timeout=20000)
+    assert "Which vaccines do I need for a trip?" in page.locator("main").inner_text()
+    page.screenshot(path=str(SHOTS / "spouse-messages-thread.png"), full_page=True)
+
+    # Free times: the operation's answer, or a plain-words note where the server has none.
+    open_page(page, "appointments")
+    page.get_by_role("button", name="Find free times").click()
+    page.wait_for_function(
+        "document.querySelector('main [aria-live]').innerText.trim() !== 'Searching…'"
+    )
+    found = page.locator("main [aria-live]").inner_text().strip()
+    assert found and "{" not in found
+    page.screenshot(path=str(SHOTS / "spouse-appointments-find.png"), full_page=True)
     page.context.close()
 
 
