@@ -130,6 +130,9 @@ async function api(url, options) {
       try { err.body = await err.response.clone().json(); } catch (_) { /* not JSON */ }
     }
     if (err && !err.statusCode && err.response) err.statusCode = err.response.status;
+    // A revoked or ended sign-in: forget client-js's stored session, so that reloading
+    // starts a new sign-in instead of retrying the dead token.
+    if (err && err.statusCode === 401) sessionStorage.clear();
     throw err;
   }
 }

@@ -182,4 +182,24 @@ def test_cac_user(portal_server: str, chromium: Any) -> None:
     everything = "\n".join(texts.values())
     assert "Carter" not in everything  # another family's record never shows
     assert "Reports" in texts["record"]
+
+    # Privacy -> connected apps: revoke the portal itself; its tokens stop working at once.
+    open_page(page, "privacy")
+    page.get_by_role("link", name="See and revoke connected apps").click()
+    who = login_for("cac-user")
+    page.locator("form input[type=text]").fill(who["username"])
+    page.locator("form input[type=password]").fill(who["password"])
+    page.locator("form button[type=submit]").first.click()
+    page.wait_for_selector("text=MHS patient portal")
+    assert "last used" in page.locator("main").inner_text()
+    page.screenshot(path=str(SHOTS / "cac-connected-apps.png"), full_page=True)
+    page.get_by_role("button", name="Stop MHS patient portal reaching my record").first.click()
+    page.wait_for_selector("text=can no longer reach your record")
+    page.goto(f"{portal_server}/portal/#home")
+    alert = page.get_by_role("alert")
+    alert.wait_for(timeout=20000)
+    assert "revoked" in alert.inner_text()
+    page.screenshot(path=str(SHOTS / "cac-after-revoke.png"), full_page=True)
+    page.reload()  # as the message says: a new sign-in, not the dead token again
+    page.wait_for_url(re.compile(r".*/auth/authorize.*"))
     page.context.close()
