@@ -360,7 +360,7 @@ def test_every_item_type_and_operator_is_covered() -> None:
         "group", "display", "boolean", "decimal", "integer", "date", "dateTime", "time",
         "string", "text", "url", "choice", "open-choice", "attachment", "reference", "quantity",
     }  # fmt: skip
-    assert OPERATORS == {"exists", "=", "!=", ">", "<", ">=", "<="}
+    assert {"exists", "=", "!=", ">", "<", ">=", "<="} == OPERATORS
     used = {c["operator"] for q in QUESTIONNAIRE["item"] for c in q.get("enableWhen", [])}
     assert used == OPERATORS
 
