@@ -98,6 +98,7 @@ async def env(mongo_uri: str) -> AsyncIterator[Env]:
             "sponsor", "launch/patient patient/*.cruds", patient=JAMES
         )
         tok["clinician"] = await server.token("practitioner", USER)
+        tok["managed"] = await server.token("managed-account", USER)
         yield Env(server, tok)
 
 
@@ -189,3 +190,12 @@ async def test_an_unknown_questionnaire_is_refused(env: Env) -> None:
     body = {**answers(JAMES, "completed"), "questionnaire": f"{PREVISIT_URL}|1.0.0"}
     r = await env.send("sponsor", "POST", "QuestionnaireResponse", body)
     assert r.status_code == 201, r.text
+
+
+async def test_a_managed_accounts_answers_name_its_appointee(env: Env) -> None:
+    eleanor = "Patient/managed-eleanor-brooks"
+    r = await env.send("managed", "POST", "QuestionnaireResponse", answers(eleanor, "in-progress"))
+    assert r.status_code == 201, r.text
+    appointee = {"reference": f"RelatedPerson/{related_person_id('susan', 'eleanor')}"}
+    assert r.json()["subject"] == {"reference": eleanor}
+    assert r.json()["author"] == appointee and r.json()["source"] == appointee
