@@ -155,9 +155,8 @@ def test_spouse_writes_to_the_clinic_and_finds_times(portal_server: str, chromiu
     # Free times: the operation's answer, or a plain-words note where the server has none.
     open_page(page, "appointments")
     page.get_by_role("button", name="Find free times").click()
-    page.wait_for_function(
-        "document.querySelector('main [aria-live]').innerText.trim() !== 'Searching…'"
-    )
+    # "Searching…" is bare text; the answer is an element (a list, a note or an error).
+    page.locator("main [aria-live] > *").first.wait_for(timeout=20000)
     found = page.locator("main [aria-live]").inner_text().strip()
     assert found and "{" not in found
     page.screenshot(path=str(SHOTS / "spouse-appointments-find.png"), full_page=True)
