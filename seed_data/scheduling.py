@@ -266,7 +266,12 @@ def _participants(v: Visit, clinician_status: str) -> list[Json]:
     return out
 
 
-_KIND_VISIT_TYPE = {"CHECKUP": "wellness", "FOLLOWUP": "follow-up", "WALKIN": "acute", "ROUTINE": "follow-up"}
+_KIND_VISIT_TYPE = {
+    "CHECKUP": "wellness",
+    "FOLLOWUP": "follow-up",
+    "WALKIN": "acute",
+    "ROUTINE": "follow-up",
+}
 
 
 def visit_type_of(v: Visit) -> str:

@@ -27,13 +27,19 @@ Doc = dict[str, Any]
 def refuse(reason: str, *, expression: str | None = None) -> Unprocessable:
     from fhir_server.errors import Issue
 
-    issue = Issue(code="business-rule", diagnostics=reason, expression=(expression,) if expression else ())
+    issue = Issue(
+        code="business-rule", diagnostics=reason, expression=(expression,) if expression else ()
+    )
     return Unprocessable(reason, code="business-rule", issues=[issue])
 
 
 def refs(node: Any) -> list[str]:
     items = node if isinstance(node, list) else [node] if node else []
-    return [str(r["reference"]) for r in items if isinstance(r, dict) and isinstance(r.get("reference"), str)]
+    return [
+        str(r["reference"])
+        for r in items
+        if isinstance(r, dict) and isinstance(r.get("reference"), str)
+    ]
 
 
 def patient_of(appt: Doc) -> str | None:
@@ -72,17 +78,22 @@ async def _current(ctx: ServerContext, ref: str, session: AsyncClientSession | N
     return await ctx.store.current(rt, rid, session=session)
 
 
-async def age_of(ctx: ServerContext, patient: str, session: AsyncClientSession | None) -> int | None:
+async def age_of(
+    ctx: ServerContext, patient: str, session: AsyncClientSession | None
+) -> int | None:
     doc = await _current(ctx, patient, session)
     return age_on((doc or {}).get("res", {}).get("birthDate"), clock.now().date())
 
 
-def _visit_type(table: SchedulingTable, clinic: Clinic, wanted: list[str], offered: list[str] | None) -> VisitType:
+def _visit_type(
+    table: SchedulingTable, clinic: Clinic, wanted: list[str], offered: list[str] | None
+) -> VisitType:
     if offered is not None:
         chosen = [c for c in wanted if c in offered] if wanted else offered
         if wanted and not chosen:
             raise refuse(
-                f"the Slot does not offer the visit type {wanted[0]}", expression="Appointment.serviceType"
+                f"the Slot does not offer the visit type {wanted[0]}",
+                expression="Appointment.serviceType",
             )
     else:
         chosen = wanted
@@ -93,7 +104,10 @@ def _visit_type(table: SchedulingTable, clinic: Clinic, wanted: list[str], offer
         )
     vt = clinic.visit_type(chosen[0])
     if vt is None:
-        raise refuse(f"{clinic.organization} has no visit type {chosen[0]}", expression="Appointment.serviceType")
+        raise refuse(
+            f"{clinic.organization} has no visit type {chosen[0]}",
+            expression="Appointment.serviceType",
+        )
     return vt
 
 
@@ -108,7 +122,10 @@ async def facts_of(
     """The facts of `appt`, or 422 saying what it lacks."""
     patient = patient_of(appt)
     if patient is None:
-        raise refuse("an Appointment needs the patient as a participant", expression="Appointment.participant")
+        raise refuse(
+            "an Appointment needs the patient as a participant",
+            expression="Appointment.participant",
+        )
     wanted = table.codes_of(appt.get("serviceType"))
     slot_refs = refs(appt.get("slot"))
     if not slot_refs:
@@ -118,14 +135,26 @@ async def facts_of(
                 "with requestedPeriod and a reason",
                 expression="Appointment.slot",
             )
-        clinic = next((c for a in actors(appt) if (c := table.clinic(a)) is not None), None)
-        if clinic is None:
+        named = next((c for a in actors(appt) if (c := table.clinic(a)) is not None), None)
+        if named is None:
             raise refuse(
                 "name the clinic: a participant that is one of its Locations or its Organization",
                 expression="Appointment.participant",
             )
-        vt = _visit_type(table, clinic, wanted, None)
-        return Facts(patient, await age_of(ctx, patient, session), clinic, vt, (), (), None, None, None, None, None)
+        vt = _visit_type(table, named, wanted, None)
+        return Facts(
+            patient,
+            await age_of(ctx, patient, session),
+            named,
+            vt,
+            (),
+            (),
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
     slots: list[Doc] = []
     for ref in slot_refs:
         doc = await _current(ctx, ref, session) if ref.startswith("Slot/") else None
@@ -140,7 +169,9 @@ async def facts_of(
     for doc in slots:
         slot = doc["res"]
         sched_ref = (slot.get("schedule") or {}).get("reference", "")
-        sched = await _current(ctx, sched_ref, session) if sched_ref.startswith("Schedule/") else None
+        sched = (
+            await _current(ctx, sched_ref, session) if sched_ref.startswith("Schedule/") else None
+        )
         sched_actors = refs((sched or {}).get("res", {}).get("actor"))
         loc = next((a for a in sched_actors if a.startswith("Location/")), None)
         clinic = table.clinic_of_location(loc) if loc else None
@@ -148,11 +179,17 @@ async def facts_of(
             raise refuse(f"Slot/{doc['id']} is not at a clinic that books through the portal")
         clinics.add(clinic.organization)
         location = location or loc
-        practitioners += [a for a in sched_actors if a.split("/")[0] in {"Practitioner", "PractitionerRole"} and a not in practitioners]
+        practitioners += [
+            a
+            for a in sched_actors
+            if a.split("/")[0] in {"Practitioner", "PractitionerRole"} and a not in practitioners
+        ]
         codes = table.codes_of(slot.get("serviceType"))
         offered = codes if offered is None else [c for c in offered if c in codes]
     if len(clinics) != 1 or clinic is None:
-        raise refuse("the Slots of one Appointment must be at one clinic", expression="Appointment.slot")
+        raise refuse(
+            "the Slots of one Appointment must be at one clinic", expression="Appointment.slot"
+        )
     vt = _visit_type(table, clinic, wanted, offered or [])
     ordered = sorted(slots, key=lambda d: str(d["res"].get("start")))
     start_text, end_text = ordered[0]["res"].get("start"), ordered[-1]["res"].get("end")
@@ -179,9 +216,7 @@ def completed(table: SchedulingTable, appt: Doc, f: Facts, status: str) -> Doc:
         out["start"], out["end"] = f.start_text, f.end_text
         if f.start and f.end:
             out["minutesDuration"] = int((f.end - f.start).total_seconds() // 60)
-    others = [
-        cc for cc in out.get("serviceType") or () if not table.codes_of([cc])
-    ]
+    others = [cc for cc in out.get("serviceType") or () if not table.codes_of([cc])]
     out["serviceType"] = [table.concept(f.visit_type), *others]
     have = set(actors(out))
     participants = [dict(p) for p in out.get("participant") or ()]
@@ -190,14 +225,18 @@ def completed(table: SchedulingTable, appt: Doc, f: Facts, status: str) -> Doc:
             p["status"] = "accepted"
     for ref in [*f.practitioners, *([f.location] if f.location else [])]:
         if ref not in have:
-            participants.append({"actor": {"reference": ref}, "required": "required", "status": "accepted"})
+            participants.append(
+                {"actor": {"reference": ref}, "required": "required", "status": "accepted"}
+            )
     out["participant"] = participants
     labels = f.visit_type.labels()
     if labels:
         meta = dict(out.get("meta") or {})
         security = list(meta.get("security") or [])
         for lab in labels:
-            if not any(s.get("system") == lab["system"] and s.get("code") == lab["code"] for s in security):
+            if not any(
+                s.get("system") == lab["system"] and s.get("code") == lab["code"] for s in security
+            ):
                 security.append(lab)
         meta["security"] = security
         out["meta"] = meta

@@ -11,6 +11,8 @@ reads what the winner committed and answers 409 naming the Slot or the Appointme
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -33,7 +35,10 @@ if TYPE_CHECKING:
     from fhir_server.context import ServerContext
 
 Doc = dict[str, Any]
-ATTEMPTS = 4
+# A loser retries while the winner's transaction may still be open (a write conflict comes
+# at once, not when the winner commits): jittered backoff, doubling to about a second.
+ATTEMPTS = 10
+BACKOFF_S = 0.02
 DEFAULT_COUNT = 50
 MAX_COUNT = 500
 
@@ -42,21 +47,32 @@ class _Lost(Exception):
     """The transaction lost a race; run it again."""
 
 
-async def _once(ctx: ServerContext, req: FhirRequest, work: Callable[[FhirRequest], Awaitable[FhirResponse]]) -> FhirResponse:
+async def _once(
+    ctx: ServerContext, req: FhirRequest, work: Callable[[FhirRequest], Awaitable[FhirResponse]]
+) -> FhirResponse:
     """`work` in one transaction; a lost race is run again (the rerun answers 409)."""
-    for _ in range(ATTEMPTS):
-        sub = FhirRequest(method="POST", path=list(req.path), headers={}, policy=req.policy, session=req.session, in_bundle=req.in_bundle)
+    for attempt in range(ATTEMPTS):
+        sub = FhirRequest(
+            method="POST",
+            path=list(req.path),
+            headers={},
+            policy=req.policy,
+            session=req.session,
+            in_bundle=req.in_bundle,
+        )
         try:
             async with own_transaction(ctx.store.client, sub, _Lost):
                 return await work(sub)
         except (_Lost, PreconditionFailed):
             if req.session is not None:
                 raise
-            continue
+            await asyncio.sleep(random.uniform(0, BACKOFF_S * 2 ** min(attempt, 6)))
     raise Conflict("the Slot is being booked by many requests at once; choose another slot")
 
 
-def _sub(req: FhirRequest, method: str, path: list[str], body: Doc, if_match: str | None = None) -> FhirRequest:
+def _sub(
+    req: FhirRequest, method: str, path: list[str], body: Doc, if_match: str | None = None
+) -> FhirRequest:
     return FhirRequest(
         method=method,
         path=path,
@@ -73,7 +89,9 @@ async def _write(ctx: ServerContext, req: FhirRequest, appt: Doc) -> FhirRespons
     rid = appt.get("id")
     if isinstance(rid, str) and rid:
         current = await interactions.read_visible(ctx, req, RT, rid)
-        return await interactions.update(ctx, _sub(req, "PUT", [RT, rid], appt, current.etag), RT, rid)
+        return await interactions.update(
+            ctx, _sub(req, "PUT", [RT, rid], appt, current.etag), RT, rid
+        )
     return await interactions.create(ctx, _sub(req, "POST", [RT], appt), RT)
 
 
@@ -107,16 +125,24 @@ def _cancelled(res: Doc, reason: str | None) -> Doc:
     return out
 
 
-async def _cancel_in(ctx: ServerContext, req: FhirRequest, rid: str, reason: str | None) -> FhirResponse:
+async def _cancel_in(
+    ctx: ServerContext, req: FhirRequest, rid: str, reason: str | None
+) -> FhirResponse:
     current = await interactions.read_visible(ctx, req, RT, rid)
     res = current.resource
     assert res is not None
     if res.get("status") not in {"booked", "pending", "proposed"}:
-        raise refuse(f"{RT}/{rid} is {res.get('status')}: only a booked, held or requested one is cancelled")
-    return await interactions.update(ctx, _sub(req, "PUT", [RT, rid], _cancelled(res, reason), current.etag), RT, rid)
+        raise refuse(
+            f"{RT}/{rid} is {res.get('status')}: only a booked, held or requested one is cancelled"
+        )
+    return await interactions.update(
+        ctx, _sub(req, "PUT", [RT, rid], _cancelled(res, reason), current.etag), RT, rid
+    )
 
 
-async def cancel(ctx: ServerContext, req: FhirRequest, rid: str, reason: str | None) -> FhirResponse:
+async def cancel(
+    ctx: ServerContext, req: FhirRequest, rid: str, reason: str | None
+) -> FhirResponse:
     """`[id]/$cancel`: cancelled; its Slot freed and its clipboard Task cancelled in the same
     transaction. On a request, the patient withdraws it, or the team declines it (reason)."""
     return await _once(ctx, req, lambda r: _cancel_in(ctx, r, rid, reason))
@@ -126,7 +152,9 @@ async def cancel(ctx: ServerContext, req: FhirRequest, rid: str, reason: str | N
 between_halves: Callable[[], Awaitable[None]] | None = None
 
 
-async def reschedule(ctx: ServerContext, req: FhirRequest, rid: str, appointment: Any, reason: str | None) -> FhirResponse:
+async def reschedule(
+    ctx: ServerContext, req: FhirRequest, rid: str, appointment: Any, reason: str | None
+) -> FhirResponse:
     """`[id]/$reschedule`: the old booking cancelled and the new one booked in ONE
     transaction: a failure of either leaves the old booking as it was."""
     new = {**_input(appointment), "status": "booked"}
@@ -172,7 +200,12 @@ async def find(
     pid = patient.removeprefix("Patient/")
     interactions.check_id(pid)
     subject = f"Patient/{pid}"
-    if await ctx.store.find_visible("Patient", pid, req.policy.read_filter("Patient"), session=req.session) is None:
+    if (
+        await ctx.store.find_visible(
+            "Patient", pid, req.policy.read_filter("Patient"), session=req.session
+        )
+        is None
+    ):
         raise NotFound(f"{subject} is not known")
     role, kinds = role_of(table, req.policy, subject)
     now = clock.now()
@@ -259,7 +292,14 @@ async def free_slots(
         if slots.effective_status(table, slot, now) != "free":
             continue
         sched = by_ref.get(str((slot.get("schedule") or {}).get("reference")))
-        loc = next((a["reference"] for a in (sched or {}).get("actor") or () if str(a.get("reference", "")).startswith("Location/")), None)
+        loc = next(
+            (
+                a["reference"]
+                for a in (sched or {}).get("actor") or ()
+                if str(a.get("reference", "")).startswith("Location/")
+            ),
+            None,
+        )
         clinic = table.clinic_of_location(loc) if loc else None
         if sched is not None and clinic is not None:
             out.append((clinic, sched, slot))
@@ -269,7 +309,9 @@ async def free_slots(
 
 def _proposed(table: SchedulingTable, vt: Any, patient: str, schedule: Doc, slot: Doc) -> Doc:
     st, en = slots.parse_instant(slot.get("start")), slots.parse_instant(slot.get("end"))
-    participants: list[Doc] = [{"actor": {"reference": patient}, "required": "required", "status": "needs-action"}]
+    participants: list[Doc] = [
+        {"actor": {"reference": patient}, "required": "required", "status": "needs-action"}
+    ]
     for a in schedule.get("actor") or ():
         ref = a.get("reference")
         if isinstance(ref, str):

@@ -60,10 +60,18 @@ OPERATIONS: tuple[Operation, ...] = (
         interaction="search",
         parameters=(
             Parameter("patient", "reference", min=1, documentation="The patient to book for."),
-            Parameter("service-type", "token", max="*", documentation="Visit type codes (system|code)."),
-            Parameter("location", "reference", documentation="The clinic: one of its Locations or its Organization."),
+            Parameter(
+                "service-type", "token", max="*", documentation="Visit type codes (system|code)."
+            ),
+            Parameter(
+                "location",
+                "reference",
+                documentation="The clinic: one of its Locations or its Organization.",
+            ),
             Parameter("start", "dateTime", documentation="Earliest start (default now)."),
-            Parameter("end", "dateTime", documentation="Latest start (default the longest horizon)."),
+            Parameter(
+                "end", "dateTime", documentation="Latest start (default the longest horizon)."
+            ),
             Parameter("_count", "integer", documentation="At most this many (default 50)."),
             Parameter("return", "Bundle", min=1, use="out"),
         ),

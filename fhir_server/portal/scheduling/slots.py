@@ -111,4 +111,6 @@ def shown(table: SchedulingTable, slot: Doc, now: datetime, staff: bool) -> None
     if not staff:
         for ext in slot.get("extension") or ():
             if ext.get("url") == table.hold_extension:
-                ext["extension"] = [p for p in ext.get("extension") or () if p.get("url") == "expires"]
+                ext["extension"] = [
+                    p for p in ext.get("extension") or () if p.get("url") == "expires"
+                ]

@@ -58,7 +58,10 @@ class VisitType:
     def labels(self) -> list[Doc]:
         """meta.security codings for an adolescent's booking of this type."""
         return [
-            {"system": CONFIDENTIALITY if c in {"U", "L", "M", "N", "R", "V"} else ACT_CODE, "code": c}
+            {
+                "system": CONFIDENTIALITY if c in {"U", "L", "M", "N", "R", "V"} else ACT_CODE,
+                "code": c,
+            }
             for c in self.confidential_labels
         ]
 
@@ -145,7 +148,9 @@ def _task(raw: Any, where: str) -> TaskRule:
         raise _fail(f"{where}.open_statuses must be R4 Task statuses")
     if "requested" not in statuses or {"completed", "cancelled"} & set(statuses):
         raise _fail(f"{where}: a new Task (requested) is open, a completed or cancelled one not")
-    return TaskRule({k: code[k] for k in ("system", "code", "display") if k in code}, frozenset(statuses))
+    return TaskRule(
+        {k: code[k] for k in ("system", "code", "display") if k in code}, frozenset(statuses)
+    )
 
 
 def _visit_type(raw: Any, where: str, defaults: Doc) -> VisitType:
@@ -159,14 +164,26 @@ def _visit_type(raw: Any, where: str, defaults: Doc) -> VisitType:
     booking = raw.get("booking")
     if booking not in BOOKING:
         raise _fail(f"{where}: booking must be one of {sorted(BOOKING)}")
-    lead = _minutes(raw.get("lead_minutes", defaults["lead_minutes"]), f"{where} lead_minutes", 0, 60 * 24 * 365)
-    horizon = _minutes(raw.get("horizon_days", defaults["horizon_days"]), f"{where} horizon_days", 1, 731)
-    hold = _minutes(raw.get("hold_minutes", defaults["hold_minutes"]), f"{where} hold_minutes", 1, 120)
+    lead = _minutes(
+        raw.get("lead_minutes", defaults["lead_minutes"]), f"{where} lead_minutes", 0, 60 * 24 * 365
+    )
+    horizon = _minutes(
+        raw.get("horizon_days", defaults["horizon_days"]), f"{where} horizon_days", 1, 731
+    )
+    hold = _minutes(
+        raw.get("hold_minutes", defaults["hold_minutes"]), f"{where} hold_minutes", 1, 120
+    )
     if lead >= horizon * 24 * 60:
-        raise _fail(f"{where}: the lead time ({lead} min) leaves nothing before the horizon ({horizon} d)")
+        raise _fail(
+            f"{where}: the lead time ({lead} min) leaves nothing before the horizon ({horizon} d)"
+        )
     ages = raw.get("ages")
     if ages is not None:
-        if not (isinstance(ages, list) and len(ages) == 2 and all(isinstance(a, int) and not isinstance(a, bool) for a in ages)):
+        if not (
+            isinstance(ages, list)
+            and len(ages) == 2
+            and all(isinstance(a, int) and not isinstance(a, bool) for a in ages)
+        ):
             raise _fail(f"{where}: ages must be [min, max] in whole years")
         if not 0 <= ages[0] <= ages[1]:
             raise _fail(f"{where}: ages {ages} is an empty range")
@@ -178,7 +195,9 @@ def _visit_type(raw: Any, where: str, defaults: Doc) -> VisitType:
         raise _fail(f"{where}: confidential_labels must be a list of codes")
     if labels and proxy:
         # A type that is hidden from parents cannot also be one they may book.
-        raise _fail(f"{where}: a confidential visit type cannot allow a parent to book it for an adolescent")
+        raise _fail(
+            f"{where}: a confidential visit type cannot allow a parent to book it for an adolescent"
+        )
     clipboard = raw.get("clipboard")
     if clipboard is not None:
         clipboard = _ref(clipboard, f"{where} clipboard", ("Questionnaire",))
@@ -223,7 +242,11 @@ def parse_table(raw: Any) -> SchedulingTable:
     if not isinstance(ext, str) or not ext.startswith("http"):
         raise _fail("hold_extension must be an extension URL")
     defaults = raw.get("defaults")
-    if not isinstance(defaults, dict) or set(defaults) != {"lead_minutes", "horizon_days", "hold_minutes"}:
+    if not isinstance(defaults, dict) or set(defaults) != {
+        "lead_minutes",
+        "horizon_days",
+        "hold_minutes",
+    }:
         raise _fail("defaults must give lead_minutes, horizon_days and hold_minutes")
     actors = raw.get("actors")
     if not isinstance(actors, dict) or set(actors) != {"patient", "staff", "never"}:
@@ -250,7 +273,11 @@ def parse_table(raw: Any) -> SchedulingTable:
             if loc in seen_locations:
                 raise _fail(f"{loc} belongs to both {seen_locations[loc]} and {org}")
             seen_locations[loc] = org
-        team = _ref(c.get("scheduling_team"), f"{org} scheduling_team", ("CareTeam", "Organization", "PractitionerRole", "Practitioner"))
+        team = _ref(
+            c.get("scheduling_team"),
+            f"{org} scheduling_team",
+            ("CareTeam", "Organization", "PractitionerRole", "Practitioner"),
+        )
         vts = c.get("visit_types")
         if not isinstance(vts, list) or not vts:
             raise _fail(f"{org}: visit_types must be a non-empty list")
@@ -261,7 +288,10 @@ def parse_table(raw: Any) -> SchedulingTable:
         clinics.append(Clinic(org, frozenset(locs), team, parsed))
     if len({c.organization for c in clinics}) != len(clinics):
         raise _fail("a clinic is listed twice")
-    clip, req = _task(raw.get("clipboard_task"), "clipboard_task"), _task(raw.get("request_task"), "request_task")
+    clip, req = (
+        _task(raw.get("clipboard_task"), "clipboard_task"),
+        _task(raw.get("request_task"), "request_task"),
+    )
     if (clip.code["system"], clip.code["code"]) == (req.code["system"], req.code["code"]):
         raise _fail("clipboard_task and request_task need different codes")
     return SchedulingTable(system, ext, patient, staff, never, tuple(clinics), clip, req)

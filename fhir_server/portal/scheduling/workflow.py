@@ -26,7 +26,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from fhir_server import clock
 from fhir_server.config import Settings
-from fhir_server.errors import Conflict, Forbidden
+from fhir_server.errors import Conflict, FhirError, Forbidden
 from fhir_server.portal.hooks import Workflow, WriteEvent
 from fhir_server.portal.scheduling import notices, rules, slots
 from fhir_server.portal.scheduling.facts import (
@@ -59,7 +59,9 @@ FREES_SLOT = frozenset({"cancelled", "entered-in-error"})
 FIXED = ("slot", "start", "end", "serviceType", "participant")
 
 
-def role_of(table: SchedulingTable, policy: AccessPolicy, patient: str | None) -> tuple[str, tuple[str, ...]]:
+def role_of(
+    table: SchedulingTable, policy: AccessPolicy, patient: str | None
+) -> tuple[str, tuple[str, ...]]:
     kinds = policy.writer_kinds([patient] if patient else [])
     return rules.role(table, kinds), kinds
 
@@ -68,7 +70,9 @@ def never_books() -> Forbidden:
     return Forbidden("this login may read appointments but not book, hold, request or cancel them")
 
 
-async def _before(ctx: ServerContext, req: FhirRequest, event: WriteEvent, table: SchedulingTable) -> Doc | None:
+async def _before(
+    ctx: ServerContext, req: FhirRequest, event: WriteEvent, table: SchedulingTable
+) -> Doc | None:
     new, old = event.new, event.old
     if new is None:
         return new
@@ -85,7 +89,13 @@ async def _before(ctx: ServerContext, req: FhirRequest, event: WriteEvent, table
                 expression=f"Appointment.{moved[0]}",
             )
     if to in TAKES_SLOT and was != to:
-        f = await facts_of(ctx, table, new, req.session, need_slot=role == "patient" or to == "pending" or bool(new.get("slot")))
+        f = await facts_of(
+            ctx,
+            table,
+            new,
+            req.session,
+            need_slot=role == "patient" or to == "pending" or bool(new.get("slot")),
+        )
         if role == "patient" and f.start is not None:
             why = rules.booking_refused(f.visit_type, kinds, f.age, f.start, clock.now())
             if why:
@@ -99,33 +109,63 @@ async def _before(ctx: ServerContext, req: FhirRequest, event: WriteEvent, table
                 expression="Appointment.slot",
             )
         if not new.get("requestedPeriod"):
-            raise refuse("an appointment request needs requestedPeriod", expression="Appointment.requestedPeriod")
-        if not (new.get("reasonCode") or new.get("reasonReference") or new.get("comment") or new.get("description")):
-            raise refuse("an appointment request needs a reason (reasonCode or comment)", expression="Appointment.reasonCode")
+            raise refuse(
+                "an appointment request needs requestedPeriod",
+                expression="Appointment.requestedPeriod",
+            )
+        if not (
+            new.get("reasonCode")
+            or new.get("reasonReference")
+            or new.get("comment")
+            or new.get("description")
+        ):
+            raise refuse(
+                "an appointment request needs a reason (reasonCode or comment)",
+                expression="Appointment.reasonCode",
+            )
         f = await facts_of(ctx, table, new, req.session, need_slot=False)
         if role == "patient":
             why = rules.who_refused(f.visit_type, kinds, f.age)
             if why:
                 raise refuse(why)
         return completed(table, new, f, "proposed")
-    if to == "cancelled" and was == "proposed" and role == "staff" and not new.get("cancelationReason"):
-        raise refuse("declining a request needs a reason (cancelationReason)", expression="Appointment.cancelationReason")
+    if (
+        to == "cancelled"
+        and was == "proposed"
+        and role == "staff"
+        and not new.get("cancelationReason")
+    ):
+        raise refuse(
+            "declining a request needs a reason (cancelationReason)",
+            expression="Appointment.cancelationReason",
+        )
     return new
 
 
-async def claim_patient(ctx: ServerContext, patient: str, session: AsyncClientSession | None) -> None:
+async def claim_patient(
+    ctx: ServerContext, patient: str, session: AsyncClientSession | None
+) -> None:
     await ctx.store.db[PATIENT_CLAIMS].update_one(
         {"_id": patient}, {"$inc": {"n": 1}}, upsert=True, session=session
     )
 
 
-async def _search(ctx: ServerContext, rt: str, params: list[tuple[str, str]], session: AsyncClientSession | None) -> list[Doc]:
+async def _search(
+    ctx: ServerContext, rt: str, params: list[tuple[str, str]], session: AsyncClientSession | None
+) -> list[Doc]:
     sreq = parse_search(rt, params, ctx.registry)
-    return await ctx.store.find(await search_filter(ctx.store, ctx.registry, sreq), None, session=session)
+    return await ctx.store.find(
+        await search_filter(ctx.store, ctx.registry, sreq), None, session=session
+    )
 
 
 async def _claim_slots(
-    ctx: ServerContext, table: SchedulingTable, f: Facts, appt_ref: str, status: str, session: AsyncClientSession | None
+    ctx: ServerContext,
+    table: SchedulingTable,
+    f: Facts,
+    appt_ref: str,
+    status: str,
+    session: AsyncClientSession | None,
 ) -> None:
     now = clock.now()
     for doc in f.slots:
@@ -147,19 +187,31 @@ async def _claim_slots(
         await ctx.store.update("Slot", cur["id"], new, if_match=int(cur["vid"]), session=session)
 
 
-async def _same_patient(ctx: ServerContext, holder: str | None, patient: str, session: AsyncClientSession | None) -> bool:
+async def _same_patient(
+    ctx: ServerContext, holder: str | None, patient: str, session: AsyncClientSession | None
+) -> bool:
     if not holder or not holder.startswith("Appointment/"):
         return False
     doc = await ctx.store.current(RT, holder.split("/", 1)[1], session=session)
     return doc is not None and patient_of(doc["res"]) == patient
 
 
-async def _overlap(ctx: ServerContext, f: Facts, appt_id: str, session: AsyncClientSession | None) -> None:
+async def _overlap(
+    ctx: ServerContext, f: Facts, appt_id: str, session: AsyncClientSession | None
+) -> None:
     if f.start is None or f.end is None:
         return
     since = instant(f.start - timedelta(days=1))
     for doc in await _search(
-        ctx, RT, [("patient", f.patient), ("status", "booked"), ("date", f"lt{instant(f.end)}"), ("date", f"ge{since}")], session
+        ctx,
+        RT,
+        [
+            ("patient", f.patient),
+            ("status", "booked"),
+            ("date", f"lt{instant(f.end)}"),
+            ("date", f"ge{since}"),
+        ],
+        session,
     ):
         other = doc["res"]
         end = slots.parse_instant(other.get("end"))
@@ -167,9 +219,13 @@ async def _overlap(ctx: ServerContext, f: Facts, appt_id: str, session: AsyncCli
             raise Conflict(f"the patient already has Appointment/{doc['id']} at that time")
 
 
-async def _open_tasks(ctx: ServerContext, rule: Any, appt_ref: str, by: str, session: AsyncClientSession | None) -> list[Doc]:
+async def _open_tasks(
+    ctx: ServerContext, rule: Any, appt_ref: str, by: str, session: AsyncClientSession | None
+) -> list[Doc]:
     docs = await _search(ctx, "Task", [(by, appt_ref)], session)
-    return [d for d in docs if rule.matches(d["res"]) and d["res"].get("status") in rule.open_statuses]
+    return [
+        d for d in docs if rule.matches(d["res"]) and d["res"].get("status") in rule.open_statuses
+    ]
 
 
 def _task(code: Doc, **fields: Any) -> Doc:
@@ -219,7 +275,13 @@ def request_task(table: SchedulingTable, appt: Doc, f: Facts, requester: str | N
     )
 
 
-async def _close(ctx: ServerContext, docs: list[Doc], status: str, session: AsyncClientSession | None, **fields: Any) -> None:
+async def _close(
+    ctx: ServerContext,
+    docs: list[Doc],
+    status: str,
+    session: AsyncClientSession | None,
+    **fields: Any,
+) -> None:
     for d in docs:
         res = {k: v for k, v in d["res"].items() if k != "meta"}
         if (d["res"].get("meta") or {}).get("security"):
@@ -258,11 +320,17 @@ async def _after(
             await ctx.store.create("Task", task, session=session)
         if was == "proposed":
             answered = await _open_tasks(ctx, table.request_task, appt_ref, "focus", session)
-            await _close(ctx, answered, "completed", session, output=[
-                {"type": {"text": "booked"}, "valueReference": {"reference": appt_ref}}
-            ])
+            await _close(
+                ctx,
+                answered,
+                "completed",
+                session,
+                output=[{"type": {"text": "booked"}, "valueReference": {"reference": appt_ref}}],
+            )
             await notices.notify(ctx, notices.ANSWERED, patient, None, appt_ref, session)
-        await notices.notify(ctx, notices.BOOKED, patient, f.clinic.scheduling_team, appt_ref, session)
+        await notices.notify(
+            ctx, notices.BOOKED, patient, f.clinic.scheduling_team, appt_ref, session
+        )
         return
     if to in FREES_SLOT and was in TAKES_SLOT:
         now = clock.now()
@@ -271,20 +339,31 @@ async def _after(
             if cur is None:
                 continue
             slot = cur["res"]
-            ours = slot.get("status") == "busy" if was == "booked" else slots.live_hold(table, slot, now) == appt_ref
+            ours = (
+                slot.get("status") == "busy"
+                if was == "booked"
+                else slots.live_hold(table, slot, now) == appt_ref
+            )
             if ours:
                 await ctx.store.update(
-                    "Slot", cur["id"], slots.with_status(table, slot, "free"), if_match=int(cur["vid"]), session=session
+                    "Slot",
+                    cur["id"],
+                    slots.with_status(table, slot, "free"),
+                    if_match=int(cur["vid"]),
+                    session=session,
                 )
         clip = await _open_tasks(ctx, table.clipboard_task, appt_ref, "based-on", session)
-        await _close(ctx, clip, "cancelled", session, statusReason={"text": "appointment cancelled"})
+        await _close(
+            ctx, clip, "cancelled", session, statusReason={"text": "appointment cancelled"}
+        )
         if was == "booked":
             team = None
-            for ref in refs(new.get("slot"))[:1]:
-                try:
-                    team = (await facts_of(ctx, table, new, session, need_slot=True)).clinic.scheduling_team
-                except Exception:  # noqa: BLE001 - a Slot gone from the table still cancels
-                    team = None
+            try:
+                team = (
+                    await facts_of(ctx, table, new, session, need_slot=True)
+                ).clinic.scheduling_team
+            except FhirError:
+                team = None  # a Slot no longer at a clinic of the table still cancels
             await notices.notify(ctx, notices.CANCELLED, patient, team, appt_ref, session)
         return
     if to == "proposed" and old is None:
@@ -293,7 +372,9 @@ async def _after(
         task = request_task(table, new, f, requester)
         ctx.validator.validate(task)
         await ctx.store.create("Task", task, session=session)
-        await notices.notify(ctx, notices.TEAM, patient, f.clinic.scheduling_team, appt_ref, session)
+        await notices.notify(
+            ctx, notices.TEAM, patient, f.clinic.scheduling_team, appt_ref, session
+        )
         return
     if to == "cancelled" and was == "proposed":
         role, _ = role_of(table, req.policy, patient)
@@ -308,7 +389,10 @@ async def _after(
 def view(table: SchedulingTable) -> Any:
     def shape(policy: AccessPolicy, resource: Doc, stored: Any) -> None:
         if resource.get("resourceType") == "Slot":
-            staff = not policy.restricted or rules.role(table, policy.possible_writer_kinds()) == "staff"
+            staff = (
+                not policy.restricted
+                or rules.role(table, policy.possible_writer_kinds()) == "staff"
+            )
             slots.shown(table, resource, clock.now(), staff)
 
     return shape
@@ -333,4 +417,6 @@ def workflow(settings: Settings, registry: Any) -> Workflow:
         if event.rt == RT:
             await _after(ctx, req, event, version, session, table)
 
-    return Workflow("scheduling", frozenset({RT, "Slot"}), before=before, after=after, view=view(table))
+    return Workflow(
+        "scheduling", frozenset({RT, "Slot"}), before=before, after=after, view=view(table)
+    )

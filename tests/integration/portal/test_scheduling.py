@@ -131,7 +131,14 @@ async def test_find_hold_book_cancel_as_sponsor_for_liam(env: Env) -> None:
     # Booking again over it: the same patient overlaps.
     r = await env.post("nurse", "Appointment/$book", {**proposed, "slot": proposed["slot"]})
     assert r.status_code == 409
-    r = await env.post("sponsor", f"Appointment/{booked['id']}/$cancel", {"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": "conflict"}]})
+    r = await env.post(
+        "sponsor",
+        f"Appointment/{booked['id']}/$cancel",
+        {
+            "resourceType": "Parameters",
+            "parameter": [{"name": "reason", "valueString": "conflict"}],
+        },
+    )
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "cancelled"
     assert (await env.slot(slot))["status"] == "free"
@@ -217,7 +224,9 @@ async def test_hold_expires_and_another_patient_books(env: Env) -> None:
     later = clock.now() + timedelta(minutes=TABLE.clinics[0].visit_types[0].hold.seconds // 60 + 1)
     with clock.fixed(later):
         assert (await env.get("sponsor", slot)).json()["status"] == "free"
-        assert slot in {_slot_ref(a) for a in await env.find("sponsor", LIAM, "wellness", _count="500")}
+        assert slot in {
+            _slot_ref(a) for a in await env.find("sponsor", LIAM, "wellness", _count="500")
+        }
         r = await env.post("sponsor", "Appointment/$book", mine)
         assert r.status_code in (200, 201), r.text
     assert (await env.slot(slot))["status"] == "busy"
@@ -264,7 +273,9 @@ async def test_request_answered_by_the_team(env: Env) -> None:
         "participant": [{"actor": {"reference": LIAM}, "status": "needs-action"},
                         {"actor": {"reference": FM}, "status": "needs-action"}],
     }  # fmt: skip
-    r = await env.post("sponsor", "Appointment", {k: v for k, v in request.items() if k != "requestedPeriod"})
+    r = await env.post(
+        "sponsor", "Appointment", {k: v for k, v in request.items() if k != "requestedPeriod"}
+    )
     assert r.status_code == 422 and "requestedPeriod" in r.text
     r = await env.post("sponsor", "Appointment", request)
     assert r.status_code == 201, r.text
@@ -277,7 +288,9 @@ async def test_request_answered_by_the_team(env: Env) -> None:
     r = await env.post("nurse", "Appointment/$book", answer)
     assert r.status_code in (200, 201), r.text
     assert r.json()["status"] == "booked"
-    assert [t["status"] for t in await _tasks(env, f"Appointment/{req_id}", "focus")] == ["completed"]
+    assert [t["status"] for t in await _tasks(env, f"Appointment/{req_id}", "focus")] == [
+        "completed"
+    ]
     # A second request, declined with a reason.
     r = await env.post("sponsor", "Appointment", request)
     second = r.json()["id"]
@@ -288,4 +301,6 @@ async def test_request_answered_by_the_team(env: Env) -> None:
     mine = await env.get("sponsor", f"Appointment/{second}")
     assert mine.json()["status"] == "cancelled"
     assert mine.json()["cancelationReason"]["text"] == "Please see your PCM first"
-    assert [t["status"] for t in await _tasks(env, f"Appointment/{second}", "focus")] == ["rejected"]
+    assert [t["status"] for t in await _tasks(env, f"Appointment/{second}", "focus")] == [
+        "rejected"
+    ]
