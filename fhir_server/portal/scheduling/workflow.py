@@ -4,7 +4,7 @@ a plain POST/PUT as much as `$hold`, `$book`, `$cancel` and `$reschedule`, obeys
 `before` (on what would be stored): a booking (status to `booked`) or a hold (`pending`)
 is checked against the table for a patient or proxy (visit type online, lead time, horizon,
 ages, a parent of an adolescent only for the listed types) and completed from its Slots; a
-request (`proposed`, no Slot) needs `requestedPeriod`, a reason and a clinic; a patient
+request (`proposed` with `requestedPeriod`, no Slot) needs a reason and a clinic; a patient
 never moves a booked Appointment by editing it (`$reschedule` does); the scheduling team
 declines a request with a reason (`cancelationReason`).
 
@@ -101,17 +101,14 @@ async def _before(
             if why:
                 raise refuse(why)
         return completed(table, new, f, str(to)) if f.slots else new
-    if to == "proposed" and old is None:
+    if to == "proposed" and old is None and (new.get("slot") or new.get("requestedPeriod")):
+        # A request names a period; a proposed Appointment with neither a Slot nor a period
+        # is a draft the patient keeps (no Task: docs/portal.md, "Requests").
         if new.get("slot"):
             raise refuse(
                 "a proposed Appointment with a Slot is what $find answers: $hold or $book it; "
                 "a request names no Slot",
                 expression="Appointment.slot",
-            )
-        if not new.get("requestedPeriod"):
-            raise refuse(
-                "an appointment request needs requestedPeriod",
-                expression="Appointment.requestedPeriod",
             )
         if not (
             new.get("reasonCode")
@@ -366,7 +363,7 @@ async def _after(
                 team = None  # a Slot no longer at a clinic of the table still cancels
             await notices.notify(ctx, notices.CANCELLED, patient, team, appt_ref, session)
         return
-    if to == "proposed" and old is None:
+    if to == "proposed" and old is None and new.get("requestedPeriod"):
         f = await facts_of(ctx, table, new, session, need_slot=False)
         requester = req.policy.auth.fhir_user if req.policy.auth is not None else None
         task = request_task(table, new, f, requester)

@@ -274,9 +274,9 @@ async def test_request_answered_by_the_team(env: Env) -> None:
                         {"actor": {"reference": FM}, "status": "needs-action"}],
     }  # fmt: skip
     r = await env.post(
-        "sponsor", "Appointment", {k: v for k, v in request.items() if k != "requestedPeriod"}
+        "sponsor", "Appointment", {k: v for k, v in request.items() if k != "reasonCode"}
     )
-    assert r.status_code == 422 and "requestedPeriod" in r.text
+    assert r.status_code == 422 and "reason" in r.text
     r = await env.post("sponsor", "Appointment", request)
     assert r.status_code == 201, r.text
     req_id = r.json()["id"]
