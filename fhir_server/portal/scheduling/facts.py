@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from fhir_server import clock
 from fhir_server.access.family import age_on
+from fhir_server.clock import now as clock_now
 from fhir_server.errors import Unprocessable
 from fhir_server.portal.scheduling.slots import parse_instant
 from fhir_server.portal.scheduling.table import Clinic, SchedulingTable, VisitType
@@ -82,7 +82,7 @@ async def age_of(
     ctx: ServerContext, patient: str, session: AsyncClientSession | None
 ) -> int | None:
     doc = await _current(ctx, patient, session)
-    return age_on((doc or {}).get("res", {}).get("birthDate"), clock.now().date())
+    return age_on((doc or {}).get("res", {}).get("birthDate"), clock_now().date())
 
 
 def _visit_type(

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from fhir_server import clock
+from fhir_server.clock import now as clock_now
 from fhir_server.db.transactions import own_transaction
 from fhir_server.errors import BadRequest, Conflict, NotFound, PreconditionFailed
 from fhir_server.portal.scheduling import rules, slots
@@ -208,7 +208,7 @@ async def find(
     ):
         raise NotFound(f"{subject} is not known")
     role, kinds = role_of(table, req.policy, subject)
-    now = clock.now()
+    now = clock_now()
     clinics = table.clinics
     if location:
         clinic = table.clinic(location)
@@ -265,7 +265,7 @@ async def free_slots(
     t0: datetime,
     t1: datetime,
 ) -> list[tuple[Any, Doc, Doc]]:
-    """(clinic, Schedule, Slot) of the Slots free at `clock.now()` between `t0` and `t1` at
+    """(clinic, Schedule, Slot) of the Slots free at `clock_now()` between `t0` and `t1` at
     `clinics`, soonest first: two indexed searches (the Schedules of the clinics'
     Locations, then their free or held Slots in the window); an expired hold is free."""
     locations = sorted(loc for c in clinics for loc in c.locations)
@@ -285,7 +285,7 @@ async def free_slots(
         params.append(("service-type", ",".join(f"{table.system}|{c}" for c in codes)))
     sreq = parse_search("Slot", params, reg)
     docs = await ctx.store.find(await search_filter(ctx.store, reg, sreq), {"id": 1, "res": 1})
-    now = clock.now()
+    now = clock_now()
     out = []
     for d in docs:
         slot = d["res"]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 
-from fhir_server import clock
+from fhir_server.clock import now as clock_now
 from fhir_server.config import Settings
 from fhir_server.errors import Conflict, FhirError, Forbidden
 from fhir_server.portal.hooks import Workflow, WriteEvent
@@ -97,7 +97,7 @@ async def _before(
             need_slot=role == "patient" or to == "pending" or bool(new.get("slot")),
         )
         if role == "patient" and f.start is not None:
-            why = rules.booking_refused(f.visit_type, kinds, f.age, f.start, clock.now())
+            why = rules.booking_refused(f.visit_type, kinds, f.age, f.start, clock_now())
             if why:
                 raise refuse(why)
         return completed(table, new, f, str(to)) if f.slots else new
@@ -164,7 +164,7 @@ async def _claim_slots(
     status: str,
     session: AsyncClientSession | None,
 ) -> None:
-    now = clock.now()
+    now = clock_now()
     for doc in f.slots:
         # Read again in this transaction: the conditional write below is on this version.
         cur = await ctx.store.current("Slot", doc["id"], session=session)
@@ -231,7 +231,7 @@ def _task(code: Doc, **fields: Any) -> Doc:
         "status": "requested",
         "intent": "order",
         "code": {"coding": [code], "text": code.get("display", code["code"])},
-        "authoredOn": instant(clock.now()),
+        "authoredOn": instant(clock_now()),
         **fields,
     }
 
@@ -330,7 +330,7 @@ async def _after(
         )
         return
     if to in FREES_SLOT and was in TAKES_SLOT:
-        now = clock.now()
+        now = clock_now()
         for ref in refs(new.get("slot")):
             cur = await ctx.store.current("Slot", ref.split("/", 1)[1], session=session)
             if cur is None:
@@ -390,7 +390,7 @@ def view(table: SchedulingTable) -> Any:
                 not policy.restricted
                 or rules.role(table, policy.possible_writer_kinds()) == "staff"
             )
-            slots.shown(table, resource, clock.now(), staff)
+            slots.shown(table, resource, clock_now(), staff)
 
     return shape
 
