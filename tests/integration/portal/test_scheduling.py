@@ -304,3 +304,35 @@ async def test_request_answered_by_the_team(env: Env) -> None:
     assert [t["status"] for t in await _tasks(env, f"Appointment/{second}", "focus")] == [
         "rejected"
     ]
+
+
+async def test_booking_and_cancelling_notify_the_patient_and_the_team(env: Env) -> None:
+    from fhir_server.notify.queue import NotifyStore
+    from fhir_server.portal.scheduling import notices
+
+    store = NotifyStore(env.app.state.ctx.store.db)
+    team = TABLE.clinics[0].scheduling_team
+    for sid, topic, key in (
+        ("sched-booked", notices.BOOKED, JAMES),
+        ("sched-cancelled", notices.CANCELLED, JAMES),
+        ("sched-team", notices.TEAM, team),
+    ):
+        await store.add_subscription(
+            {"_id": sid, "topic": topic, "match": [key], "status": "active", "owner": key}, None
+        )
+    found = await env.find("sponsor", JAMES, "wellness")
+    r = await env.post("sponsor", "Appointment/$book", found[0])
+    assert r.status_code in (200, 201), r.text
+    ref = f"Appointment/{r.json()['id']}"
+    queued = await store.queue.find({"focus": ref}).to_list(None)
+    assert sorted(q["sub"] for q in queued) == ["sched-booked", "sched-team"]
+    r = await env.post("sponsor", f"{ref}/$cancel", {"resourceType": "Parameters", "parameter": []})
+    assert r.status_code == 200, r.text
+    queued = await store.queue.find({"focus": ref}).to_list(None)
+    assert sorted(q["sub"] for q in queued) == [
+        "sched-booked",
+        "sched-cancelled",
+        "sched-team",
+        "sched-team",
+    ]
+    assert all(q["kind"] == "rest-hook" and "to" not in q for q in queued)
