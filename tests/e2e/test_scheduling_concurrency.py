@@ -58,19 +58,28 @@ def _proposed(sid: str, patient: str) -> dict:
 
 
 def _setup(base: str) -> datetime:
-    _put(base, {"resourceType": "Location", "id": LOCATION.split("/")[1], "status": "active"})
-    _put(base, {"resourceType": "Practitioner", "id": "race-doc"})
-    _put(
-        base,
+    # One transaction Bundle: fifty-odd PUTs one by one would be most of the test's time.
+    resources = [
+        {"resourceType": "Location", "id": LOCATION.split("/")[1], "status": "active"},
+        {"resourceType": "Practitioner", "id": "race-doc"},
         {
             "resourceType": "Schedule",
             "id": "race-schedule",
             "active": True,
             "actor": [{"reference": "Practitioner/race-doc"}, {"reference": LOCATION}],
         },
-    )
-    for i in range(N):
-        _put(base, {"resourceType": "Patient", "id": f"racer-{i}"})
+        *({"resourceType": "Patient", "id": f"racer-{i}"} for i in range(N)),
+    ]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"resource": r, "request": {"method": "PUT", "url": f"{r['resourceType']}/{r['id']}"}}
+            for r in resources
+        ],
+    }
+    r = httpx.post(base, json=bundle, headers=JSON, timeout=60)
+    assert r.status_code == 200, r.text
     return datetime.now(UTC).replace(microsecond=0) + timedelta(days=7)
 
 
