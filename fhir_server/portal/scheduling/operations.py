@@ -22,7 +22,7 @@ from fhir_server.clock import now as clock_now
 from fhir_server.db.transactions import own_transaction
 from fhir_server.errors import BadRequest, Conflict, NotFound, PreconditionFailed
 from fhir_server.portal.scheduling import rules, slots
-from fhir_server.portal.scheduling.facts import refuse
+from fhir_server.portal.scheduling.facts import refs, refuse
 from fhir_server.portal.scheduling.table import SchedulingTable, load_table
 from fhir_server.portal.scheduling.workflow import RT, role_of
 from fhir_server.rest import interactions
@@ -101,10 +101,27 @@ def _input(value: Any) -> Doc:
     return {k: v for k, v in value.items() if k != "meta" or (v or {}).get("security")}
 
 
+async def _fail_fast(ctx: ServerContext, appt: Doc) -> None:
+    """A Slot already taken answers 409 before any transaction opens: under contention the
+    losers then stop at one read. Only an optimisation: the conditional write in the
+    workflow's transaction still settles every race (a Slot free here may be gone there)."""
+    table = load_table()
+    now = clock_now()
+    for ref in refs(appt.get("slot")):
+        if not ref.startswith("Slot/"):
+            continue
+        doc = await ctx.store.current("Slot", ref.split("/", 1)[1])
+        if doc is not None:
+            state = slots.effective_status(table, doc["res"], now)
+            if state in slots.TAKEN:
+                raise Conflict(f"{ref} is not free (it is {state}); choose another slot")
+
+
 async def hold(ctx: ServerContext, req: FhirRequest, appointment: Any) -> FhirResponse:
     """`$hold`: the Appointment becomes `pending` and its Slot `busy-tentative` for the
     visit type's hold time, for this patient."""
     appt = {**_input(appointment), "status": "pending"}
+    await _fail_fast(ctx, appt)
     return await _once(ctx, req, lambda r: _write(ctx, r, appt))
 
 
@@ -112,6 +129,7 @@ async def book(ctx: ServerContext, req: FhirRequest, appointment: Any) -> FhirRe
     """`$book`: the proposed, held or requested Appointment becomes `booked` and its Slot
     `busy`, in one transaction."""
     appt = {**_input(appointment), "status": "booked"}
+    await _fail_fast(ctx, appt)
     return await _once(ctx, req, lambda r: _write(ctx, r, appt))
 
 
