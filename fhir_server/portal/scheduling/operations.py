@@ -48,10 +48,15 @@ class _Lost(Exception):
 
 
 async def _once(
-    ctx: ServerContext, req: FhirRequest, work: Callable[[FhirRequest], Awaitable[FhirResponse]]
+    ctx: ServerContext,
+    req: FhirRequest,
+    work: Callable[[FhirRequest], Awaitable[FhirResponse]],
+    precheck: Callable[[], Awaitable[None]] | None = None,
 ) -> FhirResponse:
     """`work` in one transaction; a lost race is run again (the rerun answers 409)."""
     for attempt in range(ATTEMPTS):
+        if precheck is not None and req.session is None:
+            await precheck()  # a loser whose winner committed stops at one read
         sub = FhirRequest(
             method="POST",
             path=list(req.path),
@@ -121,16 +126,14 @@ async def hold(ctx: ServerContext, req: FhirRequest, appointment: Any) -> FhirRe
     """`$hold`: the Appointment becomes `pending` and its Slot `busy-tentative` for the
     visit type's hold time, for this patient."""
     appt = {**_input(appointment), "status": "pending"}
-    await _fail_fast(ctx, appt)
-    return await _once(ctx, req, lambda r: _write(ctx, r, appt))
+    return await _once(ctx, req, lambda r: _write(ctx, r, appt), lambda: _fail_fast(ctx, appt))
 
 
 async def book(ctx: ServerContext, req: FhirRequest, appointment: Any) -> FhirResponse:
     """`$book`: the proposed, held or requested Appointment becomes `booked` and its Slot
     `busy`, in one transaction."""
     appt = {**_input(appointment), "status": "booked"}
-    await _fail_fast(ctx, appt)
-    return await _once(ctx, req, lambda r: _write(ctx, r, appt))
+    return await _once(ctx, req, lambda r: _write(ctx, r, appt), lambda: _fail_fast(ctx, appt))
 
 
 def _cancelled(res: Doc, reason: str | None) -> Doc:
