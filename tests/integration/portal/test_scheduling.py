@@ -336,3 +336,24 @@ async def test_booking_and_cancelling_notify_the_patient_and_the_team(env: Env) 
         "sched-team",
     ]
     assert all(q["kind"] == "rest-hook" and "to" not in q for q in queued)
+
+
+async def test_the_clipboard_answered_completes_its_task(env: Env) -> None:
+    """The contract with the clipboards workflow (portal/clipboards.py): the Task this
+    booking made is completed by the sponsor's completed answers for Liam."""
+    from seed_data.common import Clock
+    from seed_data.documents import james_previsit_answers
+
+    found = await env.find("sponsor", LIAM, "wellness")
+    r = await env.post("sponsor", "Appointment/$book", found[3])
+    assert r.status_code in (200, 201), r.text
+    ref = f"Appointment/{r.json()['id']}"
+    (task,) = await _tasks(env, ref)
+    seed = james_previsit_answers(Clock(clock.now().date()))
+    qr = {k: seed[k] for k in ("resourceType", "questionnaire", "status", "item")}
+    qr["subject"] = {"reference": LIAM}
+    r = await env.post("sponsor", "QuestionnaireResponse", qr)
+    assert r.status_code == 201, r.text
+    (done,) = await _tasks(env, ref)
+    assert done["id"] == task["id"] and done["status"] == "completed"
+    assert done["output"][0]["valueReference"]["reference"].endswith(r.json()["id"])
