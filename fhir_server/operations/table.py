@@ -18,6 +18,7 @@ from fhir_server.operations import (
     validate,
 )
 from fhir_server.operations.registry import Operation, OperationTable, Route
+from fhir_server.portal.scheduling import ops as scheduling
 
 OPERATIONS: tuple[Operation, ...] = (
     validate.OPERATION,
@@ -26,6 +27,8 @@ OPERATIONS: tuple[Operation, ...] = (
     recipients.OPERATION,
     mark_read.OPERATION,
     subscription_status.OPERATION,
+    # The booking workflow (portal/scheduling): $find, $hold, $book, $cancel, $reschedule.
+    *scheduling.OPERATIONS,
 )
 
 # URLs that belong to the table's operations without being operation calls, and the
