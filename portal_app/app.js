@@ -541,7 +541,7 @@ async function appointments() {
 function cancelButton(a) {
   const out = h("span", {});
   out.append(h("button", { type: "button", onclick: async () => {
-    try { await post(`Appointment/${a.id}/$cancel`, { resourceType: "Parameters", parameter: [] }); route(); }
+    try { await post(`Appointment/${a.id}/$cancel`, { resourceType: "Parameters", parameter: [{ name: "reason", valueString: "cancelled by the patient in the portal" }] }); route(); }
     catch (err) { out.replaceChildren(unavailable(err) ? h("span", { class: "note" }, "Cancelling online is not available on this server yet; call the clinic.") : errorBox(err, "cancelling this appointment")); }
   } }, "Cancel"));
   return out;
@@ -558,7 +558,7 @@ function findForm() {
       if (!offers.length) { results.replaceChildren(h("p", {}, "No free times found. Try another date.")); return; }
       results.replaceChildren(h("ul", { class: "plain" }, offers.slice(0, 10).map((o) => h("li", { class: "card" }, `${when(o.start)} – ${o.description || cc((o.serviceType || [])[0]) || "visit"} `,
         h("button", { type: "button", onclick: async (ev) => {
-          try { await post("Appointment/$book", { resourceType: "Parameters", parameter: [{ name: "appt-resource", resource: o }] }); route(); }
+          try { await post("Appointment/$book", o); // the proposed Appointment, as docs/portal.md says route(); }
           catch (err) { ev.target.after(errorBox(err, "booking this time")); }
         } }, "Book this time")))));
     } catch (err) {
