@@ -558,7 +558,7 @@ function findForm() {
       if (!offers.length) { results.replaceChildren(h("p", {}, "No free times found. Try another date.")); return; }
       results.replaceChildren(h("ul", { class: "plain" }, offers.slice(0, 10).map((o) => h("li", { class: "card" }, `${when(o.start)} – ${o.description || cc((o.serviceType || [])[0]) || "visit"} `,
         h("button", { type: "button", onclick: async (ev) => {
-          try { await post("Appointment/$book", o); // the proposed Appointment, as docs/portal.md says route(); }
+          try { await post("Appointment/$book", o); route(); }
           catch (err) { ev.target.after(errorBox(err, "booking this time")); }
         } }, "Book this time")))));
     } catch (err) {
