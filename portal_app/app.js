@@ -529,10 +529,10 @@ async function appointments() {
   const today = new Date().toISOString().slice(0, 10);
   const lists = await block("Your appointments", "Appointment", async () => {
     const list = await search(`Appointment?patient=${p}&_sort=date&_count=100`);
-    const up = list.filter((a) => (a.start || "") >= today && a.status !== "cancelled");
+    const up = list.filter((a) => a.status !== "cancelled" && ((a.start || "") >= today || (!a.start && ["proposed", "pending"].includes(a.status))));
     const past = list.filter((a) => !up.includes(a));
     const rows = (xs, actions) => xs.map((a) => [when(a.start) || "not yet scheduled", a.description || cc((a.serviceType || [])[0]) || "appointment", a.status, actions ? cancelButton(a) : ""]);
-    return [h("h3", {}, "Upcoming"), up.length ? table(["When", "What", "Status", ""], rows(up, allowed("Appointment", "u"))) : h("p", {}, "None."),
+    return [h("h3", {}, "Upcoming and requested"), up.length ? table(["When", "What", "Status", ""], rows(up, allowed("Appointment", "u"))) : h("p", {}, "None."),
       h("h3", {}, "Past and cancelled"), past.length ? table(["When", "What", "Status", ""], rows(past, false)) : h("p", {}, "None.")];
   });
   const find = allowed("Appointment", "c") ? section("Find and book a free time", findForm()) : section("Find and book a free time", missing(whyMissing("Appointment").replace("does not include appointments", "cannot book appointments")));

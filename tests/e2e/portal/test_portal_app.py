@@ -160,6 +160,14 @@ def test_spouse_writes_to_the_clinic_and_finds_times(portal_server: str, chromiu
     found = page.locator("main [aria-live]").inner_text().strip()
     assert found and "{" not in found
     page.screenshot(path=str(SHOTS / "spouse-appointments-find.png"), full_page=True)
+    book = page.get_by_role("button", name="Book this time")
+    if book.count():  # the scheduling operations are there: book the first free time
+        before = page.locator("main table").first.inner_text().count("booked")
+        book.first.click()
+        page.wait_for_selector("main td:text-is('booked'), main .error", timeout=20000)
+        assert page.locator("main .error").count() == 0, page.locator("main .error").inner_text()
+        assert page.locator("main table").first.inner_text().count("booked") == before + 1
+        page.screenshot(path=str(SHOTS / "spouse-appointments-booked.png"), full_page=True)
     page.context.close()
 
 
