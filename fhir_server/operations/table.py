@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fhir_server.notify import routes as subscriptions
 from fhir_server.operations import (
+    bulk_import,
     definitions,
     everything,
     export,
@@ -26,6 +27,8 @@ OPERATIONS: tuple[Operation, ...] = (
     recipients.OPERATION,
     mark_read.OPERATION,
     subscription_status.OPERATION,
+    # Bulk Data $import with Provenance (exchange/imports, issue 15 items 5-7).
+    bulk_import.OPERATION,
 )
 
 # URLs that belong to the table's operations without being operation calls, and the
@@ -35,6 +38,8 @@ ROUTES: tuple[Route, ...] = (
     *export.ROUTES,
     definitions.ROUTE,
     Route(subscriptions.RT, subscriptions.route),
+    # $import's status and error-file URLs.
+    *bulk_import.ROUTES,
 )
 
 TABLE = OperationTable(OPERATIONS, ROUTES)
