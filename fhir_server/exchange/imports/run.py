@@ -22,7 +22,17 @@ from fhir_server.errors import FhirError
 from fhir_server.exchange.imports import guard
 from fhir_server.exchange.imports.store import ImportStore
 from fhir_server.exchange.imports.table import ImportTable
-from fhir_server.exchange.imports.write import Source, refused, stamp, unreadable, write_one
+from fhir_server.exchange.imports.write import (
+    Source,
+    admit,
+    provenance_of,
+    refused,
+    stamp,
+    stamp_all,
+    unreadable,
+    write_batch,
+    write_one,
+)
 from fhir_server.rest.messages import FhirRequest
 
 if TYPE_CHECKING:
@@ -35,6 +45,10 @@ COUNTS = ("created", "updated", "unchanged", "failed")
 
 class Lost(Exception):
     """The job is no longer this process's: cancelled, or taken after a lapsed lease."""
+
+
+class Stopped(Exception):
+    """This process is stopping the job (its shutdown): the lease goes back at once."""
 
 
 class InputFailed(Exception):
@@ -93,18 +107,19 @@ async def run_input(
     if why is None:
         try:
             n = 0
-            batch = 0
+            batch: list[tuple[int, bytes]] = []
             async for raw in lines_of(table, client, source.url):
                 n += 1
                 if n <= state["line"]:
                     continue
                 if raw.strip():
-                    await _line(ctx, req, table, source, n, raw, state, errors, i, heal)
-                batch += 1
+                    batch.append((n, raw))
                 state["line"] = n
-                if batch >= table.batch_lines:
+                if len(batch) >= table.batch_lines:
+                    await _batch(ctx, req, table, source, batch, state, errors, i, heal)
                     await _checkpoint(store, job, lease_s, i, state, errors, expires)
-                    batch, heal = 0, False
+                    batch, heal = [], False
+            await _batch(ctx, req, table, source, batch, state, errors, i, heal)
         except InputFailed as exc:
             why = str(exc)
         except httpx.HTTPError as exc:
@@ -116,37 +131,59 @@ async def run_input(
     await _checkpoint(store, job, lease_s, i, state, errors, expires)
 
 
-async def _line(
+async def _batch(
     ctx: ServerContext,
     req: FhirRequest,
     table: ImportTable,
     source: Source,
-    n: int,
-    raw: bytes,
+    batch: list[tuple[int, bytes]],
     state: Doc,
     errors: list[tuple[int, int, bytes]],
     i: int,
     heal: bool,
 ) -> None:
-    try:
-        resource = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        state["failed"] += 1
-        errors.append((i, n, unreadable(n, source, "not a JSON object")))
+    """Parse and validate each line (a bad one goes to the errors), write the rest in one
+    transaction (or, when it is refused whole, one by one), then their Provenance."""
+    admitted: list[tuple[Doc, list[str], list[tuple[str, str]]]] = []
+    numbers: list[int] = []
+    for n, raw in batch:
+        try:
+            resource = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            resource = None
+        if not isinstance(resource, dict):
+            state["failed"] += 1
+            errors.append((i, n, unreadable(n, source, "not a JSON object")))
+            continue
+        try:
+            path, params = admit(ctx, resource, source)
+        except FhirError as exc:
+            state["failed"] += 1
+            errors.append((i, n, refused(n, source, exc)))
+            continue
+        admitted.append((resource, path, params))
+        numbers.append(n)
+    written = await write_batch(ctx, req, admitted) if admitted else []
+    provs: list[Doc] = []
+    if written is not None:
+        for outcome, location, lu in written:
+            state[outcome] += 1
+            if outcome != "unchanged" or heal:
+                provs.append(provenance_of(table, location, lu, source))
+        await stamp_all(ctx, req, provs)
         return
-    if not isinstance(resource, dict):
-        state["failed"] += 1
-        errors.append((i, n, unreadable(n, source, "not a JSON object")))
-        return
-    try:
-        written = await write_one(ctx, req, resource, source)
-        if written.outcome != "unchanged" or heal:
-            await stamp(ctx, req, table, written, source)
-    except FhirError as exc:
-        state["failed"] += 1
-        errors.append((i, n, refused(n, source, exc)))
-        return
-    state[written.outcome] += 1
+    # Refused whole (one resource the write path refuses, two lines for one resource):
+    # one at a time, so each refusal costs only its own line.
+    for (resource, _path, _params), n in zip(admitted, numbers, strict=True):
+        try:
+            one = await write_one(ctx, req, resource, source)
+            if one.outcome != "unchanged" or heal:
+                await stamp(ctx, req, table, one, source)
+        except FhirError as exc:
+            state["failed"] += 1
+            errors.append((i, n, refused(n, source, exc)))
+            continue
+        state[one.outcome] += 1
 
 
 async def _checkpoint(
@@ -158,6 +195,11 @@ async def _checkpoint(
     errors: list[tuple[int, int, bytes]],
     expires: Any,
 ) -> None:
+    if job.get("stop"):
+        # Checked here as well as by task cancellation, which a library call in the write
+        # path may absorb: the batch just written is not recorded, and is run again (its
+        # writes and Provenance are then unchanged) by whoever takes the job up.
+        raise Stopped(job["_id"])
     if errors:
         await store.add_errors(job["_id"], errors, expires)
         errors.clear()

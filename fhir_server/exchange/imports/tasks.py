@@ -22,7 +22,7 @@ from pymongo.errors import PyMongoError
 
 from fhir_server.access.policy import build_policy
 from fhir_server.errors import Issue, operation_outcome
-from fhir_server.exchange.imports.run import Lost, run_input
+from fhir_server.exchange.imports.run import Lost, Stopped, run_input
 from fhir_server.exchange.imports.store import ImportStore
 from fhir_server.exchange.imports.table import ImportTable, load_table
 from fhir_server.rest.messages import FhirRequest
@@ -121,6 +121,9 @@ class ImportJobs:
             await store.finish(job, "completed", keep, None)
         except Lost:
             log.info("import job %s is no longer this process's", job["_id"])
+        except Stopped:
+            with contextlib.suppress(PyMongoError, TimeoutError):
+                await asyncio.wait_for(store.release(job), timeout=2)
         except asyncio.CancelledError:
             with contextlib.suppress(PyMongoError, TimeoutError):
                 await asyncio.wait_for(asyncio.shield(store.release(job)), timeout=2)
@@ -132,6 +135,10 @@ class ImportJobs:
                 await store.finish(job, "failed", keep, {"status": 500, "outcome": outcome})
 
     def cancel(self, job_id: str) -> None:
+        """Stop running the job here (a DELETE, or this process stopping)."""
+        job = self.jobs.get(job_id)
+        if job is not None:
+            job["stop"] = True
         task = self.tasks.get(job_id)
         if task is not None:
             task.cancel()
@@ -141,8 +148,8 @@ class ImportJobs:
         if self.loop is not None:
             self.loop.cancel()
         tasks = list(self.tasks.values())
-        for t in tasks:
-            t.cancel()
+        for job_id in list(self.tasks):
+            self.cancel(job_id)
         await asyncio.gather(*([self.loop] if self.loop else []), *tasks, return_exceptions=True)
 
 

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -30,8 +31,10 @@ from tests.integration.seeded import seeded_server
 PARTNER = "partner-import-test"
 ORG = "Organization/va-example-hcs"
 ASYNC = {"Prefer": "respond-async", "Content-Type": "application/fhir+json"}
-SYNTHEA = by_type(b for _, b in synthea_bundles()[:2])
-MORE_OBS = by_type(b for _, b in synthea_bundles()[2:5])["Observation"]
+# Kept small: the embedded database writes some 20-50 resources a second on a busy machine.
+SYNTHEA = by_type(b for _, b in synthea_bundles()[:1])
+MORE_OBS = by_type(b for _, b in synthea_bundles()[1:2])["Observation"][:60]
+BATCH = 20
 BAD_LINES = [
     b"this is not json",
     orjson.dumps({"resourceType": "Patient", "id": "bad-gender", "gender": "robot"}),
@@ -175,7 +178,7 @@ async def test_import_counts_provenance_errors_and_idempotence(
     manifest = await run_import(partner, auth, *inputs)
     got = {o["type"]: o for o in manifest["output"]}
     for rt, n in expected.items():
-        assert got[rt]["created"] + got[rt]["updated"] == n, (rt, got[rt])
+        assert got[rt]["created"] + got[rt]["updated"] == n, (rt, manifest)
     # The invalid lines, and only they, are refused, each with its OperationOutcome.
     assert [e["count"] for e in manifest["error"]] == [len(BAD_LINES)]
     r = await partner.http.get(manifest["error"][0]["url"], headers=auth)
@@ -208,8 +211,10 @@ async def test_a_job_stopped_mid_file_resumes_where_it_stopped(
 ) -> None:
     auth = await partner.bearer()
     url = files.put("/partner/more-observations.ndjson", lines(MORE_OBS))
-    assert len(MORE_OBS) > 200  # more than one batch (imports.json batch_lines)
     jobs = imports(partner.app.state.ctx)
+    # Several batches in the file: a checkpoint to stop after (the table is the process's).
+    jobs.table = replace(jobs.table, batch_lines=BATCH)
+    assert len(MORE_OBS) > 2 * BATCH
     r = await partner.http.post(
         "/fhir/$import", json=parameters(("Observation", url)), headers={**ASYNC, **auth}
     )
@@ -228,6 +233,7 @@ async def test_a_job_stopped_mid_file_resumes_where_it_stopped(
     # restarted process's) takes the job up from the checkpoint.
     jobs.cancel(job_id)
     manifest = await finish(partner, auth, r.headers["content-location"])
+    jobs.table = replace(jobs.table, batch_lines=200)
     done = await store.get(job_id)
     assert done is not None and done.get("resumed", 0) >= 1
     o = manifest["output"][0]
