@@ -267,7 +267,13 @@ async def test_disabling_the_partner_revokes_its_tokens(partner: Partner, mongo_
     assert (await partner.http.get("/fhir/Patient?_count=1", headers=auth)).status_code == 200
     settings = make_settings(mongo_uri, database=partner.app.state.ctx.settings.database)
     assert await anyio.to_thread.run_sync(lambda: cli(settings, "disable", PARTNER)) == 0
-    r = await partner.http.get("/fhir/Patient?_count=1", headers=auth)
+    # The CLI is another process: the server learns of it from the revocation feed, within
+    # a second (docs/smart.md, "Token cache").
+    for _ in range(60):
+        r = await partner.http.get("/fhir/Patient?_count=1", headers=auth)
+        if r.status_code != 200:
+            break
+        await asyncio.sleep(0.1)
     assert r.status_code == 401, r.text
     assert (await partner.token()).status_code in (400, 401)
     assert await anyio.to_thread.run_sync(lambda: cli(settings, "enable", PARTNER)) == 0
