@@ -23,6 +23,7 @@ from joserfc.jwk import RSAKey
 
 from fhir_server import clients_cli
 from fhir_server.exchange.imports.ndjson import by_type, lines
+from fhir_server.exchange.imports.provenance import provenance_id
 from fhir_server.exchange.imports.tasks import imports
 from tests.conftest import make_settings, synthea_bundles
 from tests.integration.auth.test_backend_services import assertion, request_token
@@ -260,6 +261,42 @@ async def test_urls_not_registered_or_inward_are_refused(partner: Partner, files
         )
         assert r.status_code in (400, 403), (url, r.text)
         assert r.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_a_partners_transaction_gets_provenance(partner: Partner) -> None:
+    auth = await partner.bearer()
+    patient = {
+        "resourceType": "Patient",
+        "id": "tx-partner-1",
+        "identifier": [{"system": "urn:oid:2.16.840.1.113883.4.349", "value": "TX1000001"}],
+        "gender": "male",
+    }
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "identifier": {"system": "https://va.example.org/bundles", "value": "b-1"},
+        "entry": [
+            {"resource": patient, "request": {"method": "PUT", "url": "Patient/tx-partner-1"}}
+        ],
+    }
+    r = await partner.http.post(
+        "/fhir", json=bundle, headers={**auth, "Content-Type": "application/fhir+json"}
+    )
+    assert r.status_code == 200, r.text
+    target = "Patient/tx-partner-1/_history/1"
+    p = await partner.http.get(f"/fhir/Provenance/{provenance_id(target)}", headers=auth)
+    assert p.status_code == 200, p.text
+    prov = p.json()
+    assert prov["target"] == [{"reference": target}]
+    assert prov["entity"][0]["what"]["identifier"]["value"] == "https://va.example.org/bundles|b-1"
+    assert {"reference": ORG} in [a["who"] for a in prov["agent"]]
+    # The same bundle again changes nothing, so it stamps nothing new.
+    r = await partner.http.post(
+        "/fhir", json=bundle, headers={**auth, "Content-Type": "application/fhir+json"}
+    )
+    assert r.status_code == 200, r.text
+    again = await partner.http.get(f"/fhir/Provenance/{provenance_id(target)}", headers=auth)
+    assert again.json()["meta"]["versionId"] == prov["meta"]["versionId"]
 
 
 async def test_disabling_the_partner_revokes_its_tokens(partner: Partner, mongo_uri: str) -> None:
