@@ -12,7 +12,7 @@ tests, a developer's own machine) is not checked.
 
 from __future__ import annotations
 
-from fhir_server import netguard
+import fhir_server.netguard as netguard
 from fhir_server.netguard import Network
 
 __all__ = ["Network", "parse_networks", "refused"]

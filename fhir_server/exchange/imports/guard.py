@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from fhir_server import netguard
+import fhir_server.netguard as netguard
 from fhir_server.exchange.imports.table import ImportTable
 
 
