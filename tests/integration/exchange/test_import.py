@@ -12,6 +12,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -24,6 +25,8 @@ from joserfc.jwk import RSAKey
 from fhir_server import clients_cli
 from fhir_server.exchange.imports.ndjson import by_type, lines
 from fhir_server.exchange.imports.provenance import provenance_id
+from fhir_server.exchange.imports.run import blank_state
+from fhir_server.exchange.imports.store import new_id, now
 from fhir_server.exchange.imports.tasks import imports
 from tests.conftest import make_settings, synthea_bundles
 from tests.integration.auth.test_backend_services import assertion, request_token
@@ -246,6 +249,57 @@ async def test_a_job_stopped_mid_file_resumes_where_it_stopped(
         headers=auth,
     )  # fmt: skip
     assert r.json()["total"] == 50
+
+
+async def test_a_job_whose_process_died_is_taken_up_when_its_lease_runs_out(
+    partner: Partner, files: Files
+) -> None:
+    """A process killed mid-job leaves its claim and a lease in the past (no hand-back):
+    the job as such a process leaves it is written here, and a live process's poller takes
+    it up from its last checkpoint."""
+    auth = await partner.bearer()
+    obs = by_type(b for _, b in synthea_bundles()[2:3])["Observation"][:30]
+    url = files.put("/partner/died.ndjson", lines(obs))
+    ctx = partner.app.state.ctx
+    store = imports(ctx).store(ctx)
+    # Lines 1-10 were written and checkpointed by the dead process; this test writes
+    # them itself, so the resumed job must find them unchanged and go on from line 11.
+    done = [x for x in obs[:10]]
+    for res in done:
+        r = await partner.http.put(f"/fhir/Observation/{res['id']}", json=res, headers=auth)
+        assert r.status_code == 201, r.text
+    t = now()
+    job_id = new_id()
+    await store.create(
+        {
+            "_id": job_id,
+            "status": "in-progress",
+            "owner": {"client": PARTNER, "subject": PARTNER, "user": None},
+            "partner": {"client": PARTNER, "organization": ORG},
+            "auth": {"subject": PARTNER, "client_id": PARTNER, "scope": "system/*.cruds"},
+            "request": "http://127.0.0.1:8080/fhir/$import",
+            "inputs": [
+                {
+                    "type": "Observation",
+                    "url": url,
+                    "state": {**blank_state(), "line": 10, "created": 10},
+                }
+            ],
+            "transactionTime": t,
+            "created": t,
+            "claim": new_id(),
+            "worker": "a-process-that-died",
+            "lease": t - timedelta(seconds=1),
+            "progress": "file 1 of 1, line 10",
+            "expires": t + timedelta(hours=1),
+        }
+    )
+    manifest = await finish(partner, auth, f"/fhir/$import-status/{job_id}")
+    o = manifest["output"][0]
+    # Lines 11-30 were written by the process that took the job up; 1-10 not again.
+    assert (o["created"], o["updated"], o["unchanged"]) == (30, 0, 0), o
+    doc = await store.get(job_id)
+    assert doc is not None and doc["resumed"] == 1 and doc["worker"] == imports(ctx).worker
 
 
 async def test_urls_not_registered_or_inward_are_refused(partner: Partner, files: Files) -> None:
