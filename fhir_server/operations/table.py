@@ -19,6 +19,7 @@ from fhir_server.operations import (
     validate,
 )
 from fhir_server.operations.registry import Operation, OperationTable, Route
+from fhir_server.portal.scheduling import ops as scheduling
 
 OPERATIONS: tuple[Operation, ...] = (
     validate.OPERATION,
@@ -27,6 +28,8 @@ OPERATIONS: tuple[Operation, ...] = (
     recipients.OPERATION,
     mark_read.OPERATION,
     subscription_status.OPERATION,
+    # The booking workflow (portal/scheduling): $find, $hold, $book, $cancel, $reschedule.
+    *scheduling.OPERATIONS,
     # Bulk Data $import with Provenance (exchange/imports, issue 15 items 5-7).
     bulk_import.OPERATION,
 )

@@ -16,7 +16,8 @@ RAW = json.loads(TABLE.read_text())
 
 def test_the_shipped_table_parses() -> None:
     table = parse_table(RAW, frozenset(KNOWN_RESOURCE_TYPES))
-    assert [t.names for t in table.topics] == ["self", "member-pool"]
+    # The messaging topics first; other workflows append theirs (the booking ones).
+    assert [t.names for t in table.topics][:2] == ["self", "member-pool"]
     assert table.channel.payloads == {"empty", "id-only"}
     assert table.delivery.retry_after(1) == RAW["delivery"]["backoff_s"][0]
     assert table.delivery.retry_after(len(RAW["delivery"]["backoff_s"]) + 1) is None
