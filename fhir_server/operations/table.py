@@ -14,6 +14,7 @@ from fhir_server.operations import (
     export,
     mark_read,
     recipients,
+    result_delay,
     subscription_status,
     validate,
 )
@@ -26,6 +27,8 @@ OPERATIONS: tuple[Operation, ...] = (
     recipients.OPERATION,
     mark_read.OPERATION,
     subscription_status.OPERATION,
+    # results release (access/release_delays.py): a patient's own delay of a category.
+    result_delay.OPERATION,
 )
 
 # URLs that belong to the table's operations without being operation calls, and the
