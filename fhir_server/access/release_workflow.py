@@ -220,7 +220,7 @@ async def queue_results_available(
 def workflow(settings: Settings, registry: Any) -> Workflow:
     """Build the workflow from profiles/access/release.json (fail-fast)."""
     table = load_table()
-    if not table.types <= registry.resource_types:
+    if not table.types <= set(registry.resource_types):
         raise ValueError("release.json: 'types' names unknown resource types")
 
     async def before(ctx: ServerContext, req: FhirRequest, event: WriteEvent) -> Doc | None:
