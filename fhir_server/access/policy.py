@@ -305,7 +305,9 @@ async def _confined_policy(
         confined = tuple(r.compartment for r in rules)
     # Patients and proxies (any confined token but a clinician's) see results once released.
     released = (
-        release.load_table().types if confined is not None and not _is_clinician(auth) else None
+        release.load_table().guarded_types
+        if confined is not None and not _is_clinician(auth)
+        else None
     )
     return AccessPolicy(
         auth=auth,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +43,7 @@ KEYS = frozenset(
         "show_preliminary",
         "absent_status_released",
         "category_elements",
+        "attachments",
         "hold",
         "patient_delays",
         "default_holds",
@@ -73,6 +74,26 @@ class ReleaseTable:
     max_delay: timedelta
     # category -> the (system, code) pairs that put a result in it
     categories: Mapping[str, frozenset[tuple[str, str]]]
+    # The type of a result's attachments (Binary) and, per result type, the dotted paths of
+    # the attachment urls: the Binaries named there are hidden as long as the result.
+    attachment_type: str = "Binary"
+    attachment_urls: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def guarded_types(self) -> frozenset[str]:
+        """Every type whose queries by patient and proxy tokens test the release instant."""
+        return self.types | {self.attachment_type}
+
+    def attachments_of(self, rt: str, resource: Doc | None) -> list[str]:
+        """The ids of the `Binary/<id>` a result's attachments name (relative urls only:
+        an absolute one is not this server's to hide)."""
+        out: list[str] = []
+        for path in self.attachment_urls.get(rt, ()):
+            for url in _values(resource, path.split(".")):
+                head, _, rid = url.partition("/") if isinstance(url, str) else ("", "", "")
+                if head == self.attachment_type and rid and "/" not in rid:
+                    out.append(rid)
+        return list(dict.fromkeys(out))
 
     # --- statuses and holds ----------------------------------------------------------
 
@@ -139,6 +160,16 @@ class ReleaseTable:
         return frozenset(name for name, cs in self.categories.items() if cs & codings)
 
 
+def _values(node: Any, parts: list[str]) -> list[Any]:
+    if not parts:
+        return [node]
+    if isinstance(node, list):
+        return [v for item in node for v in _values(item, parts)]
+    if not isinstance(node, dict):
+        return []
+    return _values(node.get(parts[0]), parts[1:]) if parts[0] in node else []
+
+
 def query_clause(now: datetime) -> Doc:
     """What a patient or proxy token's queries on the result types AND in."""
     return {FIELD: {"$not": {"$gt": now}}}
@@ -162,10 +193,12 @@ def admits(
     now: datetime,
 ) -> bool:
     """`query_clause(now)` on one resource: its stored instant, or computed from it."""
-    if rt not in table.types:
+    if rt not in table.guarded_types:
         return True
     known, until = stored_instant(stored)
     if not known:
+        if rt not in table.types:
+            return True  # an attachment carries its result's instant only as stored
         until = table.hidden_until(rt, resource)
     return until is None or until <= now
 
@@ -288,6 +321,16 @@ def parse_table(raw: Any, known_types: frozenset[str] | None = None) -> ReleaseT
     for key in ("extension", "reason_system"):
         if not isinstance(hold.get(key), str) or not hold[key].startswith("http"):
             raise _fail(f"'hold.{key}' must be a canonical URL")
+    att = raw.get("attachments")
+    if not isinstance(att, dict) or not isinstance(att.get("urls"), dict):
+        raise _fail("'attachments' needs a 'type' and 'urls' per result type")
+    if not isinstance(att.get("type"), str) or att["type"] in types:
+        raise _fail("'attachments.type' must name a type that is not itself a result type")
+    urls = att["urls"]
+    if not set(urls) <= types or not all(
+        isinstance(v, list) and all(isinstance(x, str) and x for x in v) for v in urls.values()
+    ):
+        raise _fail("'attachments.urls' maps result types to lists of dotted paths")
     delays = raw.get("patient_delays")
     if not isinstance(delays, dict) or not isinstance(delays.get("categories"), dict):
         raise _fail("'patient_delays' needs 'max_days' and 'categories'")
@@ -307,6 +350,8 @@ def parse_table(raw: Any, known_types: frozenset[str] | None = None) -> ReleaseT
             str(name): _codings(cs, f"patient_delays.categories.{name}")
             for name, cs in delays["categories"].items()
         },
+        attachment_type=att["type"],
+        attachment_urls={t: tuple(v) for t, v in urls.items()},
     )
 
 

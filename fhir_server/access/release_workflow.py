@@ -225,7 +225,7 @@ def workflow(settings: Settings, registry: Any) -> Workflow:
 
     async def before(ctx: ServerContext, req: FhirRequest, event: WriteEvent) -> Doc | None:
         new = event.new
-        if new is None:
+        if new is None or event.rt not in table.types:
             return new
         now = clock.now()
         old_hold = table.hold_of(event.old) if event.old is not None else None
@@ -263,6 +263,11 @@ def workflow(settings: Settings, registry: Any) -> Workflow:
         if new is None:
             return
         rt, rid = event.rt, version.id
+        if rt == table.attachment_type:
+            await _attachment_written(ctx, table, rid, new, session)
+            return
+        until = visible_from(table, rt, new)
+        await _carry_to_attachments(ctx, table, rt, event.old, new, until, session)
         before_hold = table.hold_of(event.old) if event.old is not None else None
         after_hold = table.hold_of(new)
         if before_hold != after_hold:
@@ -284,7 +289,6 @@ def workflow(settings: Settings, registry: Any) -> Workflow:
         notify = NotifyStore(ctx.store.db)
         if event.old is not None:
             await notify.cancel_result(focus, session)
-        until = visible_from(table, rt, new)
         if until == FOREVER:
             return
         subject = reference(new.get("subject"))
@@ -303,4 +307,45 @@ def workflow(settings: Settings, registry: Any) -> Workflow:
         else:
             resource.pop("extension", None)
 
-    return Workflow(NAME, table.types, before=before, after=after, view=view)
+    return Workflow(NAME, table.guarded_types, before=before, after=after, view=view)
+
+
+async def _carry_to_attachments(
+    ctx: ServerContext,
+    table: ReleaseTable,
+    rt: str,
+    old: Doc | None,
+    new: Doc,
+    until: datetime | None,
+    session: AsyncClientSession | None,
+) -> None:
+    """The Binaries a result's attachments name are hidden as long as it is; those it no
+    longer names are released."""
+    named = table.attachments_of(rt, new)
+    before = table.attachments_of(rt, old)
+    if named and (visible_from(table, rt, old) != until or set(named) != set(before)):
+        await ctx.store.carry_release(table.attachment_type, named, until, session)
+    dropped = [b for b in before if b not in named]
+    if dropped:
+        await ctx.store.carry_release(table.attachment_type, dropped, None, session)
+
+
+async def _attachment_written(
+    ctx: ServerContext,
+    table: ReleaseTable,
+    rid: str,
+    binary: Doc,
+    session: AsyncClientSession | None,
+) -> None:
+    """A Binary written after the result that names it (its `securityContext`) takes the
+    result's stored release instant."""
+    src = reference(binary.get("securityContext")) or ""
+    src_rt, _, src_id = src.partition("/")
+    if src_rt not in table.types or not src_id:
+        return
+    doc = await ctx.store.current(src_rt, src_id, session=session)
+    if doc is None or rid not in table.attachments_of(src_rt, doc.get("res")):
+        return
+    until = (doc.get("ak") or {}).get("r")
+    if until is not None:
+        await ctx.store.carry_release(table.attachment_type, [rid], until, session)

@@ -843,9 +843,25 @@ class ResourceStore:
         version's hold (`until`, None: none), so a held result's earlier versions stay out
         of vread and history exactly as long as it does (access/release.py). Versions whose
         own status is hidden (`forever`) keep that."""
+        if session is not None:
+            await self._flush(session)  # the transaction's held writes first
         filt: Doc = {"rt": rt, "id": rid, "ak": {"$exists": True}, "ak.r": {"$ne": forever}}
         update: Doc = {"$set": {"ak.r": until}} if until is not None else {"$unset": {"ak.r": ""}}
         await self.history.update_many(filt, update, session=session)
+
+    async def carry_release(
+        self, rt: str, ids: list[str], until: datetime | None, session: AsyncClientSession | None
+    ) -> None:
+        """Set (or clear) the release instant `ak.r` of every stored version of the `rt`
+        resources `ids`: a result's attachments are hidden as long as the result."""
+        if not ids:
+            return
+        if session is not None:
+            await self._flush(session)
+        filt: Doc = {"rt": rt, "id": {"$in": ids}, "ak": {"$exists": True}}
+        update: Doc = {"$set": {"ak.r": until}} if until is not None else {"$unset": {"ak.r": ""}}
+        for col in (self.resources, self.history):
+            await col.update_many(filt, update, session=session)
 
     # -- bulk maintenance ----------------------------------------------------------------
 

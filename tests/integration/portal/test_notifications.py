@@ -29,7 +29,7 @@ from tests.integration.seeded import seeded_server
 ROOT = Path(__file__).resolve().parents[3]
 USER = "openid fhirUser user/*.cruds"
 TABLE = load_table()
-PATIENT_TOPIC, POOL_TOPIC = (t.url for t in TABLE.topics)
+PATIENT_TOPIC, POOL_TOPIC = (t.url for t in TABLE.topics[:2])  # the message topics come first
 JAMES = f"Patient/{PEOPLE['james'].id}"
 JAMES_EMAIL = "james.carter@example.org"
 POOL = "CareTeam/careteam-fm-nurse-pool"

@@ -17,6 +17,8 @@ ROOT = Path(fhir_server.__file__).parent
 
 def _file(module: str) -> Path | None:
     rel = Path(*module.split(".")[1:])
+    if not rel.parts:  # `from fhir_server import clock`: the names are modules of their own
+        return ROOT / "__init__.py"
     for path in (ROOT / rel.with_suffix(".py"), ROOT / rel / "__init__.py"):
         if path.is_file():
             return path
