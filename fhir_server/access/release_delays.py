@@ -71,16 +71,25 @@ def delay_resource(patient: str, delays: dict[str, int]) -> Doc:
 
 
 async def delay_for(
-    ctx: ServerContext, subject: str | None, table: ReleaseTable, rt: str, resource: Doc
+    ctx: ServerContext,
+    subject: str | None,
+    table: ReleaseTable,
+    rt: str,
+    resource: Doc,
+    memo: dict[Any, Any] | None = None,
 ) -> timedelta | None:
-    """The longest delay the result's patient asked for among the result's categories."""
+    """The longest delay the result's patient asked for among the result's categories
+    (`memo`: the delays a transaction read already, by patient)."""
     if subject is None or not subject.startswith("Patient/"):
         return None
     cats = table.categories_of(rt, resource)
     if not cats:
         return None
-    doc = await ctx.store.current("Basic", basic_id(subject))
-    asked = delays_of((doc or {}).get("res"))
+    memo = {} if memo is None else memo
+    asked = memo.get(("delays", subject))
+    if asked is None:
+        doc = await ctx.store.current("Basic", basic_id(subject))
+        asked = memo[("delays", subject)] = delays_of((doc or {}).get("res"))
     days = max((asked[c] for c in cats if c in asked), default=0)
     return timedelta(days=min(days, table.max_delay.days)) if days else None
 

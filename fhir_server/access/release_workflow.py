@@ -23,6 +23,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
 from pymongo.asynchronous.client_session import AsyncClientSession
 
@@ -53,6 +54,21 @@ HOLDERS = frozenset({"clinician", "break-glass", "system"})
 
 def _refuse(text: str, code: str, where: tuple[str, ...]) -> Unprocessable:
     return Unprocessable(text, code=code, issues=[Issue(code, text, expression=where)])
+
+
+_memos: WeakKeyDictionary[AsyncClientSession, dict[Any, Any]] = WeakKeyDictionary()
+
+
+def session_memo(session: AsyncClientSession | None) -> dict[Any, Any]:
+    """What one transaction has looked up already (whom a patient's results are told to,
+    the patient's delays): a bundle of a patient's results reads them once. Nothing
+    outlives the session, and within it the transaction's snapshot does not change."""
+    if session is None:
+        return {}
+    try:
+        return _memos.setdefault(session, {})
+    except TypeError:  # a session type without weak references: no memo
+        return {}
 
 
 def check_hold(table: ReleaseTable, rt: str, new: Doc, old: Doc | None, now: datetime) -> None:
@@ -176,6 +192,41 @@ async def queue_results_available(
     if subject is None or not subject.startswith("Patient/"):
         return []
     table = notification_table()
+    if table.topic(TOPIC) is None:
+        return []
+    memo = session_memo(session)
+    targets = memo.get(("notify", subject))
+    if targets is None:
+        targets = await _targets(ctx, subject, session)
+        memo[("notify", subject)] = targets
+    items: list[Doc] = []
+    for kind, value in targets:
+        if kind == "sub":
+            items.append(
+                NotifyStore.item(
+                    "rest-hook",
+                    "event-notification",
+                    due=due,
+                    sub=value,
+                    focus=focus,
+                    result=focus,
+                    topic=TOPIC,
+                )
+            )
+        else:
+            items.append(
+                NotifyStore.item(
+                    "email", "event-notification", due=due, to=value, result=focus, topic=TOPIC
+                )
+            )
+    await NotifyStore(ctx.store.db).enqueue(items, session)
+    return items
+
+
+async def _targets(
+    ctx: ServerContext, subject: str, session: AsyncClientSession | None
+) -> list[tuple[str, str]]:
+    """Whom a result of `subject` is told to: ("sub", subscription id) and ("email", to)."""
     store = NotifyStore(ctx.store.db)
     refs = [subject]
     if await adolescent_subject(ctx, subject, session) is None:
@@ -186,35 +237,18 @@ async def queue_results_available(
             what="Finding whom to notify",
         )
         refs += [f"RelatedPerson/{p['id']}" for p in people]
-    items: list[Doc] = []
+    out: list[tuple[str, str]] = []
     seen: set[str] = set()
     for ref in refs:
         who = await recipient(ctx, ref, session)
         for sub in await store.matching(TOPIC, list(who.keys), session):
             if sub["_id"] not in seen:
                 seen.add(sub["_id"])
-                items.append(
-                    NotifyStore.item(
-                        "rest-hook",
-                        "event-notification",
-                        due=due,
-                        sub=sub["_id"],
-                        focus=focus,
-                        result=focus,
-                        topic=TOPIC,
-                    )
-                )
+                out.append(("sub", str(sub["_id"])))
         if who.email is not None and "email:" + who.email.lower() not in seen:
             seen.add("email:" + who.email.lower())
-            items.append(
-                NotifyStore.item(
-                    "email", "event-notification", due=due, to=who.email, result=focus, topic=TOPIC
-                )
-            )
-    if table.topic(TOPIC) is None:
-        return []
-    await store.enqueue(items, session)
-    return items
+            out.append(("email", who.email))
+    return out
 
 
 def workflow(settings: Settings, registry: Any) -> Workflow:
@@ -243,7 +277,9 @@ def workflow(settings: Settings, registry: Any) -> Workflow:
             event.old is None or not table.released_status(event.rt, event.old)
         )
         if became_released and not has_ext:
-            days = await delay_for(ctx, reference(new.get("subject")), table, event.rt, new)
+            days = await delay_for(
+                ctx, reference(new.get("subject")), table, event.rt, new, session_memo(req.session)
+            )
             if days:
                 ext = [
                     *(new.get("extension") or []),
