@@ -166,6 +166,8 @@ async def bench(args: argparse.Namespace, uri: str, workdir: Path) -> None:
         ):
             sponsor.headers["Authorization"] = f"Bearer {await login(origin, 'sponsor')}"
             kim.headers["Authorization"] = f"Bearer {await login(origin, CLINICIAN)}"
+            if args.search_only:
+                return await _search_only(args, sponsor, db)
             sub = {
                 "resourceType": "Subscription",
                 "status": "requested",
@@ -288,6 +290,29 @@ async def bench(args: argparse.Namespace, uri: str, workdir: Path) -> None:
     print(f"duplicate deliveries: {endpoint.duplicates}")
 
 
+async def _search_only(args: argparse.Namespace, sponsor: httpx.AsyncClient, db: Any) -> None:
+    """The patient's search alone (no topic needed: runs against an older checkout too)."""
+    params = {"patient": JAMES, "_count": "50"}
+    first = (await sponsor.get("/Observation", params=params)).json()
+    keys = [f"Observation/{e['resource']['id']}" for e in first.get("entry", [])]
+    server_s: list[float] = []
+    raw_s: list[float] = []
+    for i in range(args.searches * 2 + 20):
+        t0 = time.perf_counter()
+        if i % 2 == 0:
+            r = await sponsor.get("/Observation", params=params)
+            assert r.status_code == 200
+        else:
+            await db.resources.find({"_id": {"$in": keys}}, {"res": 1}).to_list(None)
+        if i >= 20:
+            (server_s if i % 2 == 0 else raw_s).append(time.perf_counter() - t0)
+    s50, r50 = statistics.median(server_s) * 1000, statistics.median(raw_s) * 1000
+    print(
+        f"patient Observation search p50 {s50:.1f} ms, raw find of the same {len(keys)} "
+        f"documents p50 {r50:.1f} ms, ratio {s50 / r50:.1f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -297,6 +322,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--holds", type=int, default=10)
     parser.add_argument("--searches", type=int, default=200)
+    parser.add_argument(
+        "--search-only",
+        action="store_true",
+        help="only the patient's search (run with PYTHONPATH=<another checkout> to compare)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, benchmark_database(Path(tmp)) as (uri, _):
         asyncio.run(bench(args, uri, Path(tmp)))
