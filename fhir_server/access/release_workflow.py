@@ -308,7 +308,7 @@ def workflow(settings: Settings, registry: Any) -> Workflow:
         after_hold = table.hold_of(new)
         if before_hold != after_hold:
             await ctx.store.hold_versions(
-                rt, rid, after_hold.expires if after_hold else None, FOREVER, session
+                rt, rid, version.vid, after_hold.expires if after_hold else None, FOREVER, session
             )
             event_doc = hold_audit(rt, rid, req, before_hold, after_hold, table)
             audit_store = ctx.store.for_type("AuditEvent")

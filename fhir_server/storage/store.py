@@ -835,17 +835,20 @@ class ResourceStore:
         self,
         rt: str,
         rid: str,
+        vid: int,
         until: datetime | None,
         forever: datetime,
         session: AsyncClientSession | None,
     ) -> None:
-        """Give every stored version of `rt/rid` whose own status releases it the current
-        version's hold (`until`, None: none), so a held result's earlier versions stay out
-        of vread and history exactly as long as it does (access/release.py). Versions whose
-        own status is hidden (`forever`) keep that."""
+        """Give every stored version (1 to `vid`) of `rt/rid` whose own status releases it
+        the current version's hold (`until`, None: none), so a held result's earlier
+        versions stay out of vread and history exactly as long as it does
+        (access/release.py). Versions whose own status is hidden (`forever`) keep that.
+        The versions are named by `_id`: point lookups on both databases."""
         if session is not None:
             await self._flush(session)  # the transaction's held writes first
-        filt: Doc = {"rt": rt, "id": rid, "ak": {"$exists": True}, "ak.r": {"$ne": forever}}
+        keys = [f"{rt}/{rid}/{v}" for v in range(1, vid + 1)]
+        filt: Doc = {"_id": {"$in": keys}, "ak": {"$exists": True}, "ak.r": {"$ne": forever}}
         update: Doc = {"$set": {"ak.r": until}} if until is not None else {"$unset": {"ak.r": ""}}
         await self.history.update_many(filt, update, session=session)
 
@@ -858,10 +861,15 @@ class ResourceStore:
             return
         if session is not None:
             await self._flush(session)
-        filt: Doc = {"rt": rt, "id": {"$in": ids}, "ak": {"$exists": True}}
         update: Doc = {"$set": {"ak.r": until}} if until is not None else {"$unset": {"ak.r": ""}}
-        for col in (self.resources, self.history):
-            await col.update_many(filt, update, session=session)
+        keys = [f"{rt}/{i}" for i in ids]
+        found = await self._find(
+            self.resources, {"_id": {"$in": keys}}, {"vid": 1}, None, 0, session, "The release"
+        )
+        versions = [f"{d['_id']}/{v}" for d in found for v in range(1, int(d["vid"]) + 1)]
+        await self.resources.update_many({"_id": {"$in": keys}}, update, session=session)
+        if versions:
+            await self.history.update_many({"_id": {"$in": versions}}, update, session=session)
 
     # -- bulk maintenance ----------------------------------------------------------------
 

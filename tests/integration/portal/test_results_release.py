@@ -288,3 +288,23 @@ async def test_results_available_is_queued_for_when_the_patient_may_see_it(env: 
     states = sorted((d["state"], d["due"] <= datetime.now(UTC)) for d in after)
     assert ("cancelled", False) in states and any(s != "cancelled" and n for s, n in states)
     _ = uuid  # ids of new resources come from the server
+
+
+async def test_a_hold_on_a_released_result_hides_its_earlier_versions(env: Env) -> None:
+    r = await env.post("dr.rachel.kim", "Observation", observation())
+    body = r.json()
+    ref = f"Observation/{body['id']}"
+    assert (await env.get("sponsor", f"{ref}/_history/1")).status_code == 200
+    expires = instant(datetime.now(UTC) + timedelta(days=2))
+    held = {**body, "extension": [hold("preventing-harm", expires)]}
+    r = await env.put("dr.rachel.kim", ref, held)
+    assert r.status_code == 200, r.text
+    for url in (ref, f"{ref}/_history/1", f"{ref}/_history/2"):
+        assert (await env.get("sponsor", url)).status_code == 404, url
+    hist = (await env.get("sponsor", "Observation/_history", _count="500")).json()
+    assert ref not in ids(hist)
+    assert (await env.get("dr.rachel.kim", f"{ref}/_history/1")).status_code == 200
+    lifted = {k: v for k, v in r.json().items() if k != "extension"}
+    assert (await env.put("dr.rachel.kim", ref, lifted)).status_code == 200
+    for url in (ref, f"{ref}/_history/1", f"{ref}/_history/2", f"{ref}/_history/3"):
+        assert (await env.get("sponsor", url)).status_code == 200, url
