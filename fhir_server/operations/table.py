@@ -15,6 +15,7 @@ from fhir_server.operations import (
     export,
     mark_read,
     recipients,
+    result_delay,
     subscription_status,
     validate,
 )
@@ -32,6 +33,8 @@ OPERATIONS: tuple[Operation, ...] = (
     *scheduling.OPERATIONS,
     # Bulk Data $import with Provenance (exchange/imports, issue 15 items 5-7).
     bulk_import.OPERATION,
+    # results release (access/release_delays.py): a patient's own delay of a category.
+    result_delay.OPERATION,
 )
 
 # URLs that belong to the table's operations without being operation calls, and the
