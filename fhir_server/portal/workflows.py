@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from fhir_server.access import release_workflow as release
 from fhir_server.config import Settings
 from fhir_server.notify import workflow as notifications
 from fhir_server.portal import attachments, clipboards, messaging, response_times, scheduling
@@ -22,6 +23,7 @@ BUILDERS: tuple[Builder, ...] = (
     response_times.workflow,
     scheduling.workflow,
     clipboards.workflow,
+    release.workflow,
     # After the messaging step: it queues what the completed message says.
     notifications.workflow,
 )
