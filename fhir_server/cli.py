@@ -1,4 +1,4 @@
-"""The `fhir-server` console script: serve, load, seed, reindex, client.
+"""The `fhir-server` console script: serve, load, seed, reindex, client(s), export, import.
 
 Settings come from the environment (PORT, HOST, MONGODB_URI, DATA_DIR, ...), see
 fhir_server/config.py. `load`, `seed` and `reindex` attach to the embedded database of a
@@ -218,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--password", help="default: the seed login's password")
     p.add_argument("--server", help="the FHIR base URL (default: PUBLIC_BASE_URL or HOST:PORT)")
     p.add_argument("--json", action="store_true", help="print the whole token response")
+    from fhir_server import bulk_cli, clients_cli
+
+    clients_cli.add_parser(sub)
+    bulk_cli.add_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
@@ -228,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         "reindex": _reindex,
         "client": _client,
         "token": _token,
+        "clients": clients_cli.run,
+        "export": bulk_cli.export,
+        "import": bulk_cli.import_,
     }
     return handlers[args.command](settings, args)
 
