@@ -92,7 +92,9 @@ def _operation_parameters(definition: Doc, *, query: bool) -> list[Doc]:
     out = []
     for p in definition.get("parameter", []):
         # A resource can only travel in a Parameters body (POST).
-        complex_type = p["type"][:1].isupper() and p["type"] != "Reference"
+        # A parameter with parts (no type) or a resource only travels in a Parameters body.
+        ptype = p.get("type", "")
+        complex_type = not ptype or (ptype[:1].isupper() and ptype != "Reference")
         if p.get("use") != "in" or complex_type:
             continue
         out.append(
@@ -123,7 +125,7 @@ def _operation_text(definition: Doc) -> str:
         lines.append("|---|---|---|---|---|")
         for p in params:
             lines.append(
-                f"| {p['name']} | {p['use']} | {p['type']} | {p['min']}..{p['max']} | "
+                f"| {p['name']} | {p['use']} | {p.get('type', 'parts')} | {p['min']}..{p['max']} | "
                 f"{p.get('documentation', '').replace('|', '/')} |"
             )
     lines.append("")
