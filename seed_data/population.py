@@ -20,6 +20,7 @@ from seed_data import (
     documents,
     labs,
     medications,
+    pharmacies,
     messaging,
     people,
     reports,
@@ -52,6 +53,7 @@ _FIXTURES: dict[str, tuple[str, str]] = {
     "medical-center-organization": ("Organization", "lakeside-mmc"),
     "va-organization": ("Organization", "va-example-hcs"),
     "clinic-location": ("Location", "loc-family-medicine"),
+    "clinic-pharmacy": ("Location", "pharmacy-fm"),
     "nurse-pool-careteam": ("CareTeam", "careteam-fm-nurse-pool"),
     "adolescent-careteam": ("CareTeam", "careteam-sophia-carter"),
     # Relationships and grants
@@ -94,6 +96,7 @@ _FIXTURES: dict[str, tuple[str, str]] = {
     "medication-refills-left": ("MedicationRequest", "medrx-james-lisinopril"),
     "medication-no-refills-left": ("MedicationRequest", "medrx-james-naproxen"),
     "medication-expired": ("MedicationRequest", "medrx-james-atorvastatin"),
+    "medication-excluded": ("MedicationRequest", "medrx-james-oxycodone"),
     # Reports
     "sponsor-lab-report": ("DiagnosticReport", "dr-james-lipid-panel"),
     "radiology-report": ("DiagnosticReport", "dr-marcus-ankle-xray"),
@@ -136,6 +139,7 @@ def build_population(today: date) -> list[Json]:
             *labs.build(clock),
             *reports.build(clock),
             *medications.build(clock),
+            *pharmacies.build(clock),
             *documents.build(clock),
             *messaging.build(clock),
             *va.build(clock),

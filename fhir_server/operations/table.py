@@ -14,6 +14,8 @@ from fhir_server.operations import (
     export,
     mark_read,
     recipients,
+    refill,
+    renew,
     subscription_status,
     validate,
 )
@@ -26,6 +28,9 @@ OPERATIONS: tuple[Operation, ...] = (
     recipients.OPERATION,
     mark_read.OPERATION,
     subscription_status.OPERATION,
+    # The prescriptions workflow (portal/prescriptions/).
+    refill.OPERATION,
+    renew.OPERATION,
 )
 
 # URLs that belong to the table's operations without being operation calls, and the

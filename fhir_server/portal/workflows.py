@@ -13,6 +13,7 @@ from fhir_server.config import Settings
 from fhir_server.notify import workflow as notifications
 from fhir_server.portal import attachments, messaging, response_times
 from fhir_server.portal.hooks import Workflow, Workflows
+from fhir_server.portal.prescriptions import workflow as prescriptions
 
 Builder = Callable[[Settings, Any], Workflow]
 
@@ -20,6 +21,7 @@ BUILDERS: tuple[Builder, ...] = (
     messaging.workflow,
     attachments.workflow,
     response_times.workflow,
+    prescriptions.workflow,
     # After the messaging step: it queues what the completed message says.
     notifications.workflow,
 )
