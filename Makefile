@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck unit integration bench clean
+.PHONY: serve test lint typecheck unit integration bench clean portal
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[embedded,dev]'
 	touch $(STAMP)
 
-serve: $(STAMP)
+# The portal web app's two npm libraries (fhirclient, chart.js), exactly as locked in
+# portal_app/package-lock.json; served from their own published builds (docs/portal-app.md).
+PORTAL_STAMP := portal_app/node_modules/.package-lock.json
+$(PORTAL_STAMP): portal_app/package.json portal_app/package-lock.json
+	npm ci --silent --no-audit --no-fund --prefix portal_app
+
+portal: $(PORTAL_STAMP)
+
+serve: $(STAMP) portal
 	$(BIN)/fhir-server serve
 
 lint: $(STAMP)
@@ -23,7 +31,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) portal lint typecheck
 	bash scripts/ensure_chromium.sh
 	# Two workers, one embedded database each; a module's tests stay on one worker, so a
 	# module's seeded server is built once.
@@ -36,4 +44,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.all $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache portal_app/node_modules test-artifacts

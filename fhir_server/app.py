@@ -21,6 +21,7 @@ from starlette.routing import Match, Route
 from starlette.types import Scope
 
 import smart_auth
+from fhir_server import consent_directory, portal_site
 from fhir_server.access.audit import AuditSink
 from fhir_server.access.audit_log import attach_audit_log
 from fhir_server.access.audit_privacy import load_table as audit_privacy_table
@@ -37,6 +38,7 @@ from fhir_server.db.client import ensure_indexes, open_client
 from fhir_server.db.embedded import EmbeddedDatabase
 from fhir_server.errors import FhirError, NotFound
 from fhir_server.exchange.bulk_tasks import exports
+from fhir_server.exchange.imports.tasks import imports
 from fhir_server.notify.table import load_table as notification_table
 from fhir_server.notify.worker import Worker
 from fhir_server.operations.table import TABLE as OPERATIONS_TABLE
@@ -176,11 +178,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return await smart_auth.verify_access_token(app, token)
 
         app.state.pipeline = Pipeline(ctx, verify=verify, audit=audit)
+        # The consent page's names and a clinician's care-team patients (item 4, issue 16).
+        consent_directory.install(app.state.smart_auth, ctx.store)
         # Notification delivery (fhir_server/notify/worker.py); every process may run one.
         notifier = Worker(ctx, notification_table()) if settings.notify_worker else None
         app.state.notifier = notifier
         if notifier is not None:
             notifier.start()
+        # $import jobs left by a stopped process are taken up again (exchange/imports/tasks.py).
+        if settings.import_worker:
+            imports(ctx).start_polling(ctx)
         try:
             yield
         finally:
@@ -194,6 +201,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if notifier is not None:
                 # Deliveries in flight finish or hand their claim back before the client closes.
                 await notifier.stop(timeout_s=min(5.0, left()))
+            # Running imports hand their lease back, so another process resumes them.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(imports(ctx).close(), left())
             # Running exports stop before the client closes, recording why they failed.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(exports(ctx).close(ctx), left())
@@ -250,6 +260,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             FhirRoute(route_path, fhir, methods=FHIR_METHODS, include_in_schema=False)
         )
     smart_auth.install(app, settings)
+    portal_site.install(app)  # the portal web app's files at /portal/ (docs/portal-app.md)
     # Any other well-known URI below the base answers as before: through the pipeline.
     app.add_route("/fhir/{path:path}", fhir, methods=FHIR_METHODS, include_in_schema=False)
     return app

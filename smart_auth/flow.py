@@ -60,6 +60,10 @@ class ConsentView:
     patient_names: dict[str, str]
     patient_free_text: bool
     withheld: list[str]
+    # A clinician's care-team patients: a search box narrows them (`find`, `shown_patients`).
+    searchable: bool = False
+    find: str = ""
+    shown_patients: list[str] | None = None
 
 
 @dataclass
@@ -209,7 +213,13 @@ def _offer(server: AuthServer, doc: dict[str, Any], account: accounts.Account) -
         choices = [ref]
     elif needs_patient:
         choices = level.patient_choices(account.fhir_user, account.acts_for)
-        free_text = not choices and account.fhir_user.startswith("Practitioner/")
+        clinician = not choices and account.fhir_user.startswith("Practitioner/")
+        if clinician and server.care_team_resolver is not None:
+            choices = _care_team_choices(server, account.fhir_user)
+            if not choices:
+                return _error("None of your care teams has a patient you could open.", 403)
+        else:
+            free_text = clinician
         if not choices and not free_text:
             return _error("There is no patient record you may open with this app.", 403)
     resource_scopes = [str(s) for s in capped]
@@ -228,21 +238,61 @@ def _offer(server: AuthServer, doc: dict[str, Any], account: accounts.Account) -
         "patients": choices,
         "patient_free_text": free_text,
     }
+    offer["level_label"] = level.label
+    offer["withheld"] = withheld
+    offer["searchable"] = account.fhir_user.startswith("Practitioner/") and not (
+        launch and launch.get("patient")
+    )
+    # Pairs, not a document: a patient id may hold a "." (a field-name path in MongoDB).
+    offer["patient_names"] = [[k, v] for k, v in server.patient_names(choices).items()]
     server.store.requests.update_one({"_id": doc["_id"]}, {"$set": {"offer": offer}})
-    view = ConsentView(
+    return FlowResult("consent", _consent_view(doc, offer))
+
+
+def _consent_view(doc: dict[str, Any], offer: dict[str, Any], find: str = "") -> ConsentView:
+    names: dict[str, str] = dict(offer.get("patient_names") or {})
+    patients: list[str] = list(offer["patients"])
+    shown = None
+    if find.strip():
+        words = find.lower().split()
+        shown = [p for p in patients if all(w in names.get(p, p).lower() for w in words)]
+    return ConsentView(
         tx=doc["_id"],
         client_name=doc["client_name"],
-        user_name=account.name,
-        level_label=level.label,
-        resource_scopes=resource_scopes,
-        identity=identity,
-        refresh=refresh,
-        patients=choices,
-        patient_names=server.patient_names(choices),
-        patient_free_text=free_text,
-        withheld=withheld,
+        user_name=offer["account"]["name"],
+        level_label=offer.get("level_label", ""),
+        resource_scopes=list(offer["resource_scopes"]),
+        identity=list(offer["identity"]),
+        refresh=offer["refresh"],
+        patients=patients,
+        patient_names=names,
+        patient_free_text=offer["patient_free_text"],
+        withheld=list(offer.get("withheld") or []),
+        searchable=bool(offer.get("searchable")) and len(patients) > 1,
+        find=find,
+        shown_patients=shown,
     )
-    return FlowResult("consent", view)
+
+
+def _care_team_choices(server: AuthServer, practitioner: str) -> list[str]:
+    """The patients of the clinician's care teams, sorted by name for the picker."""
+    resolver = server.care_team_resolver
+    try:
+        refs = list(resolver(practitioner)) if resolver else []
+    except Exception:
+        log.exception("care team look-up failed")
+        return []
+    names = server.patient_names(refs)
+    return sorted(refs, key=lambda r: str(names.get(r) or r).lower())
+
+
+def search_patients(server: AuthServer, tx: str, secret: str | None, find: str) -> FlowResult:
+    """The consent page again, its patient list narrowed to the names matching `find`
+    (the pending request stays open: nothing is granted or consumed)."""
+    doc = _pending(server, tx, secret)
+    if doc is None or "offer" not in doc:
+        return _error(EXPIRED)
+    return FlowResult("consent", _consent_view(doc, doc["offer"], find[:100]))
 
 
 def _is_identity(word: str) -> bool:

@@ -8,13 +8,14 @@ from data goes through :func:`html.escape`.
 
 from __future__ import annotations
 
+from datetime import datetime
 from html import escape
 
 from smart_auth import scopes as sc
 from smart_auth.flow import ConsentView, LoginView
+from smart_auth.manage import ConnectedApp, Session
 
 TYPE_WORDS = {
-    "*": "all of the health record",
     "Patient": "demographics (name, birth date, contact details)",
     "Observation": "lab results, vital signs and other observations",
     "DiagnosticReport": "lab, imaging and pathology reports",
@@ -50,6 +51,7 @@ margin:1rem 0;padding:.5rem 1rem}label{display:block;margin:.4rem 0}
 input[type=text],input[type=password],select{font-size:1rem;padding:.3rem;width:100%;
 max-width:24rem;display:block}button{font-size:1rem;padding:.5rem 1.2rem;margin-right:1rem}
 .error{color:#b50909;font-weight:bold}.note{color:#555;font-size:.9rem}
+ul.apps{list-style:none;padding:0}ul.apps>li{border:1px solid #aaa;margin:1rem 0;padding:.5rem 1rem}
 """
 
 
@@ -124,17 +126,28 @@ def describe(scope_text: str) -> str:
         if letter in perms
     ]
     phrase = verbs[0] if len(verbs) == 1 else ", ".join(verbs[:-1]) + " and " + verbs[-1]
-    what = TYPE_WORDS.get(scope.resource_type, scope.resource_type)
-    whose = {"patient": "the chosen patient's", "user": "the", "system": "all patients'"}[
-        scope.context
-    ]
-    text = f"{phrase.capitalize()} {whose} {what}"
+    # Plain words (issue 16 item 4): "everything in the chosen patient's health record",
+    # never "the chosen patient's all of the health record".
+    record = {
+        "patient": "the chosen patient's health record",
+        "user": "the health records you may open",
+        "system": "every patient's health record",
+    }[scope.context]
+    if scope.resource_type == "*":
+        text = f"{phrase.capitalize()} everything in {record}"
+    else:
+        what = TYPE_WORDS.get(scope.resource_type, _split_words(scope.resource_type))
+        text = f"{phrase.capitalize()} {what} in {record}"
     if scope.query:
         limits = ", ".join(f"{k} {v.rsplit('|', 1)[-1]}" for k, v in scope.query)
         text += f" (only {limits})"
-    if scope.resource_type != "*":
-        text += f" [{scope.resource_type}]"
     return text
+
+
+def _split_words(type_name: str) -> str:
+    """A resource type as words: "ServiceRequest" -> "service requests"."""
+    words = "".join(" " + c.lower() if c.isupper() else c for c in type_name).strip()
+    return words + "s"
 
 
 def consent_page(view: ConsentView) -> str:
@@ -153,24 +166,7 @@ def consent_page(view: ConsentView) -> str:
         f"<li>{escape(IDENTITY_WORDS.get(w, w))}</li>" for w in view.identity if w in IDENTITY_WORDS
     )
     identity_html = f"<p>The app will also be able to:</p><ul>{identity}</ul>" if identity else ""
-    patients = ""
-    if view.patient_free_text:
-        patients = (
-            '<label for="patient">Patient record id</label>'
-            '<input id="patient" name="patient" type="text" required>'
-        )
-    elif len(view.patients) > 1:
-        radios = "".join(
-            f'<label><input type="radio" name="patient" value="{escape(p)}"'
-            f"{' checked' if i == 0 else ''}> {escape(view.patient_names.get(p, p))}</label>"
-            for i, p in enumerate(view.patients)
-        )
-        patients = (
-            f"<fieldset><legend>Whose record should the app open?</legend>{radios}</fieldset>"
-        )
-    elif view.patients:
-        name = view.patient_names.get(view.patients[0], view.patients[0])
-        patients = f"<p>Record: <strong>{escape(name)}</strong></p>"
+    patients = _patient_picker(view)
     refresh = ""
     if view.refresh == "offline_access":
         refresh = (
@@ -206,6 +202,44 @@ def consent_page(view: ConsentView) -> str:
     return _page("Allow access", body)
 
 
+def _patient_picker(view: ConsentView) -> str:
+    """Whose record: names, never ids. A clinician picks among the patients of its care
+    teams, with a search box that narrows the list (a button of the same form, so the page
+    needs no script)."""
+    if view.patient_free_text:
+        return (
+            '<label for="patient">Patient record id</label>'
+            '<input id="patient" name="patient" type="text" required>'
+        )
+    if len(view.patients) == 1 and not view.searchable:
+        name = view.patient_names.get(view.patients[0], view.patients[0])
+        return f"<p>Record: <strong>{escape(name)}</strong></p>"
+    if not view.patients and not view.searchable:
+        return ""
+    search = ""
+    if view.searchable:
+        search = (
+            '<label for="find">Find a patient by name</label>'
+            f'<input id="find" name="find" type="search" value="{escape(view.find)}">'
+            '<button type="submit" name="search" value="1" formnovalidate>Find</button>'
+        )
+    shown = view.shown_patients if view.shown_patients is not None else view.patients
+    radios = "".join(
+        f'<label><input type="radio" name="patient" value="{escape(p)}"'
+        f"{' checked' if i == 0 else ''} required> {escape(view.patient_names.get(p, p))}"
+        "</label>"
+        for i, p in enumerate(shown)
+    )
+    if not radios:
+        radios = '<p role="status">No patient of your care teams matches that name.</p>'
+    legend = (
+        "Which patient of your care teams should the app open?"
+        if view.searchable
+        else "Whose record should the app open?"
+    )
+    return f"<fieldset><legend>{legend}</legend>{search}{radios}</fieldset>"
+
+
 def error_page(message: str) -> str:
     body = (
         "<h1>This sign-in request cannot continue</h1>"
@@ -217,3 +251,71 @@ def error_page(message: str) -> str:
 
 def info_page(title: str, message: str) -> str:
     return _page(title, f"<h1>{escape(title)}</h1><p>{escape(message)}</p>")
+
+
+def manage_login_page(error: str | None = None) -> str:
+    """The connected-apps page's sign-in: one form, a text and a password input."""
+    alert = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
+    body = (
+        "<h1>Connected apps</h1>"
+        "<p>Sign in to see the apps you allowed to reach your health record, and to stop any "
+        "of them.</p>"
+        f"{alert}"
+        '<form method="post" action="/auth/manage/login">'
+        '<label for="username">Username</label>'
+        '<input id="username" name="username" type="text" autocomplete="username" '
+        'autocapitalize="none" spellcheck="false" required>'
+        '<label for="password">Password</label>'
+        '<input id="password" name="password" type="password" '
+        'autocomplete="current-password" required>'
+        '<p><button type="submit">Sign in</button></p>'
+        "</form>"
+    )
+    return _page("Connected apps", body)
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%d %b %Y, %H:%M UTC") if value else "never"
+
+
+def manage_page(session: Session, apps: list[ConnectedApp], notice: str = "") -> str:
+    """The user's approved apps, each with what it may do, its last use and a revoke button
+    (one small form per app, each with the session's form token)."""
+    told = f'<p role="status"><strong>{escape(notice)}</strong></p>' if notice else ""
+    rows = "".join(
+        "<li><h2>{name}</h2><p>Approved {approved}; last used {used}.</p>"
+        "<p>It may:</p><ul>{scopes}</ul>"
+        '<form method="post" action="/auth/manage/revoke">'
+        '<input type="hidden" name="form_token" value="{token}">'
+        '<input type="hidden" name="grant" value="{grant}">'
+        '<button type="submit">Stop {name} reaching my record</button></form></li>'.format(
+            name=escape(app.client_name),
+            approved=_when(app.approved),
+            used=_when(app.last_used),
+            scopes="".join(
+                f"<li>{escape(IDENTITY_WORDS.get(s) or _refresh_words(s) or describe(s))}</li>"
+                for s in app.scope.split()
+            ),
+            token=escape(session.form_token),
+            grant=escape(app.grant_id),
+        )
+        for app in apps
+    )
+    listing = f'<ul class="apps">{rows}</ul>' if rows else "<p>No app can reach your record.</p>"
+    body = (
+        f"<h1>Connected apps</h1><p>Signed in as <strong>{escape(session.name)}</strong>.</p>"
+        f"{told}{listing}"
+        '<p class="note">Stopping an app takes effect at once: its access and refresh '
+        "tokens stop working. To use it again, connect it again from the app.</p>"
+        '<form method="post" action="/auth/manage/logout">'
+        f'<input type="hidden" name="form_token" value="{escape(session.form_token)}">'
+        '<button type="submit">Sign out</button></form>'
+    )
+    return _page("Connected apps", body)
+
+
+def _refresh_words(word: str) -> str:
+    return {
+        "offline_access": "Keep access when you are not using it, until you stop it",
+        "online_access": "Stay connected while you use it",
+    }.get(word, "")

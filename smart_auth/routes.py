@@ -9,6 +9,7 @@ Paths (absolute URLs in discovery): ``/fhir/.well-known/smart-configuration``,
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -16,7 +17,7 @@ import anyio
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from smart_auth import flow, pages
+from smart_auth import accounts, flow, manage, pages
 from smart_auth.cards import certificate_subject
 from smart_auth.clients import LOOPBACK_HOSTS
 from smart_auth.discovery import SCOPES_SUPPORTED, brand_bundle, smart_configuration
@@ -229,6 +230,15 @@ def build_router(server: AuthServer) -> APIRouter:
         await ensure_started(server, request.app)
         pairs = await read_form(request) or []
         form = dict(pairs)
+        if "search" in form:  # the clinician's "Find a patient" button: same page, narrowed
+            found = await anyio.to_thread.run_sync(
+                flow.search_patients,
+                server,
+                form.get("tx", ""),
+                request.cookies.get(cfg.cookie_name),
+                form.get("find", ""),
+            )
+            return render_flow(server, found)
         result = await anyio.to_thread.run_sync(
             lambda: flow.consent(
                 server,
@@ -270,15 +280,80 @@ def build_router(server: AuthServer) -> APIRouter:
             lambda r: server.oauth.create_endpoint_response("introspection", r),
         )
 
-    @router.get("/auth/manage")
-    async def manage() -> HTMLResponse:
-        return html(
-            pages.info_page(
-                "Connected apps",
-                "To stop an app's access, ask the app to disconnect (it revokes its token at "
-                "/auth/revoke), or contact the MHS help desk, which revokes the grant at once.",
+    manage_cookie = cfg.cookie_name + "_manage"
+
+    def manage_response(body: str, status: int = 200, secret: str | None = None) -> Response:
+        response = html(body, status)
+        if secret is not None:
+            response.set_cookie(
+                manage_cookie,
+                secret,
+                max_age=manage.SESSION_S,
+                path="/auth/manage",
+                secure=cfg.secure_cookies,
+                httponly=True,
+                samesite="strict",
             )
+        return response
+
+    async def manage_session(request: Request) -> manage.Session | None:
+        secret = request.cookies.get(manage_cookie)
+        return await anyio.to_thread.run_sync(manage.session, server, secret)
+
+    async def manage_listing(who: manage.Session, notice: str = "") -> str:
+        apps = await anyio.to_thread.run_sync(manage.connected_apps, server, who.username)
+        return pages.manage_page(who, apps, notice)
+
+    @router.get("/auth/manage")
+    async def manage_home(request: Request) -> Response:
+        await ensure_started(server, request.app)
+        who = await manage_session(request)
+        if who is None:
+            return manage_response(pages.manage_login_page())
+        return manage_response(await manage_listing(who))
+
+    @router.post("/auth/manage/login")
+    async def manage_login(request: Request) -> Response:
+        await ensure_started(server, request.app)
+        form = dict(await read_form(request) or [])
+        try:
+            secret, who = await anyio.to_thread.run_sync(
+                manage.sign_in,
+                server,
+                form.get("username", ""),
+                form.get("password", ""),
+                client_context(request),
+            )
+        except accounts.LoginFailed as failed:
+            return manage_response(pages.manage_login_page(str(failed)), 401)
+        return manage_response(await manage_listing(who), secret=secret)
+
+    @router.post("/auth/manage/revoke")
+    async def manage_revoke(request: Request) -> Response:
+        await ensure_started(server, request.app)
+        form = dict(await read_form(request) or [])
+        who = await manage_session(request)
+        if who is None:
+            return manage_response(pages.manage_login_page("Sign in again to continue."), 401)
+        if not secrets.compare_digest(form.get("form_token", ""), who.form_token):
+            return manage_response(pages.error_page("This form has expired. Reload the page."), 403)
+        done = await anyio.to_thread.run_sync(
+            manage.revoke, server, who.username, form.get("grant", "")
         )
+        notice = "The app can no longer reach your record." if done else "No such app."
+        return manage_response(await manage_listing(who, notice), 200 if done else 404)
+
+    @router.post("/auth/manage/logout")
+    async def manage_logout(request: Request) -> Response:
+        await ensure_started(server, request.app)
+        form = dict(await read_form(request) or [])
+        who = await manage_session(request)
+        if who is not None and secrets.compare_digest(form.get("form_token", ""), who.form_token):
+            secret = request.cookies.get(manage_cookie)
+            await anyio.to_thread.run_sync(manage.sign_out, server, secret)
+        response = manage_response(pages.info_page("Signed out", "You are signed out."))
+        response.delete_cookie(manage_cookie, path="/auth/manage")
+        return response
 
     @router.get("/auth/ehr-launch")
     async def ehr_launch(

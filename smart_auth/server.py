@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fhir_server.config import Settings
-from smart_auth import accounts, clients
+from smart_auth import accounts, clients, manage
 from smart_auth.config import SEED_DIR, AuthConfig
 from smart_auth.grants import AuthorizationCodeGrant, ClientCredentialsGrant, RefreshTokenGrant
 from smart_auth.keys import SigningKeys
@@ -79,6 +79,9 @@ class AuthServer:
         self.oauth = _OAuth(self)
         # Optional: maps ["Patient/<id>", ...] to display names (e.g. from the FHIR store).
         self.patient_name_resolver: Callable[[list[str]], dict[str, str]] | None = None
+        # Optional: maps "Practitioner/<id>" to the "Patient/<id>" of its care teams, which
+        # the consent page lists for a clinician (fhir_server/consent_directory.py).
+        self.care_team_resolver: Callable[[str], list[str]] | None = None
         # Optional: receives each login event row (the FHIR server turns it into an
         # AuditEvent); set before or after start.
         self.audit_hook: Callable[[dict[str, Any]], None] | None = None
@@ -214,6 +217,8 @@ class AuthServer:
         grant = self.store.grants.find_one({"_id": grant_id}, {"revoked": 1})
         if grant is None or grant.get("revoked"):
             self.store.revoke_grant(grant_id, "issued while the grant was revoked")
+        elif user is not None:
+            manage.touch(self, grant_id)  # "last used" on /auth/manage
         return token
 
     def _token_response(
@@ -297,6 +302,9 @@ class AuthServer:
         cache = self.token_cache
         generation = cache.generation if cache is not None else 0
         context, username = verified(self.keys, self.store, self.config, token)
+        if username:
+            # Once per token and process (the cache holds it after): the grant's last use.
+            manage.touch(self, context.grant_id)
         if cache is not None:
             entry = Entry(context, username, context.expires_at.timestamp())
             cache.put(token, entry, generation)

@@ -30,6 +30,7 @@ INDEXES: dict[str, list[IndexModel]] = {
     "auth_codes": [TTL],
     "auth_jti": [TTL],
     "auth_launch": [TTL],
+    "auth_manage": [TTL],
     "auth_tokens": [TTL, IndexModel([("grant_id", ASCENDING)], name="grant")],
     "auth_refresh": [TTL, IndexModel([("grant_id", ASCENDING)], name="grant")],
     "auth_grants": [
@@ -121,6 +122,11 @@ class AuthStore:
     @property
     def launch(self) -> Collection[Doc]:
         return self.db.auth_launch
+
+    @property
+    def manage(self) -> Collection[Doc]:
+        """Sessions of the connected-apps page (smart_auth/manage.py)."""
+        return self.db.auth_manage
 
     @property
     def events(self) -> Collection[Doc]:

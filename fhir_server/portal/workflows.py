@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from fhir_server.access import release_workflow as release
 from fhir_server.config import Settings
 from fhir_server.notify import workflow as notifications
-from fhir_server.portal import attachments, messaging, response_times
+from fhir_server.portal import attachments, clipboards, messaging, response_times, scheduling
 from fhir_server.portal.hooks import Workflow, Workflows
 from fhir_server.portal.prescriptions import workflow as prescriptions
 
@@ -21,7 +22,10 @@ BUILDERS: tuple[Builder, ...] = (
     messaging.workflow,
     attachments.workflow,
     response_times.workflow,
+    scheduling.workflow,
+    clipboards.workflow,
     prescriptions.workflow,
+    release.workflow,
     # After the messaging step: it queues what the completed message says.
     notifications.workflow,
 )

@@ -47,9 +47,18 @@ def test_consent_page():
 def test_describe():
     assert (
         describe("patient/AllergyIntolerance.rs")
-        == "See and search the chosen patient's allergies [AllergyIntolerance]"
+        == "See and search allergies in the chosen patient's health record"
     )
     assert describe("user/*.cruds").startswith("See, search, add, change and delete")
+    # Plain words for the wildcard (issue 16 item 4), never "patient's all of the ...".
+    assert (
+        describe("patient/*.rs")
+        == "See and search everything in the chosen patient's health record"
+    )
+    assert "all of the" not in describe("user/*.rs")
+    assert describe("patient/ServiceRequest.r") == (
+        "See service requests in the chosen patient's health record"
+    )
     assert "(only category laboratory)" in describe(
         "patient/Observation.rs?category=http://x|laboratory"
     )
@@ -69,3 +78,28 @@ def test_bearer_token():
     assert bearer_token("Basic abc") is None
     assert bearer_token("Bearer ") is None
     assert bearer_token(None) is None
+
+
+def test_clinician_picks_a_care_team_patient_by_name_with_search():
+    view = ConsentView(
+        tx="t",
+        client_name="App",
+        user_name="Dr Kim",
+        level_label="CAC",
+        resource_scopes=["patient/*.rs"],
+        identity=[],
+        refresh=None,
+        patients=["Patient/a", "Patient/b", "Patient/c"],
+        patient_names={"Patient/a": "Ann Lee", "Patient/b": "Bo <b>", "Patient/c": "Cy Lee"},
+        patient_free_text=False,
+        withheld=[],
+        searchable=True,
+        find="lee",
+        shown_patients=["Patient/a", "Patient/c"],
+    )
+    html = consent_page(view)
+    form = only_form(html)
+    assert [f.value for f in form.by_type("radio")] == ["Patient/a", "Patient/c"]
+    assert "Ann Lee" in html and "Patient/b" not in html and "<b>" not in html
+    assert any(f.name == "find" for f in form.fields) and "care teams" in html
+    assert any(f.name == "approve" for f in form.fields)
