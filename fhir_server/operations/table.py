@@ -15,6 +15,8 @@ from fhir_server.operations import (
     export,
     mark_read,
     recipients,
+    refill,
+    renew,
     result_delay,
     subscription_status,
     validate,
@@ -35,6 +37,9 @@ OPERATIONS: tuple[Operation, ...] = (
     bulk_import.OPERATION,
     # results release (access/release_delays.py): a patient's own delay of a category.
     result_delay.OPERATION,
+    # The prescriptions workflow (portal/prescriptions/).
+    refill.OPERATION,
+    renew.OPERATION,
 )
 
 # URLs that belong to the table's operations without being operation calls, and the
