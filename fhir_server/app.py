@@ -37,6 +37,7 @@ from fhir_server.db.client import ensure_indexes, open_client
 from fhir_server.db.embedded import EmbeddedDatabase
 from fhir_server.errors import FhirError, NotFound
 from fhir_server.exchange.bulk_tasks import exports
+from fhir_server.exchange.identity import linking as identity_linking
 from fhir_server.notify.table import load_table as notification_table
 from fhir_server.notify.worker import Worker
 from fhir_server.operations.table import TABLE as OPERATIONS_TABLE
@@ -171,6 +172,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             audit.start()
             # Logins (smart_auth, in worker threads) go through the same batched sink.
             app.state.smart_auth.audit_hook = audit.record_threadsafe
+
+        # Account linking (smart_auth/linking.py) matches by the $match rules.
+        app.state.smart_auth.identity_verifier = identity_linking.verifier(ctx)
 
         async def verify(token: str | None) -> smart_auth.AuthContext:
             return await smart_auth.verify_access_token(app, token)

@@ -32,6 +32,7 @@ from fhir_server.access.policy import build_policy
 from fhir_server.config import Settings
 from fhir_server.context import ServerContext
 from fhir_server.errors import FhirError, PayloadTooLarge, ServiceUnavailable
+from fhir_server.exchange.identity.masking import mask_text
 from fhir_server.rest.binary_content import as_resource, is_raw_binary, wants_raw
 from fhir_server.rest.body import (
     FORM_TYPE,
@@ -75,7 +76,10 @@ class Pipeline:
         if self.audit is None or path == METADATA:
             return await self._answer(request, None)
         record = AuditRecord(
-            method=request.method, path=path, query=request.query.decode("utf-8", "replace")
+            method=request.method,
+            path=path,
+            # Never an SSN in an AuditEvent's query text (exchange/identity/masking.py).
+            query=mask_text(request.query.decode("utf-8", "replace")),
         )
         try:
             answer = await self._answer(request, record)

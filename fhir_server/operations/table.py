@@ -12,7 +12,9 @@ from fhir_server.operations import (
     definitions,
     everything,
     export,
+    ihe_pix,
     mark_read,
+    match,
     recipients,
     subscription_status,
     validate,
@@ -26,6 +28,9 @@ OPERATIONS: tuple[Operation, ...] = (
     recipients.OPERATION,
     mark_read.OPERATION,
     subscription_status.OPERATION,
+    # Identity (exchange/identity/): patient matching and the identifier cross-walk.
+    match.OPERATION,
+    ihe_pix.OPERATION,
 )
 
 # URLs that belong to the table's operations without being operation calls, and the

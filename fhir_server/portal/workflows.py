@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fhir_server.config import Settings
+from fhir_server.exchange.identity import workflow as identity
 from fhir_server.notify import workflow as notifications
 from fhir_server.portal import attachments, messaging, response_times
 from fhir_server.portal.hooks import Workflow, Workflows
@@ -20,6 +21,7 @@ BUILDERS: tuple[Builder, ...] = (
     messaging.workflow,
     attachments.workflow,
     response_times.workflow,
+    identity.workflow,
     # After the messaging step: it queues what the completed message says.
     notifications.workflow,
 )

@@ -12,6 +12,7 @@ from typing import Any
 
 import jsonpatch
 
+from fhir_server.access import views
 from fhir_server.access.policy import AccessPolicy
 from fhir_server.access.screen import admitted, screen, security_labels
 from fhir_server.context import ServerContext
@@ -140,6 +141,8 @@ async def vread(ctx: ServerContext, req: FhirRequest, rt: str, rid: str, vid: st
         and not admitted(req.policy, ctx.store.indexer, v.resource, v.stored)
     ):
         raise NotFound(f"{rt}/{rid} has no version {vid}")
+    if req.policy.restricted and v.resource is not None:
+        views.apply(req.policy, v.resource, v.stored)
     return resource_response(ctx, v)
 
 
@@ -251,7 +254,7 @@ async def create(
     if guards is None:
         async with write_session(ctx, req, rt):
             result = await _store_new(ctx, req, rt, resource, assigned_id or req.assigned_id)
-        return resource_response(ctx, result.version, 201, location=True)
+        return _viewed(req, resource_response(ctx, result.version, 201, location=True))
     if req.session is not None:
         # In a transaction bundle: a lost race fails the bundle (412, retry it).
         try:
@@ -315,7 +318,7 @@ async def _guarded_create(
     async with idempotency.transaction(ctx, req):
         await guards.take(ctx, claims, req, rid, 201)
         result = await _store_new(ctx, req, rt, resource, rid)
-    return resource_response(ctx, result.version, 201, location=True)
+    return _viewed(req, resource_response(ctx, result.version, 201, location=True))
 
 
 async def update(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> FhirResponse:
@@ -332,12 +335,26 @@ async def update(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhi
         resource = await _admit(ctx, req, rt, rid, resource, "update")
         result = await ctx.store.update(rt, rid, resource, if_match=if_match, session=req.session)
         await _workflows_after(ctx, req, rt, "update", result)
-    return _write_response(ctx, result)
+    return _write_response(ctx, req, result)
 
 
-def _write_response(ctx: ServerContext, result: WriteResult) -> FhirResponse:
+def _write_response(ctx: ServerContext, req: FhirRequest, result: WriteResult) -> FhirResponse:
     status = 201 if result.created else 200
-    return resource_response(ctx, result.version, status, location=True, previous=result.previous)
+    resp = resource_response(ctx, result.version, status, location=True, previous=result.previous)
+    return _viewed(req, resp)
+
+
+def _viewed(req: FhirRequest, resp: FhirResponse) -> FhirResponse:
+    """A write's answer as a read would show it: the request's read-time views (an SSN
+    masked, access/views.py) on a copy, so the stored version and the audit keep it whole."""
+    if not req.policy.restricted or not isinstance(resp.body, dict):
+        return resp
+    if not req.policy.views.get(str(resp.body.get("resourceType"))):
+        return resp
+    body = copy.deepcopy(resp.body)
+    views.apply(req.policy, body, None)
+    resp.body = body
+    return resp
 
 
 async def conditional_update(ctx: ServerContext, req: FhirRequest, rt: str) -> FhirResponse:
@@ -361,7 +378,7 @@ async def conditional_update(ctx: ServerContext, req: FhirRequest, rt: str) -> F
                 rt, rid, resource, if_match=if_match, session=req.session
             )
             await _workflows_after(ctx, req, rt, "update", result)
-        return _write_response(ctx, result)
+        return _write_response(ctx, req, result)
     async with write_session(ctx, req, rt):
         if body_id is not None:
             check_id(body_id)
@@ -372,7 +389,7 @@ async def conditional_update(ctx: ServerContext, req: FhirRequest, rt: str) -> F
             resource = await _admit(ctx, req, rt, None, dict(resource), "create")
             result = await ctx.store.create(rt, resource, session=req.session)
             await _workflows_after(ctx, req, rt, "create", result)
-    return _write_response(ctx, result)
+    return _write_response(ctx, req, result)
 
 
 async def patch(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> FhirResponse:
@@ -415,7 +432,7 @@ async def patch(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhir
             rt, rid, patched, if_match=current.vid, method="PATCH", session=req.session
         )
         await _workflows_after(ctx, req, rt, "patch", result)
-    return _write_response(ctx, result)
+    return _write_response(ctx, req, result)
 
 
 async def delete(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> FhirResponse:

@@ -19,6 +19,7 @@ import html
 import re
 from typing import Any
 
+from fhir_server.exchange.identity.table import identifiers as identifier_table
 from fhir_server.search.paths import Node
 from fhir_server.search.registry import Registry, SearchParam
 from fhir_server.search.values import (
@@ -130,6 +131,20 @@ def token_frags(system: str | None, code: str) -> list[str]:
     if system:
         out.append(f"{system}|")
     return out
+
+
+def identifier_frags(system: str | None, code: str) -> tuple[list[str], bool]:
+    """`token_frags`, for the identifier systems of profiles/exchange/identifiers.json
+    under each URI of the identity (an alias answers the canonical system's search, and
+    back), and (True) for a masked system only as `system|value`: no bare value, so no
+    search that does not name the system (which needs a `system/` scope:
+    exchange/identity/masking.py) can reach it."""
+    known = identifier_table().of(system)
+    if known is None:
+        return token_frags(system, code), False
+    if known.masked:
+        return [f for u in known.uris for f in (f"{u}|{code}", f"{u}|")], True
+    return [code, *(f for u in known.uris for f in (f"{u}|{code}", f"{u}|"))], False
 
 
 def reference_frags(node: Node) -> tuple[list[str], list[str]]:
@@ -255,14 +270,19 @@ def _index_value(out: _Out, p: SearchParam, nodes: list[Node]) -> None:
     if t == "token":
         for n in nodes:
             codes, texts = token_parts(n)
+            hidden = False
             for system, c in codes:
-                for f in token_frags(system, c):
+                frags, masked = identifier_frags(system, c)
+                for f in frags:
                     out.k.add(f"{code}={f}")
-                out.sort(code, c)
+                hidden = hidden or masked
+                if not masked:
+                    out.sort(code, c)
             for tx in texts:
                 out.s.add(f"{code}:text|{norm(tx)[:STRING_KEY_MAX]}")
-            for f in identifier_type_frags(n):
-                out.k.add(f"{code}:of-type={f}")
+            if not hidden:
+                for f in identifier_type_frags(n):
+                    out.k.add(f"{code}:of-type={f}")
     elif t == "reference":
         for n in nodes:
             refs, idents = reference_frags(n)
@@ -379,6 +399,8 @@ def _strings(v: Any, key: str = "") -> Any:
     if isinstance(v, str):
         yield v
     elif isinstance(v, dict):
+        if "value" in v and v.get("system") in identifier_table().masked_uris:
+            return  # a masked identifier (exchange/identity/masking.py) is no content word
         for k, x in v.items():
             if k not in CONTENT_SKIP:
                 yield from _strings(x, k)

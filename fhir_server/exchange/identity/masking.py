@@ -1,0 +1,127 @@
+"""SSN masking (profiles/exchange/identifiers.json, `masked` systems): stored whole, shown
+whole only to `system/` scopes.
+
+- `view` is the identity workflow's read-time view (access/views.py): every admitted
+  resource of the table's types leaves with each masked identifier cut to its last digits,
+  on every path the post-check covers (read, vread, search and includes, history,
+  `$everything`, `$export`, `$match`) and on write answers.
+- `refuse_masked_search`: a search naming a masked system (`identifier=<ssn>|<value>`, in a
+  chain, `_has` or a conditional header alike) needs a `system/` scope; anyone else is
+  refused (403) before the database is asked, so the answer never tells whether an SSN
+  belongs to someone. The index never holds a masked value in a form that another
+  search could reach (search/extract.py: no bare value, no `:of-type`, no `_content` word).
+- `mask_text` masks masked systems' values in free text: the query strings AuditEvents
+  record and the URLs logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
+
+from fhir_server.errors import Forbidden
+from fhir_server.exchange.identity.table import IdentifierSystem, IdentifierTable, identifiers
+
+if TYPE_CHECKING:
+    from fhir_server.access.policy import AccessPolicy
+
+Doc = dict[str, Any]
+
+
+def sees_whole(policy: AccessPolicy) -> bool:
+    """No token governs the request (auth off), or its token carries a `system/` scope."""
+    auth = policy.auth
+    return auth is None or any(s.context == "system" for s in auth.scopes)
+
+
+def masked_value(system: IdentifierSystem, value: str) -> str:
+    """The value as a token without `system/` sees it: its last `keep` digits after one
+    mask character per digit withheld (separators dropped, so the shape tells nothing)."""
+    digits = [c for c in value if c.isalnum()]
+    shown = "".join(digits[-system.keep :]) if system.keep else ""
+    return system.mask * (len(digits) - len(shown)) + shown
+
+
+def mask_identifiers(resource: Doc, table: IdentifierTable | None = None) -> None:
+    """Mask, in place, the masked identifiers of `resource` and of its contained resources
+    (and their value wherever the narrative repeats it)."""
+    table = table or identifiers()
+    if resource.get("resourceType") not in table.types and not resource.get("contained"):
+        return
+    _mask_one(resource, table)
+    for inner in resource.get("contained") or ():
+        if isinstance(inner, dict):
+            _mask_one(inner, table)
+
+
+def _mask_one(resource: Doc, table: IdentifierTable) -> None:
+    if resource.get("resourceType") not in table.types:
+        return
+    whole: list[tuple[str, str]] = []
+    for ident in resource.get("identifier") or ():
+        if not isinstance(ident, dict) or not isinstance(ident.get("value"), str):
+            continue
+        system = table.of(ident.get("system"))
+        if system is None or not system.masked:
+            continue
+        shown = masked_value(system, ident["value"])
+        whole.append((ident["value"], shown))
+        ident["value"] = shown
+    text = resource.get("text")
+    if whole and isinstance(text, dict) and isinstance(text.get("div"), str):
+        div = text["div"]
+        for value, shown in whole:
+            div = div.replace(value, shown)
+        text["div"] = div
+
+
+def view(policy: AccessPolicy, resource: Doc, stored: Mapping[str, Any] | None) -> None:
+    """The read-time view: masked identifiers for every token without a `system/` scope."""
+    if not sees_whole(policy):
+        mask_identifiers(resource)
+
+
+def refuse_masked_search(policy: AccessPolicy, params: list[tuple[str, str]]) -> None:
+    """403 for a search that names a masked identifier system without a `system/` scope."""
+    if sees_whole(policy):
+        return
+    table = identifiers()
+    for _, value in params:
+        for system in table.masked:
+            if any(f"{uri}|" in value for uri in system.uris):
+                raise Forbidden(
+                    f"searching by {system.label} needs a system/ scope; search by another "
+                    "identifier, or use Patient/$match"
+                )
+
+
+def mask_text(text: str, table: IdentifierTable | None = None) -> str:
+    """`text` (a query string, a URL) with every masked system's value masked: after
+    `<system>|` and wherever the system's `shape` matches (a bare `identifier=` value, a
+    `_content` word), percent-encoded or not."""
+    table = table or identifiers()
+    if not table.masked or not text:
+        return text
+    plain = unquote_plus(text) if "%" in text or "+" in text else text
+    out = plain
+    for system in table.masked:
+        for uri in system.uris:
+            tail = re.compile(re.escape(uri + "|") + r"([^&,\s]+)")
+            out = tail.sub(lambda m, s=system, u=uri: f"{u}|{masked_value(s, m.group(1))}", out)
+        if system.shape is not None:
+            out = system.shape.sub(lambda m, s=system: masked_value(s, m.group(0)), out)
+    return text if out == plain else out
+
+
+class MaskingFilter(logging.Filter):
+    """Masks masked identifiers' values in log records (access logs print query strings)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(mask_text(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = mask_text(record.msg)
+        return True
