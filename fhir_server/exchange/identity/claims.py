@@ -84,28 +84,32 @@ async def _take(
     owner: str,
     session: AsyncClientSession | None,
 ) -> None:
-    try:
-        await col.insert_one({"_id": claim, "owner": owner}, session=session)
-        return
-    except DuplicateKeyError:
-        pass
-    except OperationFailure as exc:
-        if not is_conflict(exc):
-            raise
-        # A rival transaction holds the claim uncommitted: this write is undone; name the
-        # rival once it commits, if it does so soon.
-        raise Conflict(await _rival_message(col, claim, label, owner)) from None
+    """The claim read in the transaction, then moved by a conditional write: an insert
+    (unique `_id`) when there was none, an update conditional on the holder read when that
+    holder is gone. A failed write aborts the transaction (MongoDB aborts it on any write
+    error), so nothing more is asked of it: the rival is named from outside."""
     held = await col.find_one({"_id": claim}, session=session)
     first = str((held or {}).get("owner", ""))
-    if not first or first == owner:
+    if first == owner:
         return
-    if await _stale(ctx, first, session):
+    if first and not await _stale(ctx, first, session):
+        raise Conflict(_message(first, label))
+    try:
+        if not first:
+            await col.insert_one({"_id": claim, "owner": owner}, session=session)
+            return
         r = await col.update_one(
             {"_id": claim, "owner": first}, {"$set": {"owner": owner}}, session=session
         )
-        if r.matched_count == 1:
-            return
-    raise Conflict(_message(first, label))
+    except DuplicateKeyError:
+        raise Conflict(await _rival_message(col, claim, label, owner)) from None
+    except OperationFailure as exc:
+        if not is_conflict(exc):
+            raise
+        # A rival transaction holds the claim uncommitted: name it once it commits.
+        raise Conflict(await _rival_message(col, claim, label, owner)) from None
+    if r.matched_count != 1:
+        raise Conflict(await _rival_message(col, claim, label, owner))
 
 
 async def _stale(ctx: ServerContext, holder: str, session: AsyncClientSession | None) -> bool:
