@@ -25,6 +25,7 @@ from fhir_server.errors import (
     ServiceUnavailable,
     Unprocessable,
 )
+from fhir_server.exchange.identity.masking import unmask_write
 from fhir_server.portal.hooks import WriteEvent, write_session
 from fhir_server.rest import binary_content, idempotency, searching, write_guard
 from fhir_server.rest.headers import parse_if_match, version_headers
@@ -177,6 +178,9 @@ async def _admit(
         if current is None and filt and await ctx.store.current(rt, rid, session=req.session):
             raise Forbidden(f"the access token may not write {rt}/{rid}")
         old = current.get("res") if current is not None else None
+    # What the read-time views masked comes back as it was shown: keep the stored values
+    # (before the write rules compare the versions: exchange/identity/masking.py).
+    resource = unmask_write(policy, old, resource)
     resource = write_guard.fill(ctx, policy, rt, resource)
     # Inherited compartments included (a Binary is in its securityContext's): a patient
     # writes an attachment of their own message, never of a message they cannot see.

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
-from fhir_server.errors import Forbidden
+from fhir_server.errors import Forbidden, Unprocessable
 from fhir_server.exchange.identity.table import IdentifierSystem, IdentifierTable, identifiers
 
 if TYPE_CHECKING:
@@ -76,6 +76,34 @@ def _mask_one(resource: Doc, table: IdentifierTable) -> None:
         for value, shown in whole:
             div = div.replace(value, shown)
         text["div"] = div
+
+
+def unmask_write(policy: AccessPolicy, old: Doc | None, new: Doc) -> Doc:
+    """A write by a token that sees masked values: an identifier sent back as it was shown
+    (the stored value's masked form) keeps the stored value, so reading a Patient and
+    writing it back never overwrites the SSN with its mask; any other value still
+    carrying the mask character is refused (422), as it can be no real value."""
+    if sees_whole(policy):
+        return new
+    table = identifiers()
+    whole: dict[tuple[str, str], str] = {}
+    for ident in (old or {}).get("identifier") or ():
+        system = table.of(ident.get("system")) if isinstance(ident, dict) else None
+        if system is not None and system.masked and isinstance(ident.get("value"), str):
+            whole[(system.key, masked_value(system, ident["value"]))] = ident["value"]
+    for ident in new.get("identifier") or ():
+        system = table.of(ident.get("system")) if isinstance(ident, dict) else None
+        if system is None or not system.masked or not isinstance(ident.get("value"), str):
+            continue
+        stored = whole.get((system.key, ident["value"]))
+        if stored is not None:
+            ident["value"] = stored
+        elif system.mask and system.mask in ident["value"]:
+            raise Unprocessable(
+                f"the {system.label} is masked; send the whole value, or the one shown back",
+                code="value",
+            )
+    return new
 
 
 def view(policy: AccessPolicy, resource: Doc, stored: Mapping[str, Any] | None) -> None:

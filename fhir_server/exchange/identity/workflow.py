@@ -1,6 +1,8 @@
 """The identity workflow (portal/hooks.py): unique identifiers claimed in the Patient
 write's transaction (claims.py) and masked identifiers shown masked (masking.py, a
-read-time view on the identifier table's types)."""
+read-time view on the identifier table's types). A masked value written back as shown is
+restored in the write path itself (rest/interactions.py `_admit`, `unmask_write`), before
+the write rules compare the versions."""
 
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ if TYPE_CHECKING:
     from fhir_server.context import ServerContext
     from fhir_server.rest.messages import FhirRequest
     from fhir_server.storage.store import Version
+
+Doc = dict[str, Any]
 
 
 def workflow(settings: Settings, registry: Any) -> Workflow:
