@@ -28,11 +28,11 @@ from pymongo.errors import (
 )
 
 from fhir_server.access.audit import AuditRecord, AuditSink, note_response, query_patients
+from fhir_server.access.masking import mask_text
 from fhir_server.access.policy import build_policy
 from fhir_server.config import Settings
 from fhir_server.context import ServerContext
 from fhir_server.errors import FhirError, PayloadTooLarge, ServiceUnavailable
-from fhir_server.exchange.identity.masking import mask_text
 from fhir_server.rest.binary_content import as_resource, is_raw_binary, wants_raw
 from fhir_server.rest.body import (
     FORM_TYPE,
@@ -78,7 +78,7 @@ class Pipeline:
         record = AuditRecord(
             method=request.method,
             path=path,
-            # Never an SSN in an AuditEvent's query text (exchange/identity/masking.py).
+            # Never an SSN in an AuditEvent's query text (access/masking.py).
             query=mask_text(request.query.decode("utf-8", "replace")),
         )
         try:

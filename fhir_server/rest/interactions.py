@@ -13,6 +13,7 @@ from typing import Any
 import jsonpatch
 
 from fhir_server.access import views
+from fhir_server.access.masking import unmask_write
 from fhir_server.access.policy import AccessPolicy
 from fhir_server.access.screen import admitted, screen, security_labels
 from fhir_server.context import ServerContext
@@ -25,7 +26,6 @@ from fhir_server.errors import (
     ServiceUnavailable,
     Unprocessable,
 )
-from fhir_server.exchange.identity.masking import unmask_write
 from fhir_server.portal.hooks import WriteEvent, write_session
 from fhir_server.rest import binary_content, idempotency, searching, write_guard
 from fhir_server.rest.headers import parse_if_match, version_headers
@@ -179,7 +179,7 @@ async def _admit(
             raise Forbidden(f"the access token may not write {rt}/{rid}")
         old = current.get("res") if current is not None else None
     # What the read-time views masked comes back as it was shown: keep the stored values
-    # (before the write rules compare the versions: exchange/identity/masking.py).
+    # (before the write rules compare the versions: access/masking.py).
     resource = unmask_write(policy, old, resource)
     resource = write_guard.fill(ctx, policy, rt, resource)
     # Inherited compartments included (a Binary is in its securityContext's): a patient

@@ -11,9 +11,9 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from fhir_server.access.masking import refuse_masked_search
 from fhir_server.access.screen import screen
 from fhir_server.context import ServerContext
-from fhir_server.exchange.identity.masking import refuse_masked_search
 from fhir_server.rest.headers import prefer
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 from fhir_server.search.bundle import searchset_bundle

@@ -19,7 +19,7 @@ import html
 import re
 from typing import Any
 
-from fhir_server.exchange.identity.table import identifiers as identifier_table
+from fhir_server.access.identifiers import identifiers as identifier_table
 from fhir_server.search.paths import Node
 from fhir_server.search.registry import Registry, SearchParam
 from fhir_server.search.values import (
@@ -138,7 +138,7 @@ def identifier_frags(system: str | None, code: str) -> tuple[list[str], bool]:
     under each URI of the identity (an alias answers the canonical system's search, and
     back), and (True) for a masked system only as `system|value`: no bare value, so no
     search that does not name the system (which needs a `system/` scope:
-    exchange/identity/masking.py) can reach it."""
+    access/masking.py) can reach it."""
     known = identifier_table().of(system)
     if known is None:
         return token_frags(system, code), False
@@ -400,7 +400,7 @@ def _strings(v: Any, key: str = "") -> Any:
         yield v
     elif isinstance(v, dict):
         if "value" in v and v.get("system") in identifier_table().masked_uris:
-            return  # a masked identifier (exchange/identity/masking.py) is no content word
+            return  # a masked identifier (access/masking.py) is no content word
         for k, x in v.items():
             if k not in CONTENT_SKIP:
                 yield from _strings(x, k)

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from fhir_server.access.masking import refuse_masked_search
 from fhir_server.access.policy import AccessPolicy
 from fhir_server.access.screen import screen
 from fhir_server.context import ServerContext
 from fhir_server.errors import BadRequest, Forbidden, NotFound
-from fhir_server.exchange.identity.masking import refuse_masked_search
 from fhir_server.exchange.identity.table import IdentifierTable, identifiers
 from fhir_server.search.execute import run_search
 from fhir_server.search.parse import parse_search

@@ -176,11 +176,11 @@ def score(table: MatchTable, ids: IdentifierTable, given: Doc, candidate: Doc) -
         ("address", _address_outcome(given, candidate)),
         ("telecom", _telecom_outcome(given, candidate)),
     ]
-    for feature, outcome in features:
-        if outcome is None:
+    for feature, found in features:
+        if found is None:
             continue
-        if feature == "family" and outcome == "initial":
-            outcome = "disagree"
+        # An initial says nothing of a family name: it disagrees.
+        outcome = "disagree" if feature == "family" and found == "initial" else found
         outcomes.append((feature, outcome))
         total += table.weight(feature, outcome)
     return Scored(total, table.grade(total), table.score(total), tuple(outcomes))

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from fhir_server.access import masking
 from fhir_server.config import Settings
-from fhir_server.exchange.identity import claims, masking
+from fhir_server.exchange.identity import claims
 from fhir_server.exchange.identity.table import identifiers, matching
 from fhir_server.portal.hooks import Workflow, WriteEvent
 

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
+from fhir_server.access.identifiers import IdentifierSystem, IdentifierTable, identifiers
 from fhir_server.errors import Forbidden, Unprocessable
-from fhir_server.exchange.identity.table import IdentifierSystem, IdentifierTable, identifiers
 
 if TYPE_CHECKING:
     from fhir_server.access.policy import AccessPolicy
@@ -138,10 +138,17 @@ def mask_text(text: str, table: IdentifierTable | None = None) -> str:
     for system in table.masked:
         for uri in system.uris:
             tail = re.compile(re.escape(uri + "|") + r"([^&,\s]+)")
-            out = tail.sub(lambda m, s=system, u=uri: f"{u}|{masked_value(s, m.group(1))}", out)
+            out = tail.sub(_masker(system, uri + "|", 1), out)
         if system.shape is not None:
-            out = system.shape.sub(lambda m, s=system: masked_value(s, m.group(0)), out)
+            out = system.shape.sub(_masker(system, "", 0), out)
     return text if out == plain else out
+
+
+def _masker(system: IdentifierSystem, prefix: str, group: int) -> Callable[[re.Match[str]], str]:
+    def sub(m: re.Match[str]) -> str:
+        return prefix + masked_value(system, m.group(group))
+
+    return sub
 
 
 class MaskingFilter(logging.Filter):
