@@ -28,6 +28,7 @@ from fhir_server.access.compartments import extend_registry
 from fhir_server.access.compartments import load_table as inheritance_table
 from fhir_server.access.family import load_table
 from fhir_server.access.labels import normalised
+from fhir_server.access.masking import install_log_masking
 from fhir_server.access.policy_epochs import InputCache
 from fhir_server.access.policy_tables import compile_tables
 from fhir_server.access.writes import load_table as load_write_table
@@ -175,6 +176,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         # Account linking (smart_auth/linking.py) matches by the $match rules.
         app.state.smart_auth.identity_verifier = identity_linking.verifier(ctx)
+        # Never a whole SSN in a logged URL (uvicorn's access log is configured by now).
+        install_log_masking()
 
         async def verify(token: str | None) -> smart_auth.AuthContext:
             return await smart_auth.verify_access_token(app, token)

@@ -146,7 +146,7 @@ LOGINS: tuple[Login, ...] = (
 
 
 # DS Logon accounts not yet linked to a Patient (no fhirUser): after signing in they verify
-# their identity (docs/smart.md, "Account linking"); `verify` holds the right answers and
+# their identity (docs/exchange.md, "Account linking (DEERS-style)"); `verify` holds the right answers and
 # `links_to` the record they link to (seed_data/identities.py).
 UNLINKED: tuple[dict[str, object], ...] = (
     {

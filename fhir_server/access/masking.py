@@ -160,3 +160,15 @@ class MaskingFilter(logging.Filter):
         if isinstance(record.msg, str):
             record.msg = mask_text(record.msg)
         return True
+
+
+# The loggers that print request URLs (uvicorn's access log, ACCESS_LOG=1; config.py).
+URL_LOGGERS = ("uvicorn.access",)
+
+
+def install_log_masking() -> None:
+    """Mask masked identifiers in the records of the loggers that print URLs (once)."""
+    for name in URL_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, MaskingFilter) for f in logger.filters):
+            logger.addFilter(MaskingFilter())
