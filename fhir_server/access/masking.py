@@ -8,8 +8,9 @@ whole only to `system/` scopes.
 - `refuse_masked_search`: a search naming a masked system (`identifier=<ssn>|<value>`, in a
   chain, `_has` or a conditional header alike) needs a `system/` scope; anyone else is
   refused (403) before the database is asked, so the answer never tells whether an SSN
-  belongs to someone. The index never holds a masked value in a form that another
-  search could reach (search/extract.py: no bare value, no `:of-type`, no `_content` word).
+  belongs to someone; so is an identifier or word search whose value has an SSN's shape
+  (a bare `identifier=` value, `:of-type`, `_text`). A masked value gives no `_content`
+  word (search/extract.py).
 - `mask_text` masks masked systems' values in free text: the query strings AuditEvents
   record and the URLs logged.
 """
@@ -112,14 +113,33 @@ def view(policy: AccessPolicy, resource: Doc, stored: Mapping[str, Any] | None) 
         mask_identifiers(resource)
 
 
+# Parameters whose values a masked identifier's value could answer without naming its
+# system: any `identifier` (a chain's or `_has`'s last part too, `:of-type`), and the word
+# searches (`_content` gives no word of it: search/extract.py, but `_text` could).
+WORD_PARAMS = frozenset({"_content", "_text", "_filter"})
+
+
+def _reaches_identifiers(name: str) -> bool:
+    parts = re.split(r"[.:]", name)
+    return "identifier" in parts or parts[0] in WORD_PARAMS
+
+
 def refuse_masked_search(policy: AccessPolicy, params: list[tuple[str, str]]) -> None:
-    """403 for a search that names a masked identifier system without a `system/` scope."""
+    """403 for a search that could find a Patient by a masked identifier, without a
+    `system/` scope: one naming the masked system (`<ssn system>|...` in any parameter),
+    or an identifier or word search whose value has the system's shape (nine digits)."""
     if sees_whole(policy):
         return
     table = identifiers()
-    for _, value in params:
+    for name, value in params:
         for system in table.masked:
-            if any(f"{uri}|" in value for uri in system.uris):
+            named = any(f"{uri}|" in value for uri in system.uris)
+            shaped = (
+                system.shape is not None
+                and _reaches_identifiers(name)
+                and system.shape.search(value) is not None
+            )
+            if named or shaped:
                 raise Forbidden(
                     f"searching by {system.label} needs a system/ scope; search by another "
                     "identifier, or use Patient/$match"

@@ -133,18 +133,13 @@ def token_frags(system: str | None, code: str) -> list[str]:
     return out
 
 
-def identifier_frags(system: str | None, code: str) -> tuple[list[str], bool]:
-    """`token_frags`, for the identifier systems of profiles/exchange/identifiers.json
-    under each URI of the identity (an alias answers the canonical system's search, and
-    back), and (True) for a masked system only as `system|value`: no bare value, so no
-    search that does not name the system (which needs a `system/` scope:
-    access/masking.py) can reach it."""
+def identifier_frags(system: str | None, code: str) -> list[str]:
+    """`token_frags`, for the identifier systems of profiles/exchange/identifiers.json under
+    each URI of the identity: an alias answers the canonical system's search, and back."""
     known = identifier_table().of(system)
-    if known is None:
-        return token_frags(system, code), False
-    if known.masked:
-        return [f for u in known.uris for f in (f"{u}|{code}", f"{u}|")], True
-    return [code, *(f for u in known.uris for f in (f"{u}|{code}", f"{u}|"))], False
+    if known is None or not known.aliases:
+        return token_frags(system, code)
+    return [code, *(f for u in known.uris for f in (f"{u}|{code}", f"{u}|"))]
 
 
 def reference_frags(node: Node) -> tuple[list[str], list[str]]:
@@ -270,19 +265,14 @@ def _index_value(out: _Out, p: SearchParam, nodes: list[Node]) -> None:
     if t == "token":
         for n in nodes:
             codes, texts = token_parts(n)
-            hidden = False
             for system, c in codes:
-                frags, masked = identifier_frags(system, c)
-                for f in frags:
+                for f in identifier_frags(system, c):
                     out.k.add(f"{code}={f}")
-                hidden = hidden or masked
-                if not masked:
-                    out.sort(code, c)
+                out.sort(code, c)
             for tx in texts:
                 out.s.add(f"{code}:text|{norm(tx)[:STRING_KEY_MAX]}")
-            if not hidden:
-                for f in identifier_type_frags(n):
-                    out.k.add(f"{code}:of-type={f}")
+            for f in identifier_type_frags(n):
+                out.k.add(f"{code}:of-type={f}")
     elif t == "reference":
         for n in nodes:
             refs, idents = reference_frags(n)
