@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import jsonpatch
@@ -17,6 +18,7 @@ from fhir_server.access.masking import unmask_write
 from fhir_server.access.policy import AccessPolicy
 from fhir_server.access.screen import admitted, screen, security_labels
 from fhir_server.context import ServerContext
+from fhir_server.db.retry import ATTEMPTS, dropped_before_commit, note_retry
 from fhir_server.errors import (
     BadRequest,
     Forbidden,
@@ -239,6 +241,25 @@ async def _workflows_after(
     await ctx.workflows.after(ctx, req, event, version, req.session)
 
 
+async def _in_write_session(
+    ctx: ServerContext, req: FhirRequest, rt: str, op: Callable[[], Awaitable[WriteResult]]
+) -> WriteResult:
+    """`op` (admit, store, workflows' side effects) in the request's write session. When
+    that session is a transaction of its own (the type has an `after` step) and it lost its
+    pooled connection before committing, nothing was written: it runs once more, as the
+    store's own transactions and bundles do (db/retry.py)."""
+    own = req.session is None and ctx.workflows.has_after(rt)
+    for attempt in range(ATTEMPTS):
+        try:
+            async with write_session(ctx, req, rt):
+                return await op()
+        except Exception as exc:
+            if not own or attempt + 1 == ATTEMPTS or not dropped_before_commit(exc):
+                raise
+            note_retry(f"a {rt} write", exc)
+    raise AssertionError("unreachable")
+
+
 async def create(
     ctx: ServerContext, req: FhirRequest, rt: str, *, assigned_id: str | None = None
 ) -> FhirResponse:
@@ -256,8 +277,10 @@ async def create(
     resource.pop("id", None)
     guards = idempotency.Guards.of(req, rt, resource)
     if guards is None:
-        async with write_session(ctx, req, rt):
-            result = await _store_new(ctx, req, rt, resource, assigned_id or req.assigned_id)
+        rid = assigned_id or req.assigned_id
+        result = await _in_write_session(
+            ctx, req, rt, lambda: _store_new(ctx, req, rt, resource, rid)
+        )
         return _viewed(req, resource_response(ctx, result.version, 201, location=True))
     if req.session is not None:
         # In a transaction bundle: a lost race fails the bundle (412, retry it).
@@ -335,11 +358,14 @@ async def update(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhi
     if body_id != rid:
         raise BadRequest(f"the body id {body_id!r} differs from the URL id {rid!r}")
     if_match = parse_if_match(req.header("if-match"))
-    async with write_session(ctx, req, rt):
-        resource = await _admit(ctx, req, rt, rid, resource, "update")
-        result = await ctx.store.update(rt, rid, resource, if_match=if_match, session=req.session)
+
+    async def op() -> WriteResult:
+        admitted = await _admit(ctx, req, rt, rid, resource, "update")
+        result = await ctx.store.update(rt, rid, admitted, if_match=if_match, session=req.session)
         await _workflows_after(ctx, req, rt, "update", result)
-    return _write_response(ctx, req, result)
+        return result
+
+    return _write_response(ctx, req, await _in_write_session(ctx, req, rt, op))
 
 
 def _write_response(ctx: ServerContext, req: FhirRequest, result: WriteResult) -> FhirResponse:
@@ -430,13 +456,16 @@ async def patch(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhir
     from fhir_server.rest.body import check_tree
 
     check_tree(patched, max_depth=ctx.settings.max_json_depth)
-    async with write_session(ctx, req, rt):
-        patched = await _admit(ctx, req, rt, rid, patched, "patch")
+
+    async def op() -> WriteResult:
+        admitted = await _admit(ctx, req, rt, rid, patched, "patch")
         result = await ctx.store.update(
-            rt, rid, patched, if_match=current.vid, method="PATCH", session=req.session
+            rt, rid, admitted, if_match=current.vid, method="PATCH", session=req.session
         )
         await _workflows_after(ctx, req, rt, "patch", result)
-    return _write_response(ctx, req, result)
+        return result
+
+    return _write_response(ctx, req, await _in_write_session(ctx, req, rt, op))
 
 
 async def delete(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> FhirResponse:
