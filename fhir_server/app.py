@@ -39,6 +39,7 @@ from fhir_server.db.embedded import EmbeddedDatabase
 from fhir_server.errors import FhirError, NotFound
 from fhir_server.exchange.bulk_tasks import exports
 from fhir_server.exchange.identity import linking as identity_linking
+from fhir_server.exchange.imports.tasks import imports
 from fhir_server.notify.table import load_table as notification_table
 from fhir_server.notify.worker import Worker
 from fhir_server.operations.table import TABLE as OPERATIONS_TABLE
@@ -188,6 +189,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.notifier = notifier
         if notifier is not None:
             notifier.start()
+        # $import jobs left by a stopped process are taken up again (exchange/imports/tasks.py).
+        if settings.import_worker:
+            imports(ctx).start_polling(ctx)
         try:
             yield
         finally:
@@ -201,6 +205,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if notifier is not None:
                 # Deliveries in flight finish or hand their claim back before the client closes.
                 await notifier.stop(timeout_s=min(5.0, left()))
+            # Running imports hand their lease back, so another process resumes them.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(imports(ctx).close(), left())
             # Running exports stop before the client closes, recording why they failed.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(exports(ctx).close(ctx), left())

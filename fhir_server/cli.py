@@ -1,4 +1,4 @@
-"""The `fhir-server` console script: serve, load, seed, reindex, client.
+"""The `fhir-server` console script: serve, load, seed, reindex, client(s), export, import.
 
 Settings come from the environment (PORT, HOST, MONGODB_URI, DATA_DIR, ...), see
 fhir_server/config.py. `load`, `seed` and `reindex` attach to the embedded database of a
@@ -180,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("client", help="disable or enable a registered SMART client")
     p.add_argument("action", choices=["disable", "enable"])
     p.add_argument("client_id")
+    from fhir_server import bulk_cli, clients_cli
+
+    clients_cli.add_parser(sub)
+    bulk_cli.add_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
@@ -189,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         "seed": _seed,
         "reindex": _reindex,
         "client": _client,
+        "clients": clients_cli.run,
+        "export": bulk_cli.export,
+        "import": bulk_cli.import_,
     }
     return handlers[args.command](settings, args)
 

@@ -140,6 +140,11 @@ class Settings:
     # The notification delivery worker of this process (NOTIFY_WORKER=0 leaves delivery to
     # the other processes on the database; the queue still fills).
     notify_worker: bool = True
+    # $import jobs (fhir_server/exchange/imports): whether this process takes up jobs whose
+    # lease ran out (a process that died or stopped), and how long a lease lasts (renewed
+    # after each batch of lines), i.e. how soon a job resumes after its process died.
+    import_worker: bool = True
+    import_lease_s: int = 30
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -177,6 +182,8 @@ class Settings:
             access_log=_env_bool("ACCESS_LOG", cls.access_log),
             smtp_url=_env_smtp_url("SMTP_URL"),
             notify_worker=_env_bool("NOTIFY_WORKER", cls.notify_worker),
+            import_worker=_env_bool("IMPORT_WORKER", cls.import_worker),
+            import_lease_s=_env_int("IMPORT_LEASE_S", cls.import_lease_s, 1, 3600),
         )
 
     @property

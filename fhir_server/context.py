@@ -36,6 +36,8 @@ class ServerContext:
     operations: OperationTable = NO_OPERATIONS
     # The running $export tasks of this process (fhir_server/exchange/bulk_tasks.py).
     bulk: Any = None
+    # The import jobs this process runs (fhir_server/exchange/imports/tasks.py).
+    imports: Any = None
     # The documents access policies read, cached per token subject under their epochs
     # (access/policy_epochs.py); None reads them on every request.
     policy_inputs: InputCache | None = None

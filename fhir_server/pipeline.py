@@ -33,6 +33,7 @@ from fhir_server.access.policy import build_policy
 from fhir_server.config import Settings
 from fhir_server.context import ServerContext
 from fhir_server.errors import FhirError, PayloadTooLarge, ServiceUnavailable
+from fhir_server.exchange.imports import bundles as imported
 from fhir_server.rest.binary_content import as_resource, is_raw_binary, wants_raw
 from fhir_server.rest.body import (
     FORM_TYPE,
@@ -140,7 +141,13 @@ class Pipeline:
             )
             if record is not None and freq.policy.break_glass:
                 record.break_glass_reason = freq.policy.break_glass
+        partner_bundle = imported.is_transaction(freq)
+        since = imported.started() if partner_bundle else ""
         resp = await dispatch(ctx, freq)
+        if partner_bundle:
+            # A partner's transaction is stamped with Provenance as an import is
+            # (exchange/imports/bundles.py).
+            await imported.stamp_transaction(ctx, freq, resp, since)
         if record is not None:
             await _audit_answer(record, ctx, freq, resp)
         return render(freq, resp, media)

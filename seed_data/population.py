@@ -25,6 +25,7 @@ from seed_data import (
     people,
     reports,
     response_tasks,
+    results_release,
     scheduling,
     va,
 )
@@ -100,6 +101,7 @@ _FIXTURES: dict[str, tuple[str, str]] = {
     "radiology-report": ("DiagnosticReport", "dr-marcus-ankle-xray"),
     "radiology-report-pdf": ("Binary", "bin-marcus-ankle-xray-report"),
     "pathology-report": ("DiagnosticReport", "dr-robert-polyp-pathology"),
+    "held-result": ("DiagnosticReport", results_release.HELD_REPORT),
     # Basic login: may see immunizations, not labs
     "retiree-immunization": ("Immunization", "imm-robert-zoster"),
     "retiree-lab-observation": ("Observation", "obs-robert-hba1c"),
@@ -137,6 +139,7 @@ def build_population(today: date) -> list[Json]:
                 *clinical.build(clock),
                 *labs.build(clock),
                 *reports.build(clock),
+                *results_release.build(clock),
                 *medications.build(clock),
                 *documents.build(clock),
                 *messaging.build(clock),

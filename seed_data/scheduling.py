@@ -42,6 +42,30 @@ SCHEDULES: dict[str, tuple[tuple[str, ...], int, str]] = {
     "ethan": (("15:00",), 60, "Behavioral health"),
 }
 
+# The visit types (profiles/portal/scheduling.json, serviceType codes) each clinician's Slots
+# offer: the clinic's types, the request-only ones included (its team books those).
+VISIT_TYPE_SYSTEM = "https://mhs.example.org/fhir/CodeSystem/visit-type"
+_VISIT_TYPE_NAMES = {
+    "wellness": "Routine wellness exam",
+    "follow-up": "Follow-up visit",
+    "acute": "Acute sick call",
+    "adolescent-confidential": "Confidential adolescent visit",
+    "procedure": "Minor procedure",
+    "behavioral-health": "Behavioral health visit",
+}
+_FAMILY_MEDICINE = ("wellness", "follow-up", "acute", "adolescent-confidential", "procedure")
+VISIT_TYPES: dict[str, tuple[str, ...]] = {
+    "rachel": _FAMILY_MEDICINE,
+    "laura": _FAMILY_MEDICINE,
+    "michael": ("wellness", "follow-up"),
+    "ethan": ("behavioral-health",),
+}
+
+
+def visit_type_concept(code: str) -> Json:
+    return concept(VISIT_TYPE_SYSTEM, code, _VISIT_TYPE_NAMES[code])
+
+
 # Slots taken by people outside the seed population, or blocked: (clinician, day, time) -> status
 BLOCKED: dict[tuple[str, int, str], str] = {
     ("rachel", 1, "09:00"): "busy",
@@ -197,7 +221,10 @@ def slots(clock: Clock, booked: dict[tuple[str, int, str], Visit]) -> list[Json]
                 slot: Json = {
                     "resourceType": "Slot",
                     "id": slot_id(key, n, hhmm),
-                    "serviceType": [text_concept(service)],
+                    "serviceType": [
+                        text_concept(service),
+                        *(visit_type_concept(c) for c in VISIT_TYPES[key]),
+                    ],
                     "specialty": _specialty(key),
                     "schedule": ref("Schedule", schedule_id(key)),
                     "status": status,
@@ -239,13 +266,33 @@ def _participants(v: Visit, clinician_status: str) -> list[Json]:
     return out
 
 
+_KIND_VISIT_TYPE = {
+    "CHECKUP": "wellness",
+    "FOLLOWUP": "follow-up",
+    "WALKIN": "acute",
+    "ROUTINE": "follow-up",
+}
+
+
+def visit_type_of(v: Visit) -> str:
+    """The visit type of a seeded visit (the clinician's, by its kind and labels)."""
+    offered = VISIT_TYPES[v.clinician]
+    if "SEX" in v.security and "adolescent-confidential" in offered:
+        return "adolescent-confidential"
+    code = _KIND_VISIT_TYPE[v.kind]
+    return code if code in offered else offered[0]
+
+
 def appointment(clock: Clock, v: Visit) -> Json:
     res: Json = {"resourceType": "Appointment", "id": v.id}
     if v.security:
         res["meta"] = {"security": labels(*v.security)}
     res |= {
         "status": v.status,
-        "serviceType": [text_concept(SCHEDULES[v.clinician][2])],
+        "serviceType": [
+            text_concept(SCHEDULES[v.clinician][2]),
+            visit_type_concept(visit_type_of(v)),
+        ],
         "specialty": _specialty(v.clinician),
         "appointmentType": concept(V2_0276, v.kind, _KIND[v.kind]),
         "reasonCode": [_reason(v)],

@@ -198,6 +198,12 @@ def client_doc(entry: dict[str, Any]) -> dict[str, Any]:
         "signing_alg": entry.get("token_endpoint_auth_signing_alg"),
         "role": entry.get("role"),
     }
+    # A partner (docs/exchange.md): the Organization it acts for, stamped on the Provenance
+    # of what it imports, and the URL prefixes `$import` may pull files from.
+    if entry.get("organization"):
+        doc["organization"] = str(entry["organization"])
+    if entry.get("import_urls"):
+        doc["import_urls"] = [str(u) for u in entry["import_urls"]]
     if method == "client_secret_basic":
         doc["secret_hash"] = _hasher.hash(entry["client_secret"])
     if method == "private_key_jwt":
@@ -239,6 +245,12 @@ def enable_client(store: AuthStore, client_id: str) -> bool:
     """Let a disabled client authenticate again (its revoked grants stay revoked)."""
     found = store.clients.update_one({"_id": client_id}, {"$unset": {"disabled": ""}})
     return found.matched_count > 0
+
+
+def list_clients(store: AuthStore) -> list[dict[str, Any]]:
+    """Every registration, without secrets (for `fhir-server clients list|show`)."""
+    hide = {"secret_hash": 0}
+    return list(store.clients.find({}, hide).sort("_id", 1))
 
 
 def register_clients_file(store: AuthStore, path: Path) -> int:

@@ -17,7 +17,8 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
-from fhir_server.access import care_team, scope_filters
+from fhir_server import clock
+from fhir_server.access import care_team, release, scope_filters
 from fhir_server.access.family import Band, compartment_rules, load_table
 from fhir_server.access.policy_epochs import (
     CARE_TEAM_TYPES,
@@ -71,6 +72,9 @@ class AccessPolicy:
     break_glass: str | None = None
     # Per type, the read-time views applied to what leaves (views.py), from the workflows.
     views: Mapping[str, tuple[View, ...]] = field(default_factory=dict)
+    # Results release (release.py): the result types a patient or proxy token sees only
+    # once released (status, hold expiry); None for clinicians and system tokens.
+    release: frozenset[str] | None = None
 
     @cached_property
     def key_params(self) -> frozenset[str]:
@@ -133,6 +137,10 @@ class AccessPolicy:
             scoped = self.scope_filters.get(resource_type)
         if scoped is not None:
             parts.append(scoped)
+        if self.release is not None and (resource_type == "*" or resource_type in self.release):
+            # The expiry is compared with the clock of this query: a hold that ran out is
+            # released on the next read, with no job and no write.
+            parts.append(release.query_clause(clock.now()))
         if not parts:
             return {}
         return parts[0] if len(parts) == 1 else {"$and": parts}
@@ -295,11 +303,18 @@ async def _confined_policy(
         reads.commit()
     if rules is not None:
         confined = tuple(r.compartment for r in rules)
+    # Patients and proxies (any confined token but a clinician's) see results once released.
+    released = (
+        release.load_table().guarded_types
+        if confined is not None and not _is_clinician(auth)
+        else None
+    )
     return AccessPolicy(
         auth=auth,
         compartments=confined,
         rules=rules,
         directory=tables.directory if confined is not None else None,
+        release=released,
     )
 
 

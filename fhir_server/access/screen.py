@@ -18,7 +18,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from fhir_server.access import members, views
+from fhir_server import clock
+from fhir_server.access import members, release, views
 from fhir_server.access.compartments import load_table as inheritance_table
 from fhir_server.access.policy import AccessPolicy
 from fhir_server.access.stored_keys import stored_keys
@@ -55,6 +56,10 @@ def admitted(
     if policy.compartments is None and policy.rules is None:
         return True
     rt = str(resource.get("resourceType"))
+    if policy.release is not None and not release.admits(
+        release.load_table(), rt, resource, stored, clock.now()
+    ):
+        return False  # a result not yet released to patients (release.py)
     comps = stored.get("comp") if stored is not None else None
     if isinstance(comps, list):
         keys = stored_keys(stored or {}, policy.key_params)

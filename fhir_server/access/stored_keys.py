@@ -7,6 +7,9 @@ keys of `ix.k` in a small field, `ak = {"p": [params], "k": [keys]}`, so a read 
 `res`, `comp` and `ak` and never the index arrays, and the post-check (screen.py) tests
 them instead of indexing the resource again (docs/access.md, "The post-check").
 
+`r` (results only: access/release.py) is the instant from which a patient or proxy token
+sees the version, absent when it sees it at once; the query tests it against the clock.
+
 `p` names the parameters whose keys `k` holds. A document whose `p` does not cover every
 parameter a policy's hidden keys name (written before `ak` existed, or before the table
 named another parameter) is checked the old way, by indexing its resource again.
@@ -18,6 +21,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+
+from fhir_server.access import release
 
 Doc = dict[str, Any]
 # The search parameter the policy parses sensitive labels with (policy.label_keys).
@@ -54,9 +59,16 @@ def load() -> AccessKeys:
     return AccessKeys(frozenset({LABEL_PARAM, *messages}))
 
 
-def access_field(keys: Iterable[str]) -> Doc:
-    """`ak` for a document whose index keys (`ix.k`) are `keys`."""
-    return load().field(keys)
+def access_field(keys: Iterable[str], rt: str | None = None, resource: Any = None) -> Doc:
+    """`ak` for a document whose index keys (`ix.k`) are `keys`; for a result (`rt`,
+    `resource`) also `r`, the instant patient and proxy tokens see it from, when that is
+    not at once (access/release.py)."""
+    ak = load().field(keys)
+    if rt is not None:
+        until = release.load_table().hidden_until(rt, resource)
+        if until is not None:
+            ak["r"] = until
+    return ak
 
 
 def stored_keys(doc: Mapping[str, Any], needed: frozenset[str]) -> tuple[str, ...] | None:

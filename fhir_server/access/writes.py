@@ -6,7 +6,8 @@ by these rules on top of them (DESIGN.md, "Portal workflows": a patient never wr
 order or a result; `sender`, `requester`, `author`, `recorder` come from the token).
 
 Everything here is a pure function of the table and FHIR JSON; the request-time lookups
-(the old version, references, the Questionnaire) live in `fhir_server/rest/write_guard.py`.
+(the old version, references) live in `fhir_server/rest/write_guard.py`; a
+QuestionnaireResponse's answers are checked by the clipboard workflow (portal/clipboards.py).
 Element paths are FHIRPath plain paths, compiled once by the search machinery
 (`fhir_server/search/paths.py`). See docs/access.md, "Writes".
 """
@@ -342,36 +343,3 @@ def references(node: Any, path: str) -> Iterator[tuple[str, str]]:
     elif isinstance(node, list):
         for i, v in enumerate(node):
             yield from references(v, f"{path}[{i}]")
-
-
-def unknown_link_ids(response: Doc, questionnaire: Doc) -> list[str]:
-    """QuestionnaireResponse items (with their paths) whose linkId the Questionnaire lacks.
-
-    https://hl7.org/fhir/R4/questionnaireresponse.html#invs (qrs-2: items match the
-    Questionnaire's items)."""
-    known: set[str] = set()
-
-    def collect(items: Any) -> None:
-        for it in items or []:
-            if isinstance(it, dict):
-                if isinstance(it.get("linkId"), str):
-                    known.add(it["linkId"])
-                collect(it.get("item"))
-
-    collect(questionnaire.get("item"))
-    bad: list[str] = []
-
-    def check(items: Any, path: str) -> None:
-        for i, it in enumerate(items or []):
-            if not isinstance(it, dict):
-                continue
-            here = f"{path}.item[{i}]"
-            if it.get("linkId") not in known:
-                bad.append(here)
-            check(it.get("item"), here)
-            for j, ans in enumerate(it.get("answer") or []):
-                if isinstance(ans, dict):
-                    check(ans.get("item"), f"{here}.answer[{j}]")
-
-    check(response.get("item"), "QuestionnaireResponse")
-    return bad

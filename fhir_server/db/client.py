@@ -41,6 +41,8 @@ NOTIFICATION_INDEXES = [
     IndexModel([("state", ASCENDING), ("due", ASCENDING)], name="state_due"),
     IndexModel([("state", ASCENDING), ("lease", ASCENDING)], name="state_lease"),
     IndexModel([("sub", ASCENDING), ("state", ASCENDING)], name="sub_state"),
+    # A result's pending notifications, cancelled when its hold changes (results release).
+    IndexModel([("result", ASCENDING), ("state", ASCENDING)], name="result_state"),
 ]
 # Subscriptions: those a new message matches (topic and the filter's reference), a caller's
 # own, and the heartbeats that are due.

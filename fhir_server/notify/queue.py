@@ -145,6 +145,15 @@ class NotifyStore:
         if items:
             await self.queue.insert_many(items, session=session)
 
+    async def cancel_result(self, result: str, session: AsyncClientSession | None) -> None:
+        """Cancel the pending notifications queued for a result (`result` field): its hold
+        or status changed, so results release queues them anew (access/release_workflow.py)."""
+        await self.queue.update_many(
+            {"result": result, "state": "pending"},
+            {"$set": {"state": "cancelled", "error": "the result's release changed"}},
+            session=session,
+        )
+
     async def claim(self, lease_s: float, n: int = 1) -> list[Doc]:
         """Take up to `n` due notifications (oldest first), then ones whose claim lapsed.
 

@@ -36,6 +36,11 @@ class Topic:
     about: str  # the element naming the patient the resource is about
     requires: str  # an element the resource must carry to fire the topic
     subscribers: frozenset[str]
+    # The workflow that fires the topic itself ("" : the notifications workflow, on the
+    # trigger above): results-available is fired by results release, which knows holds.
+    fired_by: str = ""
+    # The topic's own email (None: the table's message email); never health information.
+    email: Email | None = None
 
 
 @dataclass(frozen=True)
@@ -84,11 +89,17 @@ class NotificationTable:
     def topic(self, url: str) -> Topic | None:
         return next((t for t in self.topics if t.url == url), None)
 
+    def email_for(self, topic: str | None) -> Email:
+        """The email of a queued notification's topic (its own, or the message email)."""
+        found = self.topic(topic) if topic else None
+        return found.email if found is not None and found.email is not None else self.email
+
     def triggered_by(self, rt: str, interaction: str, resource: Any = None) -> tuple[Topic, ...]:
         return tuple(
             t
             for t in self.topics
             if t.resource == rt
+            and not t.fired_by
             and t.interaction == interaction
             and (resource is None or (isinstance(resource, dict) and resource.get(t.requires)))
         )
@@ -130,7 +141,21 @@ def _topic(raw: Any, known_types: frozenset[str] | None) -> Topic:
     names = _str(filt.get("names"), f"{url} filter names")
     if names not in FILTER_NAMES:
         raise ValueError(f"notifications.json: {url}: filter names must be one of {FILTER_NAMES}")
+    fired_by = raw.get("fired_by", "")
+    if not isinstance(fired_by, str):
+        raise ValueError(f"notifications.json: {url}: fired_by must be a workflow name")
+    em = raw.get("email")
+    if em is not None and not isinstance(em, dict):
+        raise ValueError(f"notifications.json: {url}: email must be an object")
     return Topic(
+        fired_by=fired_by,
+        email=None
+        if em is None
+        else Email(
+            sender=_str(em.get("from"), f"{url} email.from"),
+            subject=_str(em.get("subject"), f"{url} email.subject"),
+            body=_str(em.get("body"), f"{url} email.body"),
+        ),
         url=url,
         title=_str(raw.get("title"), f"{url} title"),
         description=_str(raw.get("description"), f"{url} description"),

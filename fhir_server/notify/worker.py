@@ -154,7 +154,12 @@ class Worker:
 
     async def _email(self, item: Doc) -> None:
         settings = self.ctx.settings
-        msg = message(self.table.email, str(item["to"]), portal_url(self.ctx.base_url), item["_id"])
+        msg = message(
+            self.table.email_for(item.get("topic")),
+            str(item["to"]),
+            portal_url(self.ctx.base_url),
+            item["_id"],
+        )
         smtp_url = getattr(settings, "smtp_url", "")
         if smtp_url:
             await send_email(smtp_url, msg, self.table.delivery.timeout_s)

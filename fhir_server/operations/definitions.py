@@ -52,7 +52,9 @@ def _computer_name(op: Operation) -> str:
 
 def _parameter(p: Parameter) -> Doc:
     out: Doc = {"name": p.name, "use": p.use, "min": p.min, "max": p.max}
-    if p.type in SEARCH_TYPES:
+    if p.parts:
+        out["part"] = [_parameter(q) for q in p.parts]
+    elif p.type in SEARCH_TYPES:
         out["type"], out["searchType"] = SEARCH_TYPES[p.type], p.type
     else:
         out["type"] = DATA_TYPES.get(p.type, p.type)

@@ -207,6 +207,8 @@ def _resource(p: Parameter, value: Any) -> Doc:
 
 def _from_entry(p: Parameter, entry: Doc) -> tuple[Any, str]:
     """(typed value, text as sent) of one Parameters entry for `p`."""
+    if p.parts:
+        return _from_parts(p, entry), ""
     if "part" in entry:
         raise NotSupported(f"parameter {p.name!r} does not take parts")
     keys = [k for k in entry if k.startswith("value")]
@@ -240,6 +242,34 @@ def _from_entry(p: Parameter, entry: Doc) -> tuple[Any, str]:
     if not isinstance(value, str):
         raise BadRequest(f"parameter {p.name!r} needs a JSON string")
     return _typed(p, value), value
+
+
+def _from_parts(p: Parameter, entry: Doc) -> Doc:
+    """A parameter of parts: each part read by its own declaration, then the required
+    ones checked (https://hl7.org/fhir/R4/parameters.html: `part` is a nested parameter)."""
+    parts = entry.get("part")
+    if any(k.startswith("value") for k in entry) or "resource" in entry:
+        raise BadRequest(f"parameter {p.name!r} takes parts, not a value")
+    if not isinstance(parts, list) or not parts:
+        raise BadRequest(f"parameter {p.name!r} needs its parts", code="required")
+    declared = {q.name: q for q in p.parts}
+    out: Doc = {}
+    for part in parts:
+        name = part.get("name") if isinstance(part, dict) else None
+        q = declared.get(name) if isinstance(name, str) else None
+        if q is None:
+            raise BadRequest(f"parameter {p.name!r} has no part {name!r}")
+        value, _ = _from_entry(q, part)
+        if q.single:
+            if name in out:
+                raise BadRequest(f"part {name!r} of parameter {p.name!r} is repeated")
+            out[q.name] = value
+        else:
+            out.setdefault(q.name, []).append(value)
+    for q in p.parts:
+        if q.min >= 1 and q.name not in out:
+            raise BadRequest(f"parameter {p.name!r} needs its part {q.name!r}", code="required")
+    return out
 
 
 def lenient(req: FhirRequest) -> bool:

@@ -44,6 +44,9 @@ class Parameter:
     documentation: str = ""
     # The codes a `code` parameter takes (a required binding); empty: any code.
     values: tuple[str, ...] = ()
+    # A parameter made of parts (OperationDefinition.parameter.part; its `type` is ""):
+    # its value is a dict of the parts' typed values by name (a part with max "*", a list).
+    parts: tuple[Parameter, ...] = ()
 
     @property
     def single(self) -> bool:
@@ -229,7 +232,9 @@ class OperationTable:
             unknown = sorted((op.types or frozenset()) - known_types)
             if unknown:
                 raise ValueError(f"${op.name}: unknown resource types {unknown}")
-            for p in op.inputs.values():
+            for p in [q for top in op.inputs.values() for q in (top, *top.parts)]:
+                if p.parts and not p.type:
+                    continue
                 if p.type not in PRIMITIVE_INPUTS | {"Resource"} | known_types:
                     raise ValueError(f"${op.name}: parameter {p.name!r} has type {p.type!r}")
 

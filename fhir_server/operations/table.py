@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fhir_server.notify import routes as subscriptions
 from fhir_server.operations import (
+    bulk_import,
     definitions,
     everything,
     export,
@@ -16,10 +17,12 @@ from fhir_server.operations import (
     mark_read,
     match,
     recipients,
+    result_delay,
     subscription_status,
     validate,
 )
 from fhir_server.operations.registry import Operation, OperationTable, Route
+from fhir_server.portal.scheduling import ops as scheduling
 
 OPERATIONS: tuple[Operation, ...] = (
     validate.OPERATION,
@@ -28,6 +31,12 @@ OPERATIONS: tuple[Operation, ...] = (
     recipients.OPERATION,
     mark_read.OPERATION,
     subscription_status.OPERATION,
+    # The booking workflow (portal/scheduling): $find, $hold, $book, $cancel, $reschedule.
+    *scheduling.OPERATIONS,
+    # Bulk Data $import with Provenance (exchange/imports, issue 15 items 5-7).
+    bulk_import.OPERATION,
+    # results release (access/release_delays.py): a patient's own delay of a category.
+    result_delay.OPERATION,
     # Identity (exchange/identity/): patient matching and the identifier cross-walk.
     match.OPERATION,
     ihe_pix.OPERATION,
@@ -40,6 +49,8 @@ ROUTES: tuple[Route, ...] = (
     *export.ROUTES,
     definitions.ROUTE,
     Route(subscriptions.RT, subscriptions.route),
+    # $import's status and error-file URLs.
+    *bulk_import.ROUTES,
 )
 
 TABLE = OperationTable(OPERATIONS, ROUTES)

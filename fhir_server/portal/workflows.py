@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from fhir_server.access import release_workflow as release
 from fhir_server.config import Settings
 from fhir_server.exchange.identity import workflow as identity
 from fhir_server.notify import workflow as notifications
-from fhir_server.portal import attachments, messaging, response_times
+from fhir_server.portal import attachments, clipboards, messaging, response_times, scheduling
 from fhir_server.portal.hooks import Workflow, Workflows
 
 Builder = Callable[[Settings, Any], Workflow]
@@ -21,6 +22,9 @@ BUILDERS: tuple[Builder, ...] = (
     messaging.workflow,
     attachments.workflow,
     response_times.workflow,
+    scheduling.workflow,
+    clipboards.workflow,
+    release.workflow,
     identity.workflow,
     # After the messaging step: it queues what the completed message says.
     notifications.workflow,

@@ -2,8 +2,8 @@
 
 The decisions are the table's (fhir_server/access/writes.py); this module makes the lookups
 they need: who the token's user is (its RelatedPersons or PractitionerRoles), whether each
-reference a user token writes resolves to something it may read, and the Questionnaire a
-QuestionnaireResponse answers. An update can neither take a resource out of the caller's
+reference a user token writes resolves to something it may read. (The Questionnaire a
+QuestionnaireResponse answers is the clipboard workflow's: portal/clipboards.py.) An update can neither take a resource out of the caller's
 reach nor bring one in: the old version must be writable by the caller as much as the new.
 See docs/access.md, "Writes".
 """
@@ -17,7 +17,6 @@ from fhir_server.access import writes
 from fhir_server.access.policy import AccessPolicy
 from fhir_server.context import ServerContext
 from fhir_server.errors import Forbidden, Issue, Unprocessable
-from fhir_server.rest import searching
 from fhir_server.rest.messages import FhirRequest
 
 Doc = dict[str, Any]
@@ -95,8 +94,6 @@ async def guard(
                 )
     if new is not None and any(r.references_visible for r in rules):
         await _check_references(ctx, req, rt, old, new)
-        if rt == "QuestionnaireResponse":
-            await _check_answers(ctx, req, new)
     return new
 
 
@@ -182,41 +179,3 @@ async def _resolves(ctx: ServerContext, req: FhirRequest, ref: str) -> bool:
         m.group(1), m.group(2), filt, session=req.session, fields={"_id": 1}
     )
     return found is not None
-
-
-async def _check_answers(ctx: ServerContext, req: FhirRequest, response: Doc) -> None:
-    """A QuestionnaireResponse answers a Questionnaire this token may read, item by item."""
-    canonical = response.get("questionnaire")
-    if not isinstance(canonical, str) or not canonical:
-        if response.get("item"):
-            raise _unprocessable(
-                "a QuestionnaireResponse with items must name its Questionnaire",
-                ("QuestionnaireResponse.questionnaire",),
-            )
-        return
-    questionnaire = await _questionnaire(ctx, req, canonical)
-    if questionnaire is None:
-        raise _unprocessable(
-            f"QuestionnaireResponse.questionnaire {canonical!r} is not a known Questionnaire",
-            ("QuestionnaireResponse.questionnaire",),
-        )
-    bad = writes.unknown_link_ids(response, questionnaire)
-    if bad:
-        raise _unprocessable(
-            f"{', '.join(bad)}: no such item (linkId) in the Questionnaire", tuple(bad)
-        )
-
-
-async def _questionnaire(ctx: ServerContext, req: FhirRequest, canonical: str) -> Doc | None:
-    url = canonical.split("|", 1)[0]
-    ids = await searching.conditional_matches(ctx, "Questionnaire", [("url", url)], req)
-    if not ids:
-        tail = url[len(ctx.base_url) + 1 :] if url.startswith(ctx.base_url + "/") else url
-        m = _LITERAL.match(tail)
-        if m is None or m.group(1) != "Questionnaire":
-            return None
-        ids = [m.group(2)]
-    filt = req.policy.read_filter("Questionnaire")
-    doc = await ctx.store.find_visible("Questionnaire", ids[0], filt, session=req.session)
-    res = (doc or {}).get("res")
-    return res if isinstance(res, dict) else None

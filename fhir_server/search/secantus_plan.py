@@ -225,6 +225,15 @@ class Clause:
         if set(c) == {"$regex"} and isinstance(c["$regex"], str):
             rx = re.compile(c["$regex"])
             return lambda d: any(isinstance(v, str) and rx.search(v) for v in values(d, f))
+        if set(c) == {"$not"} and isinstance(c["$not"], dict) and c["$not"]:
+            # MongoDB's `$not`: every document the inner range does not match, those
+            # without the field included (a result's release instant `ak.r`: release.py).
+            if not all(op in _CMP for op in c["$not"]):
+                return None
+            inner = Clause(f, c["$not"]).checker()
+            if inner is None:
+                return None
+            return lambda d: not inner(d)
         if all(op in _CMP for op in c):
             # A plain range on an array: each bound met by some element (maybe another one).
             tests = [(_CMP[op], b) for op, b in c.items()]

@@ -55,6 +55,6 @@ async def _pass(store: ResourceStore, scope: dict[str, Any], *, inherit: bool) -
                 }
                 await store.inherit_compartments(widened)
                 comp, ix = widened["comp"], widened["ix"]
-            await store.set_index_entries(doc["_id"], doc["vid"], ix, comp)
+            await store.set_index_entries(doc["_id"], doc["vid"], ix, comp, doc["res"])
             count += 1
         last_id = docs[-1]["_id"]

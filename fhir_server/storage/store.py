@@ -678,7 +678,7 @@ class ResourceStore:
             "comp": comp,
             "sk": comp[0] if comp else f"{rt}/{rid}",
             "ix": ix,
-            "ak": access_field(ix.get("k", ())),
+            "ak": access_field(ix.get("k", ()), rt, res),
         }
 
     async def compartments_of(
@@ -744,7 +744,7 @@ class ResourceStore:
             if inherited:
                 keys = sorted({*doc["ix"].get("k", []), *inherited})
                 doc["ix"] = {**doc["ix"], "k": keys}
-                doc["ak"] = access_field(keys)
+                doc["ak"] = access_field(keys, doc["rt"], doc["res"])
 
     async def _in_transaction(
         self,
@@ -831,6 +831,46 @@ class ResourceStore:
             scope["lu"] = {"$gte": since}
         return scope
 
+    async def hold_versions(
+        self,
+        rt: str,
+        rid: str,
+        vid: int,
+        until: datetime | None,
+        forever: datetime,
+        session: AsyncClientSession | None,
+    ) -> None:
+        """Give every stored version (1 to `vid`) of `rt/rid` whose own status releases it
+        the current version's hold (`until`, None: none), so a held result's earlier
+        versions stay out of vread and history exactly as long as it does
+        (access/release.py). Versions whose own status is hidden (`forever`) keep that.
+        The versions are named by `_id`: point lookups on both databases."""
+        if session is not None:
+            await self._flush(session)  # the transaction's held writes first
+        keys = [f"{rt}/{rid}/{v}" for v in range(1, vid + 1)]
+        filt: Doc = {"_id": {"$in": keys}, "ak": {"$exists": True}, "ak.r": {"$ne": forever}}
+        update: Doc = {"$set": {"ak.r": until}} if until is not None else {"$unset": {"ak.r": ""}}
+        await self.history.update_many(filt, update, session=session)
+
+    async def carry_release(
+        self, rt: str, ids: list[str], until: datetime | None, session: AsyncClientSession | None
+    ) -> None:
+        """Set (or clear) the release instant `ak.r` of every stored version of the `rt`
+        resources `ids`: a result's attachments are hidden as long as the result."""
+        if not ids:
+            return
+        if session is not None:
+            await self._flush(session)
+        update: Doc = {"$set": {"ak.r": until}} if until is not None else {"$unset": {"ak.r": ""}}
+        keys = [f"{rt}/{i}" for i in ids]
+        found = await self._find(
+            self.resources, {"_id": {"$in": keys}}, {"vid": 1}, None, 0, session, "The release"
+        )
+        versions = [f"{d['_id']}/{v}" for d in found for v in range(1, int(d["vid"]) + 1)]
+        await self.resources.update_many({"_id": {"$in": keys}}, update, session=session)
+        if versions:
+            await self.history.update_many({"_id": {"$in": versions}}, update, session=session)
+
     # -- bulk maintenance ----------------------------------------------------------------
 
     async def insert_versions(self, docs: list[Doc]) -> None:
@@ -852,12 +892,15 @@ class ResourceStore:
         # No transaction here (loaders): the epochs after the documents.
         await bump(self.db, [k for d in docs for k in written_keys(d["rt"], d.get("comp"))], None)
 
-    async def set_index_entries(self, key: str, vid: int, ix: Doc, comp: list[str]) -> bool:
-        """Replace the index entries (and the access keys drawn from them) of one current
-        document if it is still at `vid`."""
+    async def set_index_entries(
+        self, key: str, vid: int, ix: Doc, comp: list[str], resource: Doc | None = None
+    ) -> bool:
+        """Replace the index entries (and the access keys drawn from them and from the
+        `resource`, a result's release instant) of one current document if it is still at
+        `vid`."""
         sk = comp[0] if comp else key
-        ak = access_field(ix.get("k", ()))
         rt = key.split("/", 1)[0]
+        ak = access_field(ix.get("k", ()), rt, resource)
         old = (
             await self.resources.find_one({"_id": key}, {"comp": 1}) if rt in POLICY_TYPES else None
         )

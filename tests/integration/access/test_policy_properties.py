@@ -29,6 +29,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import smart_auth
+from fhir_server import clock
+from fhir_server.access import release
 from fhir_server.access.policy import AccessPolicy, build_policy
 from fhir_server.access.stored_keys import stored_keys
 from fhir_server.errors import FhirError
@@ -56,6 +58,13 @@ def _plain_key(key: str) -> bool:
     """An equality key `code=value` of a parameter (not a presence or word key)."""
     code, _, value = key.partition("=")
     return bool(value) and ":" not in code and code not in ("_text", "_content")
+
+
+def released(policy: AccessPolicy, rt: str, stored: dict[str, Any]) -> bool:
+    """Results release in memory (access/release.py), on the stored release instant."""
+    if policy.release is None:
+        return True
+    return release.admits(release.load_table(), rt, {}, stored, clock.now())
 
 
 class World:
@@ -102,7 +111,9 @@ class World:
         admitted = {
             i
             for i, d in matched.items()
-            if granted and policy.admits(rt, d.get("comp") or [], (d.get("ix") or {}).get("k", []))
+            if granted
+            and policy.admits(rt, d.get("comp") or [], (d.get("ix") or {}).get("k", []))
+            and released(policy, rt, d)
         }
         context = (role, rt, params)
         # The post-check's stored access keys (`ak`) decide as the whole index does.
@@ -110,7 +121,7 @@ class World:
         for i, d in matched.items():
             keys = stored_keys(d, policy.key_params)
             assert keys is not None, (context, i)  # every document is written with `ak`
-            if granted and policy.admits(rt, d.get("comp") or [], keys):
+            if granted and policy.admits(rt, d.get("comp") or [], keys) and released(policy, rt, d):
                 by_ak.add(i)
         assert by_ak == admitted, (context, by_ak ^ admitted)
         self.stats["cases"] += 1

@@ -107,10 +107,10 @@ async def _view(env: Env, versions: bool = True) -> dict[str, Any]:
 
 async def test_documents_carry_their_access_keys(env: Env) -> None:
     store: ResourceStore = env.app.state.ctx.store
-    docs = await store.find({}, {"ix.k": 1, "ak": 1, "vid": 1})
+    docs = await store.find({}, {"ix.k": 1, "ak": 1, "vid": 1, "rt": 1, "res": 1})
     assert docs
     for d in docs:
-        assert d["ak"] == access_field(d["ix"]["k"]), d["_id"]
+        assert d["ak"] == access_field(d["ix"]["k"], d["rt"], d["res"]), d["_id"]
     current = {d["_id"]: d for d in docs}
     versions = [v async for v in store.history.find({"res": {"$ne": None}})]
     same = [

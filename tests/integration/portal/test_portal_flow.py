@@ -26,7 +26,7 @@ from tests.integration.portal.test_notifications import header, subscribe, subsc
 from tests.integration.seeded import seeded_server
 
 USER = "openid fhirUser user/*.cruds"
-PATIENT_TOPIC, POOL_TOPIC = (t.url for t in load_table().topics)
+PATIENT_TOPIC, POOL_TOPIC = (t.url for t in load_table().topics[:2])  # the messaging topics
 JAMES = f"Patient/{PEOPLE['james'].id}"
 JAMES_EMAIL = "james.carter@example.org"
 POOL = f"CareTeam/{CLINIC_NURSE_POOL[PEOPLE['james'].clinic]}"

@@ -19,7 +19,6 @@ from fhir_server.access.writes import (
     parse_table,
     protected_changes,
     references,
-    unknown_link_ids,
 )
 from fhir_server.validation import KNOWN_RESOURCE_TYPES
 
@@ -109,11 +108,3 @@ def test_protected_bound_and_references() -> None:
     assert list(references({"a": [{"reference": "X/1"}, {"reference": "#c"}]}, "T")) == [
         ("T.a[0]", "X/1")
     ]
-
-
-def test_answers_against_their_questionnaire() -> None:
-    q = {"item": [{"linkId": "a", "item": [{"linkId": "a.1"}]}, {"linkId": "b"}]}
-    ok = {"item": [{"linkId": "a", "item": [{"linkId": "a.1"}]}, {"linkId": "b"}]}
-    assert unknown_link_ids(ok, q) == []
-    bad = {"item": [{"linkId": "b", "answer": [{"item": [{"linkId": "zz"}]}]}]}
-    assert unknown_link_ids(bad, q) == ["QuestionnaireResponse.item[0].answer[0].item[0]"]

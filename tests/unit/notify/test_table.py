@@ -16,7 +16,9 @@ RAW = json.loads(TABLE.read_text())
 
 def test_the_shipped_table_parses() -> None:
     table = parse_table(RAW, frozenset(KNOWN_RESOURCE_TYPES))
-    assert [t.names for t in table.topics] == ["self", "member-pool"]
+    # The message topics first; the workflows append theirs (results release: "self").
+    assert [t.names for t in table.topics][:2] == ["self", "member-pool"]
+    assert all(t.names in ("self", "member-pool") for t in table.topics)
     assert table.channel.payloads == {"empty", "id-only"}
     assert table.delivery.retry_after(1) == RAW["delivery"]["backoff_s"][0]
     assert table.delivery.retry_after(len(RAW["delivery"]["backoff_s"]) + 1) is None

@@ -16,7 +16,10 @@ ROOT = Path(fhir_server.__file__).parent
 
 
 def _file(module: str) -> Path | None:
-    rel = Path(*module.split(".")[1:])
+    parts = module.split(".")[1:]
+    if not parts:  # `from fhir_server import clock`: the package itself
+        return ROOT / "__init__.py"
+    rel = Path(*parts)
     for path in (ROOT / rel.with_suffix(".py"), ROOT / rel / "__init__.py"):
         if path.is_file():
             return path
