@@ -29,6 +29,7 @@ from fhir_server.access.compartments import extend_registry
 from fhir_server.access.compartments import load_table as inheritance_table
 from fhir_server.access.family import load_table
 from fhir_server.access.labels import normalised
+from fhir_server.access.masking import install_log_masking
 from fhir_server.access.policy_epochs import InputCache
 from fhir_server.access.policy_tables import compile_tables
 from fhir_server.access.writes import load_table as load_write_table
@@ -42,6 +43,7 @@ from fhir_server.devx.route_template import for_table
 from fhir_server.devx.routes import build_routes as developer_routes
 from fhir_server.errors import FhirError, NotFound
 from fhir_server.exchange.bulk_tasks import exports
+from fhir_server.exchange.identity import linking as identity_linking
 from fhir_server.exchange.imports.tasks import imports
 from fhir_server.notify.table import load_table as notification_table
 from fhir_server.notify.worker import Worker
@@ -177,6 +179,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             audit.start()
             # Logins (smart_auth, in worker threads) go through the same batched sink.
             app.state.smart_auth.audit_hook = audit.record_threadsafe
+
+        # Account linking (smart_auth/linking.py) matches by the $match rules.
+        app.state.smart_auth.identity_verifier = identity_linking.verifier(ctx)
+        # Never a whole SSN in a logged URL (uvicorn's access log is configured by now).
+        install_log_masking()
 
         async def verify(token: str | None) -> smart_auth.AuthContext:
             return await smart_auth.verify_access_token(app, token)

@@ -28,6 +28,7 @@ from pymongo.errors import (
 )
 
 from fhir_server.access.audit import AuditRecord, AuditSink, note_response, query_patients
+from fhir_server.access.masking import mask_text
 from fhir_server.access.policy import build_policy
 from fhir_server.config import Settings
 from fhir_server.context import ServerContext
@@ -84,7 +85,10 @@ class Pipeline:
         if self.audit is None or path == METADATA:
             return await self._answer(request, None)
         record = AuditRecord(
-            method=request.method, path=path, query=request.query.decode("utf-8", "replace")
+            method=request.method,
+            path=path,
+            # Never an SSN in an AuditEvent's query text (access/masking.py).
+            query=mask_text(request.query.decode("utf-8", "replace")),
         )
         try:
             answer = await self._answer(request, record)

@@ -18,6 +18,7 @@ from seed_data import (
     clinical,
     clinics,
     documents,
+    identities,
     labs,
     medications,
     messaging,
@@ -133,18 +134,21 @@ def build_population(today: date) -> list[Json]:
     """Every resource of the population, as built on ``today``."""
     clock = Clock(today)
     return response_tasks.added(
-        [
-            *clinics.build(clock),
-            *people.build(clock),
-            *scheduling.build(clock),
-            *clinical.build(clock),
-            *labs.build(clock),
-            *reports.build(clock),
-            *results_release.build(clock),
-            *medications.build(clock),
-            *pharmacies.build(clock),
-            *documents.build(clock),
-            *messaging.build(clock),
-            *va.build(clock),
-        ]
+        identities.added(
+            [
+                *clinics.build(clock),
+                *people.build(clock),
+                *scheduling.build(clock),
+                *clinical.build(clock),
+                *labs.build(clock),
+                *reports.build(clock),
+                *results_release.build(clock),
+                *medications.build(clock),
+                *pharmacies.build(clock),
+                *documents.build(clock),
+                *messaging.build(clock),
+                *va.build(clock),
+                *identities.build(clock),
+            ]
+        )
     )

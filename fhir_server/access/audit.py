@@ -411,6 +411,13 @@ def login_event(fields: Doc, *, label_all: bool = True) -> Doc:
         sub = {"system": DCM, "code": "110122", "display": "Login"}
         reason = fields.get("reason") if known else None
         desc = "login succeeded" if outcome == "success" else "login failed"
+        if fields.get("action") == "link":
+            # Account linking (smart_auth/linking.py): the identity check after sign-in.
+            desc = (
+                "identity verified, account linked"
+                if outcome == "success"
+                else ("identity verification failed")
+            )
         desc += f" ({reason})" if reason and outcome != "success" else ""
     return {
         "resourceType": AUDIT_EVENT,

@@ -13,7 +13,9 @@ from fhir_server.operations import (
     definitions,
     everything,
     export,
+    ihe_pix,
     mark_read,
+    match,
     recipients,
     refill,
     renew,
@@ -40,6 +42,9 @@ OPERATIONS: tuple[Operation, ...] = (
     # The prescriptions workflow (portal/prescriptions/).
     refill.OPERATION,
     renew.OPERATION,
+    # Identity (exchange/identity/): patient matching and the identifier cross-walk.
+    match.OPERATION,
+    ihe_pix.OPERATION,
 )
 
 # URLs that belong to the table's operations without being operation calls, and the
