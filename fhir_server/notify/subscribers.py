@@ -133,6 +133,17 @@ async def adolescent_subject(
     )
 
 
+async def proxies_of(
+    ctx: Any, patient: str, session: AsyncClientSession | None
+) -> list[str]:
+    """`RelatedPerson/<id>` of everyone who stands for `patient`; `recipient` then admits
+    only those for a child under the restricted age (callers skip this for a teen)."""
+    if not patient.startswith("Patient/"):
+        return []
+    people = await _find(ctx, {"rt": "RelatedPerson", "ix.k": f"patient={patient}"}, session)
+    return [f"RelatedPerson/{p.get('id')}" for p in people]
+
+
 async def recipient(ctx: Any, ref: str, session: AsyncClientSession | None) -> Recipient:
     rt = ref.split("/", 1)[0]
     family = family_table()

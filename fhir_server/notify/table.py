@@ -41,6 +41,47 @@ class Topic:
     fired_by: str = ""
     # The topic's own email (None: the table's message email); never health information.
     email: Email | None = None
+    # The element of the resource that names the subscriber (default: the filter parameter,
+    # as Communication.recipient is both); e.g. Task.for for the `patient` parameter.
+    element: str = ""
+    # A transition trigger (None: every write of `interaction`), e.g. a refill Task entering
+    # `completed`: fires once, on the write that makes the change, never on later updates.
+    when: Transition | None = None
+    # Also tell the RelatedPersons of the patient `about` names (subscribers.recipient admits
+    # only a parent of a child under the restricted age; never for an adolescent).
+    proxies: bool = False
+
+    @property
+    def names_element(self) -> str:
+        return self.element or self.parameter
+
+    def fires(self, resource: Any, old: Any = None) -> bool:
+        """Whether this write of a resource of the topic's type fires the topic."""
+        if not isinstance(resource, dict) or not resource.get(self.requires):
+            return False
+        return self.when is None or self.when.entered(resource, old)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """`element` entered one of `to` in this write (it was elsewhere, or the resource is
+    new), on a resource whose `code_element` (a CodeableConcept) carries `coding`."""
+
+    element: str
+    to: frozenset[str]
+    code_element: str
+    coding: tuple[str, str]  # (system, code)
+
+    def entered(self, resource: dict[str, Any], old: Any) -> bool:
+        concept = resource.get(self.code_element)
+        codings = concept.get("coding") if isinstance(concept, dict) else None
+        if not any(
+            isinstance(c, dict) and (c.get("system"), c.get("code")) == self.coding
+            for c in codings or ()
+        ):
+            return False
+        before = old.get(self.element) if isinstance(old, dict) else None
+        return resource.get(self.element) in self.to and before not in self.to
 
 
 @dataclass(frozen=True)
@@ -94,14 +135,22 @@ class NotificationTable:
         found = self.topic(topic) if topic else None
         return found.email if found is not None and found.email is not None else self.email
 
-    def triggered_by(self, rt: str, interaction: str, resource: Any = None) -> tuple[Topic, ...]:
+    def triggered_by(
+        self, rt: str, interaction: str, resource: Any = None, old: Any = None
+    ) -> tuple[Topic, ...]:
+        """The topics this write fires. A transition topic watches every write that can
+        make the change (create, update, patch); the others their one interaction."""
         return tuple(
             t
             for t in self.topics
             if t.resource == rt
             and not t.fired_by
-            and t.interaction == interaction
-            and (resource is None or (isinstance(resource, dict) and resource.get(t.requires)))
+            and (
+                interaction in ("create", "update", "patch")
+                if t.when is not None
+                else t.interaction == interaction
+            )
+            and (resource is None or t.fires(resource, old))
         )
 
 
@@ -147,7 +196,18 @@ def _topic(raw: Any, known_types: frozenset[str] | None) -> Topic:
     em = raw.get("email")
     if em is not None and not isinstance(em, dict):
         raise ValueError(f"notifications.json: {url}: email must be an object")
+    element = filt.get("element", "")
+    if element != "":
+        element = _str(element, f"{url} filter element")
+    if raw.get("when") is not None and interaction != "update":
+        raise ValueError(f"notifications.json: {url}: a 'when' topic has interaction update")
+    proxies = raw.get("proxies", False)
+    if not isinstance(proxies, bool):
+        raise ValueError(f"notifications.json: {url}: proxies must be true or false")
     return Topic(
+        element=element,
+        when=_transition(raw.get("when"), url),
+        proxies=proxies,
         fired_by=fired_by,
         email=None
         if em is None
@@ -166,6 +226,25 @@ def _topic(raw: Any, known_types: frozenset[str] | None) -> Topic:
         about=_str(raw.get("about"), f"{url} about"),
         requires=_str(raw.get("requires"), f"{url} requires"),
         subscribers=_subset(raw.get("subscribers"), f"{url} subscribers", SUBSCRIBERS),
+    )
+
+
+def _transition(raw: Any, url: str) -> Transition | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) != {"element", "to", "code"}:
+        raise ValueError(f"notifications.json: {url}: when needs exactly element, to and code")
+    code = raw["code"]
+    if not isinstance(code, dict) or set(code) != {"element", "system", "code"}:
+        raise ValueError(f"notifications.json: {url}: when.code needs element, system and code")
+    return Transition(
+        element=_str(raw["element"], f"{url} when.element"),
+        to=_subset(raw["to"], f"{url} when.to", None),
+        code_element=_str(code["element"], f"{url} when.code.element"),
+        coding=(
+            _str(code["system"], f"{url} when.code.system"),
+            _str(code["code"], f"{url} when.code.code"),
+        ),
     )
 
 

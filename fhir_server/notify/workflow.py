@@ -15,7 +15,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 
 from fhir_server.config import Settings
 from fhir_server.notify.queue import NotifyStore
-from fhir_server.notify.subscribers import adolescent_subject, pools_of, recipient
+from fhir_server.notify.subscribers import adolescent_subject, pools_of, proxies_of, recipient
 from fhir_server.notify.table import NotificationTable, load_table
 from fhir_server.portal.hooks import Workflow, WriteEvent
 
@@ -44,19 +44,26 @@ async def queue_for(
     interaction: str,
     resource: Doc,
     session: AsyncClientSession | None,
+    old: Doc | None = None,
 ) -> list[Doc]:
-    """The notifications one write makes, queued in `session`; returned for tests."""
-    topics = table.triggered_by(rt, interaction, resource)
+    """The notifications one write makes, queued in `session`; returned for tests. `old`:
+    the version the write replaced (a transition topic fires only when it changed)."""
+    topics = table.triggered_by(rt, interaction, resource, old)
     if not topics:
         return []
     store = NotifyStore(ctx.store.db)
     focus = f"{rt}/{resource.get('id')}"
     items: list[Doc] = []
     emails: set[str] = set()
-    params = {t.parameter for t in topics}
+    elements = {t.names_element for t in topics}
     abouts = [r for t in topics for r in references(resource, t.about)]
     teen = await adolescent_subject(ctx, abouts[0] if abouts else None, session)
-    for ref in dict.fromkeys(r for p in params for r in references(resource, p)):
+    refs = [r for e in elements for r in references(resource, e)]
+    if teen is None and abouts and any(t.proxies for t in topics):
+        refs += await proxies_of(ctx, abouts[0], session)
+    # A topic of its own email (e.g. refill-ready) says so on the email it queues.
+    own_email = next((t.url for t in topics if t.email is not None), None)
+    for ref in dict.fromkeys(refs):
         if teen is not None and ref != teen and not ref.startswith("CareTeam/"):
             continue  # about a teen: nobody but the teen and care teams hears of it
         who = await recipient(ctx, ref, session)
@@ -69,7 +76,8 @@ async def queue_for(
                 )
         if who.email is not None and who.email.lower() not in emails:
             emails.add(who.email.lower())
-            items.append(NotifyStore.item("email", "event-notification", to=who.email))
+            extra = {"topic": own_email} if own_email else {}
+            items.append(NotifyStore.item("email", "event-notification", to=who.email, **extra))
     # One notification per subscription, however many of its keys the message names.
     seen: set[str] = set()
     unique = []
@@ -103,6 +111,8 @@ def workflow(settings: Settings, registry: Any) -> Workflow:
     ) -> None:
         if version.resource is None:
             return
-        await queue_for(ctx, table, event.rt, event.interaction, version.resource, session)
+        await queue_for(
+            ctx, table, event.rt, event.interaction, version.resource, session, event.old
+        )
 
     return Workflow(NAME, types, after=after)
