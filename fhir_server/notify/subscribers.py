@@ -133,9 +133,7 @@ async def adolescent_subject(
     )
 
 
-async def proxies_of(
-    ctx: Any, patient: str, session: AsyncClientSession | None
-) -> list[str]:
+async def proxies_of(ctx: Any, patient: str, session: AsyncClientSession | None) -> list[str]:
     """`RelatedPerson/<id>` of everyone who stands for `patient`; `recipient` then admits
     only those for a child under the restricted age (callers skip this for a teen)."""
     if not patient.startswith("Patient/"):

@@ -196,9 +196,7 @@ def _topic(raw: Any, known_types: frozenset[str] | None) -> Topic:
     em = raw.get("email")
     if em is not None and not isinstance(em, dict):
         raise ValueError(f"notifications.json: {url}: email must be an object")
-    element = filt.get("element", "")
-    if element != "":
-        element = _str(element, f"{url} filter element")
+    element = _str(filt["element"], f"{url} filter element") if "element" in filt else ""
     if raw.get("when") is not None and interaction != "update":
         raise ValueError(f"notifications.json: {url}: a 'when' topic has interaction update")
     proxies = raw.get("proxies", False)

@@ -76,8 +76,10 @@ async def queue_for(
                 )
         if who.email is not None and who.email.lower() not in emails:
             emails.add(who.email.lower())
-            extra = {"topic": own_email} if own_email else {}
-            items.append(NotifyStore.item("email", "event-notification", to=who.email, **extra))
+            mail = NotifyStore.item("email", "event-notification", to=who.email)
+            if own_email:
+                mail["topic"] = own_email
+            items.append(mail)
     # One notification per subscription, however many of its keys the message names.
     seen: set[str] = set()
     unique = []
