@@ -73,6 +73,7 @@ READY = NOTIFY.topic("https://mhs.example.org/fhir/SubscriptionTopic/refill-read
 DECIDED = NOTIFY.topic("https://mhs.example.org/fhir/SubscriptionTopic/renewal-decided")
 JAMES_EMAIL = "james.carter@example.org"
 TEEN_RX = "MedicationRequest/medrx-sophia-albuterol"
+SOPHIA = "Patient/adolescent-sophia-carter"
 CHILD_RX = "MedicationRequest/medrx-liam-hydrocortisone"
 # What an email or an endpoint must never carry: the drugs, the pharmacy, the prescriber.
 FRESH_RX = {
@@ -237,6 +238,14 @@ async def test_an_adolescents_refill_never_reaches_a_parent(
     try:
         await subscribe(server, tok["sponsor"], READY.url, hook)
         before = len(mail.to(JAMES_EMAIL))
+        # The teen's telecom holds a parent's address: that email is skipped, not sent.
+        sophia = (await server.get(tok["pcm"], SOPHIA)).json()
+        with_parents = [*sophia.get("telecom", []), {"system": "email", "value": JAMES_EMAIL}]
+        put = await server.http.put(
+            f"/fhir/{SOPHIA}", json={**sophia, "telecom": with_parents},
+            headers={"Authorization": f"Bearer {tok['pcm']}"},
+        )  # fmt: skip
+        assert put.status_code == 200, put.text
         # The seed has no login for the adolescent: the clinic files the request (plain POST).
         made = await server.post(
             tok["pcm"], "Task",
@@ -244,11 +253,11 @@ async def test_an_adolescents_refill_never_reaches_a_parent(
                 "resourceType": "Task", "status": "requested", "intent": "order",
                 "code": {"coding": [RULES.refill.code]},
                 "focus": {"reference": TEEN_RX}, "owner": {"reference": PHARMACY},
-                "for": {"reference": "Patient/adolescent-sophia-carter"},
+                "for": {"reference": SOPHIA},
             },
         )  # fmt: skip
         assert made.status_code == 201, made.text
-        assert made.json()["for"]["reference"] == "Patient/adolescent-sophia-carter"
+        assert made.json()["for"]["reference"] == SOPHIA
         teen = await fill(server, tok["pcm"], made.json())
         assert teen["status"] == "completed"
         await asyncio.sleep(1.5)
@@ -260,6 +269,9 @@ async def test_an_adolescents_refill_never_reaches_a_parent(
         await asyncio.sleep(0.5)
         assert [focus_of(b).split("/")[-1] for b in events(hook)] == [child["id"]]
         assert all(not focus_of(b).endswith(teen["id"]) for b in got)
+        # The father's RelatedPerson address (the seed's) gets the child's email: one.
+        await until(lambda: mail.to(JAMES_EMAIL)[before:], what="the child's email")
+        assert len(mail.to(JAMES_EMAIL)) == before + 1
     finally:
         hook.stop()
         await unsubscribe(server, tok["sponsor"])
