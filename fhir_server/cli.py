@@ -1,4 +1,5 @@
-"""The `fhir-server` console script: serve, load, seed, reindex, client(s), export, import.
+"""The `fhir-server` console script: serve, load, seed, reindex, client(s), export, import,
+token.
 
 Settings come from the environment (PORT, HOST, MONGODB_URI, DATA_DIR, ...), see
 fhir_server/config.py. `load`, `seed` and `reindex` attach to the embedded database of a
@@ -181,9 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("action", choices=["disable", "enable"])
     p.add_argument("client_id")
     from fhir_server import bulk_cli, clients_cli
+    from fhir_server.devx import token_command
 
     clients_cli.add_parser(sub)
     bulk_cli.add_parsers(sub)
+    token_command.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
@@ -196,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "clients": clients_cli.run,
         "export": bulk_cli.export,
         "import": bulk_cli.import_,
+        "token": token_command.run,
     }
     return handlers[args.command](settings, args)
 

@@ -1,0 +1,1 @@
+"""Developer experience (issue 16): the token command, the landing page, request logs."""
