@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
@@ -37,6 +38,7 @@ from fhir_server.context import ServerContext
 from fhir_server.db.client import ensure_indexes, open_client
 from fhir_server.db.embedded import EmbeddedDatabase
 from fhir_server.devx import landing
+from fhir_server.devx.request_log import RequestLog
 from fhir_server.errors import FhirError, NotFound
 from fhir_server.exchange.bulk_tasks import exports
 from fhir_server.exchange.imports.tasks import imports
@@ -235,6 +237,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(NoStoreMiddleware)
     app.add_middleware(LoadShedding, limit=settings.max_in_flight, saturated=audit_backlog_full)
     app.add_middleware(CorsMiddleware, allowed=origin_check(app, frozenset(settings.cors_origins)))
+    # Outermost: the request log's latency and request id cover everything (docs/rest.md).
+    app.add_middleware(
+        RequestLog,
+        fhir_prefix=urlsplit(settings.base_url).path.rstrip("/") or "/fhir",
+        enabled=settings.request_log,
+    )
 
     async def fhir(request: Request) -> Response:
         """HTTP in and out only: the pipeline does the rest (fhir_server/pipeline.py)."""

@@ -37,7 +37,8 @@ def uvicorn_config(settings: Settings, app: Any) -> Any:
         host=settings.host,
         port=settings.port,
         log_level="info",
-        # The audit log is the access record; ACCESS_LOG=1 for diagnosis (config.py).
+        # The JSON request log (fhir_server/devx/request_log.py) replaces uvicorn's line,
+        # which prints raw URLs (query values); ACCESS_LOG=1 for diagnosis (config.py).
         access_log=settings.access_log,
         lifespan="on",
         http="h11",
@@ -48,8 +49,10 @@ def uvicorn_config(settings: Settings, app: Any) -> Any:
 
 def _serve(settings: Settings, _: argparse.Namespace) -> int:
     from fhir_server.app import create_app
+    from fhir_server.devx import request_log
     from fhir_server.stopping import BoundedStopServer
 
+    request_log.configure()  # one bare JSON line per request (docs/rest.md, "Request logs")
     app = create_app(settings)
     config = uvicorn_config(settings, app)
 

@@ -31,6 +31,8 @@ from fhir_server.access.audit import AuditRecord, AuditSink, note_response, quer
 from fhir_server.access.policy import build_policy
 from fhir_server.config import Settings
 from fhir_server.context import ServerContext
+from fhir_server.db.health import DatabaseHealth
+from fhir_server.devx import request_log
 from fhir_server.errors import FhirError, PayloadTooLarge, ServiceUnavailable
 from fhir_server.exchange.imports import bundles as imported
 from fhir_server.rest.binary_content import as_resource, is_raw_binary, wants_raw
@@ -68,6 +70,7 @@ class Pipeline:
         self.verify = verify
         # None: nothing audited (tokens off, or AUDIT=0: docs/access.md, "Audit").
         self.audit = audit
+        self.health = DatabaseHealth()
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         """The answer to one request; never raises for anything the request or the database
@@ -89,7 +92,10 @@ class Pipeline:
         # As Starlette reads them: latin-1 to text, then percent-decoding as UTF-8.
         params = parse_qsl(request.query.decode("latin-1"), keep_blank_values=True)
         try:
-            return await self._run(request, params, record)
+            answer = await self._run(request, params, record)
+            if request.path and request.path[0] != "metadata":  # metadata needs no database
+                self.health.ok()
+            return answer
         except FhirError as exc:
             error = exc
         except DocumentTooLarge:
@@ -100,7 +106,8 @@ class Pipeline:
         except ExecutionTimeout:
             error = ServiceUnavailable("the query ran past its time limit", code="timeout")
         except (ServerSelectionTimeoutError, ConnectionFailure) as exc:
-            log.warning("database unavailable: %s", exc)
+            # One line per outage, not one per request (db/health.py).
+            self.health.failed(exc)
             error = ServiceUnavailable(
                 "the database is unavailable; retry shortly", headers={"Retry-After": "5"}
             )
@@ -122,6 +129,7 @@ class Pipeline:
         media = FHIR_JSON if wants_raw(freq) else negotiate(freq)
         if ctx.settings.auth_required and freq.path != METADATA:
             auth = await self.verify(bearer_token(freq.header("authorization")))
+            request_log.note(client_id=auth.client_id)
             if record is not None:
                 record.fhir_user, record.client_id = auth.fhir_user, auth.client_id
                 record.subject, record.token_id = auth.subject, auth.token_id

@@ -3,6 +3,8 @@ authorization server, which reads the login's record over HTTP and nothing beyon
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -41,6 +43,7 @@ async def test_the_command_prints_a_token_that_reads_the_record_and_no_further(
     served: tuple[FastAPI, httpx.AsyncClient],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     app, http = served
     settings = app.state.ctx.settings
@@ -55,7 +58,12 @@ async def test_the_command_prints_a_token_that_reads_the_record_and_no_further(
     token = out.out.strip()
     assert token.count(".") == 2  # a JWT, alone on stdout
     assert "patient: sponsor-james-carter" in out.err
-    own = await http.get("/fhir/Patient/sponsor-james-carter", headers=bearer(token))
+    with caplog.at_level(logging.INFO, logger="fhir_server.requests"):
+        own = await http.get("/fhir/Patient/sponsor-james-carter", headers=bearer(token))
+    # The request log names the verified token's client, and the route, not the id.
+    line = json.loads(caplog.records[-1].getMessage())
+    assert line["client_id"] == "mhs-portal-public-app"
+    assert line["route"] == "/fhir/Patient/{id}"
     assert own.status_code == 200, own.text
     assert own.json()["id"] == "sponsor-james-carter"
     # Beyond the scopes: another adult's record, and any write (.rs only).
