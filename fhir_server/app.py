@@ -37,7 +37,7 @@ from fhir_server.config import Settings
 from fhir_server.context import ServerContext
 from fhir_server.db.client import ensure_indexes, open_client
 from fhir_server.db.embedded import EmbeddedDatabase
-from fhir_server.devx import landing
+from fhir_server.devx import landing, openapi
 from fhir_server.devx.request_log import RequestLog
 from fhir_server.errors import FhirError, NotFound
 from fhir_server.exchange.bulk_tasks import exports
@@ -270,7 +270,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     smart_auth.install(app, settings)
     portal_site.install(app)  # the portal web app's files at /portal/ (docs/portal-app.md)
-    landing.install(app, settings)  # `/` and `/docs/` (docs/rest.md, "Landing page")
+    landing.install(app, settings, openapi="/openapi")  # `/`, `/docs/` (docs/rest.md)
+    openapi.install(app)  # `/openapi.json` and `/openapi` (docs/rest.md, "OpenAPI")
     # Any other well-known URI below the base answers as before: through the pipeline.
     app.add_route("/fhir/{path:path}", fhir, methods=FHIR_METHODS, include_in_schema=False)
     return app

@@ -80,7 +80,7 @@ def page(settings: Settings, link: dict[str, str], logins: list[dict[str, str]])
     labels = {
         "capabilityStatement": "CapabilityStatement (what this server supports)",
         "smartConfiguration": "SMART configuration (authorization endpoints)",
-        "openapi": "OpenAPI document",
+        "openapi": "API reference (OpenAPI 3, generated from the CapabilityStatement)",
         "portal": "Patient portal web app",
         "manageApps": "Apps you approved (revoke access)",
         "docs": "Documentation",
