@@ -125,3 +125,21 @@ def test_production_refuses_the_command(
     rc = cli.main(["token", "--login", "james.carter"])
     assert rc == 2
     assert "refused in production" in capsys.readouterr().err
+
+
+async def test_a_parents_token_for_an_adolescent_sees_only_what_the_policy_allows(
+    served: tuple[FastAPI, httpx.AsyncClient],
+) -> None:
+    """The command grants what the browser would, and the policy still governs: a sponsor's
+    token opened on his 15-year-old reads her Patient record but none of her results."""
+    app, http = served
+    issued = await _issue(app, "james.carter", "patient/*.rs", patient="adolescent-sophia-carter")
+    token = issued.response["access_token"]
+    own = await http.get("/fhir/Patient/adolescent-sophia-carter", headers=bearer(token))
+    assert own.status_code == 200
+    labs = await http.get(
+        "/fhir/Observation", params={"patient": "adolescent-sophia-carter"}, headers=bearer(token)
+    )
+    assert labs.status_code == 403 or not labs.json().get("entry"), labs.text
+    notes = await http.get("/fhir/DocumentReference", headers=bearer(token))
+    assert notes.status_code == 403 or not notes.json().get("entry"), notes.text
