@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import sys
+from dataclasses import replace
 from typing import Any
 
 from fhir_server.config import Settings
@@ -70,6 +71,12 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _has_login(server: Any, username: str) -> bool:
+    from smart_auth.accounts import normalise
+
+    return server.store.users.find_one({"_id": normalise(username)}, {"_id": 1}) is not None
+
+
 async def _issue(
     settings: Settings, username: str, password: str, scope: str, patient: str | None
 ) -> Any:
@@ -86,7 +93,9 @@ async def _issue(
         embedded = EmbeddedDatabase(settings.data_dir)
         uri = await asyncio.to_thread(embedded.start)
     client = open_client(uri, timeout_ms=10_000)
-    server = AuthServer(settings)
+    # Not the start-up seeding (an argon2 hash per development login, seconds): the logins
+    # are created only when the one asked for is missing (a database no server seeded yet).
+    server = AuthServer(replace(settings, auto_seed=False))
     audit = None
     try:
         if settings.audit:
@@ -95,6 +104,8 @@ async def _issue(
             audit.start()
             server.audit_hook = audit.record_threadsafe
         await asyncio.to_thread(server.start, uri)
+        if settings.auto_seed and not await asyncio.to_thread(_has_login, server, username):
+            await asyncio.to_thread(server.seed_development)
         return await asyncio.to_thread(issue, server, username, password, scope, patient)
     finally:
         await asyncio.to_thread(server.close)
