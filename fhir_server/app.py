@@ -12,7 +12,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from pymongo.errors import ConnectionFailure, ServerSelectionTimeoutError
@@ -30,6 +29,7 @@ from fhir_server.access.compartments import extend_registry
 from fhir_server.access.compartments import load_table as inheritance_table
 from fhir_server.access.family import load_table
 from fhir_server.access.labels import normalised
+from fhir_server.access.masking import install_log_masking
 from fhir_server.access.policy_epochs import InputCache
 from fhir_server.access.policy_tables import compile_tables
 from fhir_server.access.writes import load_table as load_write_table
@@ -37,10 +37,13 @@ from fhir_server.config import Settings
 from fhir_server.context import ServerContext
 from fhir_server.db.client import ensure_indexes, open_client
 from fhir_server.db.embedded import EmbeddedDatabase
-from fhir_server.devx import landing, openapi
+from fhir_server.devx.db_health import DatabaseHealth
 from fhir_server.devx.request_log import RequestLog
+from fhir_server.devx.route_template import for_table
+from fhir_server.devx.routes import build_routes as developer_routes
 from fhir_server.errors import FhirError, NotFound
 from fhir_server.exchange.bulk_tasks import exports
+from fhir_server.exchange.identity import linking as identity_linking
 from fhir_server.exchange.imports.tasks import imports
 from fhir_server.notify.table import load_table as notification_table
 from fhir_server.notify.worker import Worker
@@ -177,10 +180,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Logins (smart_auth, in worker threads) go through the same batched sink.
             app.state.smart_auth.audit_hook = audit.record_threadsafe
 
+        # Account linking (smart_auth/linking.py) matches by the $match rules.
+        app.state.smart_auth.identity_verifier = identity_linking.verifier(ctx)
+        # Never a whole SSN in a logged URL (uvicorn's access log is configured by now).
+        install_log_masking()
+
         async def verify(token: str | None) -> smart_auth.AuthContext:
             return await smart_auth.verify_access_token(app, token)
 
-        app.state.pipeline = Pipeline(ctx, verify=verify, audit=audit)
+        # One view of the database per process: an outage is one line when it starts and
+        # one when it ends (fhir_server/devx/db_health.py).
+        db_health = DatabaseHealth()
+        if audit is not None:
+            audit.db_health = db_health
+        app.state.pipeline = Pipeline(ctx, verify=verify, audit=audit, db_health=db_health)
         # The consent page's names and a clinician's care-team patients (item 4, issue 16).
         consent_directory.install(app.state.smart_auth, ctx.store)
         # Notification delivery (fhir_server/notify/worker.py); every process may run one.
@@ -237,12 +250,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(NoStoreMiddleware)
     app.add_middleware(LoadShedding, limit=settings.max_in_flight, saturated=audit_backlog_full)
     app.add_middleware(CorsMiddleware, allowed=origin_check(app, frozenset(settings.cors_origins)))
-    # Outermost: the request log's latency and request id cover everything (docs/rest.md).
-    app.add_middleware(
-        RequestLog,
-        fhir_prefix=urlsplit(settings.base_url).path.rstrip("/") or "/fhir",
-        enabled=settings.request_log,
-    )
+    if settings.access_log:
+        # Outermost: one JSON line per request, preflights and shed requests too
+        # (fhir_server/devx/request_log.py).
+        app.add_middleware(RequestLog, templates=for_table(OPERATIONS_TABLE, KNOWN_RESOURCE_TYPES))
 
     async def fhir(request: Request) -> Response:
         """HTTP in and out only: the pipeline does the rest (fhir_server/pipeline.py)."""
@@ -269,9 +280,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             FhirRoute(route_path, fhir, methods=FHIR_METHODS, include_in_schema=False)
         )
     smart_auth.install(app, settings)
+    # The landing page, the OpenAPI document and its pages (fhir_server/devx/routes.py).
+    app.router.routes.extend(developer_routes(settings))
     portal_site.install(app)  # the portal web app's files at /portal/ (docs/portal-app.md)
-    landing.install(app, settings, openapi="/openapi")  # `/`, `/docs/` (docs/rest.md)
-    openapi.install(app)  # `/openapi.json` and `/openapi` (docs/rest.md, "OpenAPI")
     # Any other well-known URI below the base answers as before: through the pipeline.
     app.add_route("/fhir/{path:path}", fhir, methods=FHIR_METHODS, include_in_schema=False)
     return app

@@ -1,5 +1,4 @@
-"""The `fhir-server` console script: serve, load, seed, reindex, client(s), export, import,
-token.
+"""The `fhir-server` console script: serve, load, seed, reindex, client(s), export, import.
 
 Settings come from the environment (PORT, HOST, MONGODB_URI, DATA_DIR, ...), see
 fhir_server/config.py. `load`, `seed` and `reindex` attach to the embedded database of a
@@ -37,9 +36,9 @@ def uvicorn_config(settings: Settings, app: Any) -> Any:
         host=settings.host,
         port=settings.port,
         log_level="info",
-        # The JSON request log (fhir_server/devx/request_log.py) replaces uvicorn's line,
-        # which prints raw URLs (query values); ACCESS_LOG=1 for diagnosis (config.py).
-        access_log=settings.access_log,
+        # Never uvicorn's own line: the app writes one JSON line per request instead
+        # (fhir_server/devx/request_log.py; ACCESS_LOG=0 turns it off).
+        access_log=False,
         lifespan="on",
         http="h11",
         h11_max_incomplete_event_size=MAX_REQUEST_HEAD_BYTES,
@@ -49,10 +48,8 @@ def uvicorn_config(settings: Settings, app: Any) -> Any:
 
 def _serve(settings: Settings, _: argparse.Namespace) -> int:
     from fhir_server.app import create_app
-    from fhir_server.devx import request_log
     from fhir_server.stopping import BoundedStopServer
 
-    request_log.configure()  # one bare JSON line per request (docs/rest.md, "Request logs")
     app = create_app(settings)
     config = uvicorn_config(settings, app)
 
@@ -172,6 +169,36 @@ def _client(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    """Print an access token from the running server's authorization server (development
+    only; fhir_server/devx/token.py)."""
+    import json
+
+    from fhir_server.devx.token import TokenError, issue
+
+    try:
+        token = issue(
+            settings,
+            args.login,
+            args.scope,
+            patient=args.patient,
+            password=args.password,
+            server=args.server,
+        )
+    except TokenError as exc:
+        print(f"fhir-server token: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(token, indent=2))
+    else:
+        print(token["access_token"])
+        about = f"scope: {token.get('scope', '')}"
+        if token.get("patient"):
+            about += f"; patient: {token['patient']}"
+        print(about, file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fhir-server", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -184,12 +211,17 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("client", help="disable or enable a registered SMART client")
     p.add_argument("action", choices=["disable", "enable"])
     p.add_argument("client_id")
+    p = sub.add_parser("token", help="print an access token for a seed login (development only)")
+    p.add_argument("--login", required=True, help="a username of seed_data/logins.json")
+    p.add_argument("--scope", default="openid fhirUser patient/*.rs", help="the scopes to ask")
+    p.add_argument("--patient", help="the patient to open (an id the login may act for)")
+    p.add_argument("--password", help="default: the seed login's password")
+    p.add_argument("--server", help="the FHIR base URL (default: PUBLIC_BASE_URL or HOST:PORT)")
+    p.add_argument("--json", action="store_true", help="print the whole token response")
     from fhir_server import bulk_cli, clients_cli
-    from fhir_server.devx import token_command
 
     clients_cli.add_parser(sub)
     bulk_cli.add_parsers(sub)
-    token_command.add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
@@ -199,10 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         "seed": _seed,
         "reindex": _reindex,
         "client": _client,
+        "token": _token,
         "clients": clients_cli.run,
         "export": bulk_cli.export,
         "import": bulk_cli.import_,
-        "token": token_command.run,
     }
     return handlers[args.command](settings, args)
 

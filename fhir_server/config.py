@@ -126,10 +126,11 @@ class Settings:
 
     # SIGTERM to exit, whatever the database does (docs/rest.md, "Stopping").
     stop_timeout_s: int = 30
-    # uvicorn's access log, a line per request with the raw URL (query values, so patient
-    # names can reach it): off; the JSON request log (request_log below) replaces it.
-    # ACCESS_LOG=1 turns it on for diagnosis (docs/rest.md, "Request logs").
-    access_log: bool = False
+    # The request log: one JSON line per request (request id, method, route template,
+    # parameter names, status, latency, client id: fhir_server/devx/request_log.py),
+    # replacing uvicorn's access log, whose line cost a quarter of the cheapest request's
+    # CPU (docs/rest.md, "Request log"); ACCESS_LOG=0 turns it off.
+    access_log: bool = True
     # How long an `Idempotency-Key` (and a conditional create's claim) is remembered: a
     # retry within it gets the first answer (docs/rest.md, "Idempotent creates").
     idempotency_key_ttl_s: int = 24 * 3600
@@ -145,10 +146,6 @@ class Settings:
     # after each batch of lines), i.e. how soon a job resumes after its process died.
     import_worker: bool = True
     import_lease_s: int = 30
-    # The JSON request log, a line per request with no query values (docs/rest.md,
-    # "Request logs"); REQUEST_LOG=0 turns it off (benchmarks). It replaces uvicorn's access
-    # line, which prints raw URLs and stays off unless ACCESS_LOG=1.
-    request_log: bool = True
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -188,7 +185,6 @@ class Settings:
             notify_worker=_env_bool("NOTIFY_WORKER", cls.notify_worker),
             import_worker=_env_bool("IMPORT_WORKER", cls.import_worker),
             import_lease_s=_env_int("IMPORT_LEASE_S", cls.import_lease_s, 1, 3600),
-            request_log=_env_bool("REQUEST_LOG", cls.request_log),
         )
 
     @property

@@ -10,11 +10,12 @@ summary of what was created and what failed and why.
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import orjson
 
@@ -52,11 +53,33 @@ class LoadSummary:
         return out
 
 
+# Synthea and Bulk Data files often come gzipped: `x.json.gz` and `x.ndjson.gz` load as
+# `x.json` and `x.ndjson` do.
+KINDS = (".json", ".ndjson")
+
+
+def kind(path: Path) -> str:
+    """ ".json" or ".ndjson" (after a ".gz"), else the suffix as it is."""
+    name = path.name.removesuffix(".gz")
+    return next((k for k in KINDS if name.endswith(k)), path.suffix)
+
+
+def _open(path: Path) -> IO[bytes]:
+    if path.name.endswith(".gz"):
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    return path.open("rb")
+
+
+def _read(path: Path) -> bytes:
+    with _open(path) as fh:
+        return fh.read()
+
+
 def files_under(paths: list[Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.suffix in (".json", ".ndjson"))
+            out += sorted(f for f in p.rglob("*") if f.is_file() and kind(f) in KINDS)
         else:
             out.append(p)
     return out
@@ -65,7 +88,7 @@ def files_under(paths: list[Path]) -> list[Path]:
 def _ndjson_batches(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     entries: list[dict[str, Any]] = []
     first = 1
-    with path.open("rb") as fh:
+    with _open(path) as fh:
         for n, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -86,12 +109,12 @@ def _ndjson_batches(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 def _units(path: Path) -> Iterator[tuple[str, Any]]:
     """(label, bundle) pairs for one file; a bad file yields its error as the bundle."""
     try:
-        if path.suffix == ".ndjson":
+        if kind(path) == ".ndjson":
             for first, bundle in _ndjson_batches(path):
                 yield f"{path.name} from line {first}", bundle
             return
-        body = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
+        body = orjson.loads(_read(path))
+    except (OSError, EOFError, orjson.JSONDecodeError) as exc:
         yield path.name, exc
         return
     if isinstance(body, dict) and body.get("resourceType") != "Bundle":
@@ -208,11 +231,11 @@ def count_resources(path: Path) -> int:
     """How many resources a file holds (entries of a bundle, lines of NDJSON), for the
     progress bar's total; an unreadable file counts 0 (its failure is reported later)."""
     try:
-        if path.suffix == ".ndjson":
-            with path.open("rb") as fh:
+        if kind(path) == ".ndjson":
+            with _open(path) as fh:
                 return sum(1 for line in fh if line.strip())
-        body = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
+        body = orjson.loads(_read(path))
+    except (OSError, EOFError, orjson.JSONDecodeError):
         return 0
     if isinstance(body, dict) and body.get("resourceType") == "Bundle":
         entries = body.get("entry")

@@ -28,11 +28,11 @@ from pymongo.errors import (
 )
 
 from fhir_server.access.audit import AuditRecord, AuditSink, note_response, query_patients
+from fhir_server.access.masking import mask_text
 from fhir_server.access.policy import build_policy
 from fhir_server.config import Settings
 from fhir_server.context import ServerContext
-from fhir_server.db.health import DatabaseHealth
-from fhir_server.devx import request_log
+from fhir_server.devx.db_health import DatabaseHealth
 from fhir_server.errors import FhirError, PayloadTooLarge, ServiceUnavailable
 from fhir_server.exchange.imports import bundles as imported
 from fhir_server.rest.binary_content import as_resource, is_raw_binary, wants_raw
@@ -64,13 +64,19 @@ class Pipeline:
     """The FHIR endpoint of one server process (built once, in the app lifespan)."""
 
     def __init__(
-        self, ctx: ServerContext, *, verify: Verifier, audit: AuditSink | None = None
+        self,
+        ctx: ServerContext,
+        *,
+        verify: Verifier,
+        audit: AuditSink | None = None,
+        db_health: DatabaseHealth | None = None,
     ) -> None:
         self.ctx = ctx
         self.verify = verify
         # None: nothing audited (tokens off, or AUDIT=0: docs/access.md, "Audit").
         self.audit = audit
-        self.health = DatabaseHealth()
+        # An outage is logged once when it starts and once when it ends, not per request.
+        self.db_health = db_health or DatabaseHealth()
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         """The answer to one request; never raises for anything the request or the database
@@ -79,7 +85,10 @@ class Pipeline:
         if self.audit is None or path == METADATA:
             return await self._answer(request, None)
         record = AuditRecord(
-            method=request.method, path=path, query=request.query.decode("utf-8", "replace")
+            method=request.method,
+            path=path,
+            # Never an SSN in an AuditEvent's query text (access/masking.py).
+            query=mask_text(request.query.decode("utf-8", "replace")),
         )
         try:
             answer = await self._answer(request, record)
@@ -93,8 +102,7 @@ class Pipeline:
         params = parse_qsl(request.query.decode("latin-1"), keep_blank_values=True)
         try:
             answer = await self._run(request, params, record)
-            if request.path and request.path[0] != "metadata":  # metadata needs no database
-                self.health.ok()
+            self.db_health.succeeded()
             return answer
         except FhirError as exc:
             error = exc
@@ -106,8 +114,7 @@ class Pipeline:
         except ExecutionTimeout:
             error = ServiceUnavailable("the query ran past its time limit", code="timeout")
         except (ServerSelectionTimeoutError, ConnectionFailure) as exc:
-            # One line per outage, not one per request (db/health.py).
-            self.health.failed(exc)
+            self.db_health.failed(exc)
             error = ServiceUnavailable(
                 "the database is unavailable; retry shortly", headers={"Retry-After": "5"}
             )
@@ -129,7 +136,6 @@ class Pipeline:
         media = FHIR_JSON if wants_raw(freq) else negotiate(freq)
         if ctx.settings.auth_required and freq.path != METADATA:
             auth = await self.verify(bearer_token(freq.header("authorization")))
-            request_log.note(client_id=auth.client_id)
             if record is not None:
                 record.fhir_user, record.client_id = auth.fhir_user, auth.client_id
                 record.subject, record.token_id = auth.subject, auth.token_id

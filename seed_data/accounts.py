@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from seed_data import identities
 from seed_data.directory import CLINICIANS, PEOPLE
 from seed_data.population import FIXTURE_TYPES, FIXTURES
 
@@ -144,6 +145,26 @@ LOGINS: tuple[Login, ...] = (
 )
 
 
+# DS Logon accounts not yet linked to a Patient (no fhirUser): after signing in they verify
+# their identity (docs/exchange.md, "Account linking (DEERS-style)"); `verify` holds the right answers and
+# `links_to` the record they link to (seed_data/identities.py).
+UNLINKED: tuple[dict[str, object], ...] = (
+    {
+        "role": "unlinked",
+        "username": "ana.pena",
+        "password": "Dev-Only-Unlinked-1!",
+        "login": "dslogon-premium",
+        "name": "Ana Lucía Peña Torres",
+        "links_to": f"Patient/{identities.UNLINKED_ID}",
+        "verify": {
+            "ssn_last4": identities.ssn_of(identities.UNLINKED_EDIPI)[-4:],
+            "edipi": identities.UNLINKED_EDIPI,
+            "birthDate": "the Patient's birthDate (relative to the seeding day)",
+        },
+    },
+)
+
+
 def logins_document() -> dict[str, object]:
     return {
         "note": NOTE,
@@ -159,6 +180,7 @@ def logins_document() -> dict[str, object]:
             }
             for login in LOGINS
         ],
+        "unlinked": [dict(u) for u in UNLINKED],
         "fixtures": dict(FIXTURES),
         "fixture_types": dict(FIXTURE_TYPES),
     }

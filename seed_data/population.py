@@ -18,10 +18,12 @@ from seed_data import (
     clinical,
     clinics,
     documents,
+    identities,
     labs,
     medications,
     messaging,
     people,
+    pharmacies,
     reports,
     response_tasks,
     results_release,
@@ -53,6 +55,7 @@ _FIXTURES: dict[str, tuple[str, str]] = {
     "medical-center-organization": ("Organization", "lakeside-mmc"),
     "va-organization": ("Organization", "va-example-hcs"),
     "clinic-location": ("Location", "loc-family-medicine"),
+    "clinic-pharmacy": ("Location", "pharmacy-fm"),
     "nurse-pool-careteam": ("CareTeam", "careteam-fm-nurse-pool"),
     "adolescent-careteam": ("CareTeam", "careteam-sophia-carter"),
     # Relationships and grants
@@ -95,6 +98,7 @@ _FIXTURES: dict[str, tuple[str, str]] = {
     "medication-refills-left": ("MedicationRequest", "medrx-james-lisinopril"),
     "medication-no-refills-left": ("MedicationRequest", "medrx-james-naproxen"),
     "medication-expired": ("MedicationRequest", "medrx-james-atorvastatin"),
+    "medication-excluded": ("MedicationRequest", "medrx-james-oxycodone"),
     # Reports
     "sponsor-lab-report": ("DiagnosticReport", "dr-james-lipid-panel"),
     "radiology-report": ("DiagnosticReport", "dr-marcus-ankle-xray"),
@@ -130,17 +134,21 @@ def build_population(today: date) -> list[Json]:
     """Every resource of the population, as built on ``today``."""
     clock = Clock(today)
     return response_tasks.added(
-        [
-            *clinics.build(clock),
-            *people.build(clock),
-            *scheduling.build(clock),
-            *clinical.build(clock),
-            *labs.build(clock),
-            *reports.build(clock),
-            *results_release.build(clock),
-            *medications.build(clock),
-            *documents.build(clock),
-            *messaging.build(clock),
-            *va.build(clock),
-        ]
+        identities.added(
+            [
+                *clinics.build(clock),
+                *people.build(clock),
+                *scheduling.build(clock),
+                *clinical.build(clock),
+                *labs.build(clock),
+                *reports.build(clock),
+                *results_release.build(clock),
+                *medications.build(clock),
+                *pharmacies.build(clock),
+                *documents.build(clock),
+                *messaging.build(clock),
+                *va.build(clock),
+                *identities.build(clock),
+            ]
+        )
     )

@@ -90,6 +90,10 @@ def create_account(
         "name": name or key,
     }
     update: dict[str, Any] = {"$set": profile, "$setOnInsert": {"failures": 0, "created": now()}}
+    if not fhir_user:
+        # Not yet linked: a link made since (linking.py) survives re-seeding.
+        del profile["fhirUser"]
+        update["$setOnInsert"]["fhirUser"] = ""
     if replace_password:
         update["$set"] = {**profile, "password_hash": _hasher.hash(password)}
     elif store.users.find_one({"_id": key}, projection={"_id": 1}) is None:
@@ -112,7 +116,19 @@ def seed_accounts(store: AuthStore, path: Path, *, production: bool) -> int:
             acts_for=entry.get("acts_for", []),
             name=entry.get("name", ""),
         )
-    return len(logins)
+    # Accounts not yet linked to a Patient (no fhirUser): they verify their identity after
+    # signing in (linking.py).
+    unlinked = json.loads(path.read_text(encoding="utf-8")).get("unlinked", [])
+    for entry in unlinked:
+        create_account(
+            store,
+            username=entry["username"],
+            password=entry["password"],
+            level=entry["login"],
+            fhir_user="",
+            name=entry.get("name", ""),
+        )
+    return len(logins) + len(unlinked)
 
 
 def record_event(store: AuthStore, outcome: str, **fields: Any) -> None:

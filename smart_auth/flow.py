@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from authlib.oauth2.rfc6749 import OAuth2Error
 
-from smart_auth import accounts
+from smart_auth import accounts, linking
 from smart_auth import scopes as sc
 from smart_auth.models import GrantSubject
 from smart_auth.oauth import OAuthResponse, SmartRequest
@@ -68,8 +68,8 @@ class ConsentView:
 
 @dataclass
 class FlowResult:
-    kind: str  # login | consent | error | redirect
-    view: LoginView | ConsentView | None = None
+    kind: str  # login | verify | consent | error | redirect
+    view: LoginView | ConsentView | linking.VerifyView | None = None
     location: str | None = None
     message: str = ""
     status: int = 200
@@ -190,7 +190,71 @@ def login(
         )
     except accounts.LoginFailed as failed:
         return FlowResult("login", LoginView(tx, doc["client_name"], str(failed)), status=401)
+    if not account.fhir_user:
+        # A DS Logon account not yet linked to a record: verify identity first (linking.py).
+        server.store.requests.update_one(
+            {"_id": doc["_id"]}, {"$set": {"verify": account.username}}
+        )
+        return FlowResult("verify", linking.VerifyView(tx, doc["client_name"]))
     return _offer(server, doc, account)
+
+
+@dataclass
+class Verification:
+    """A verification attempt under way: the pending request, the account (its lockout
+    slot taken) and what was entered; or the answer already (`result`)."""
+
+    result: FlowResult | None = None
+    doc: dict[str, Any] | None = None
+    user: dict[str, Any] | None = None
+    claim: linking.IdentityClaim | None = None
+    ctx: dict[str, Any] = field(default_factory=dict)
+
+
+def verify_begin(
+    server: AuthServer, tx: str, secret: str | None, form: dict[str, str], context: dict[str, Any]
+) -> Verification:
+    """Check the attempt is complete and take a lockout slot for it."""
+    doc = _pending(server, tx, secret)
+    if doc is None or not doc.get("verify"):
+        return Verification(_error(EXPIRED))
+    username = str(doc["verify"])
+    ctx = {**context, "client_id": doc["client_id"], "username": username, "method": "verify"}
+    current = server.store.users.find_one({"_id": username}) or {}
+    claim = linking.claim_of(str(current.get("name") or ""), form)
+    if claim is None:
+        view = linking.VerifyView(tx, doc["client_name"], error=linking.INCOMPLETE)
+        return Verification(FlowResult("verify", view, status=400))
+    user = linking.take_slot(server, username)
+    if user is None or not linking.unlinked(user):
+        # Locked (or linked meanwhile): the same page as a record not found.
+        accounts.record_event(
+            server.store, "failure", account=True, action="link", reason="locked", **ctx
+        )
+        return Verification(_not_found(doc))
+    return Verification(doc=doc, user=user, claim=claim, ctx=ctx)
+
+
+def verify_end(server: AuthServer, attempt: Verification, patient: str | None) -> FlowResult:
+    """Link on a certain match and go on to the consent page; else the not-found page."""
+    doc, user = attempt.doc, attempt.user
+    assert doc is not None and user is not None
+    username = str(user["_id"])
+    if patient is None:
+        linking.failed(server, user, "no-certain-match", attempt.ctx)
+        return _not_found(doc)
+    if not linking.link(server, username, patient, attempt.ctx):
+        linking.failed(server, user, "already-linked", attempt.ctx)
+        return _not_found(doc)
+    server.store.requests.update_one({"_id": doc["_id"]}, {"$unset": {"verify": ""}})
+    linked = server.store.users.find_one({"_id": username})
+    assert linked is not None
+    return _offer(server, doc, accounts.Account.from_doc(linked))
+
+
+def _not_found(doc: dict[str, Any]) -> FlowResult:
+    view = linking.VerifyView(str(doc["_id"]), doc["client_name"], not_found=True)
+    return FlowResult("verify", view, status=404)
 
 
 def _offer(server: AuthServer, doc: dict[str, Any], account: accounts.Account) -> FlowResult:

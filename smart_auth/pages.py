@@ -13,6 +13,7 @@ from html import escape
 
 from smart_auth import scopes as sc
 from smart_auth.flow import ConsentView, LoginView
+from smart_auth.linking import NOT_FOUND, VerifyView
 from smart_auth.manage import ConnectedApp, Session
 
 TYPE_WORDS = {
@@ -48,7 +49,7 @@ STYLE = """
 body{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;
 line-height:1.5;color:#1b1b1b}h1{font-size:1.5rem}fieldset{border:1px solid #aaa;
 margin:1rem 0;padding:.5rem 1rem}label{display:block;margin:.4rem 0}
-input[type=text],input[type=password],select{font-size:1rem;padding:.3rem;width:100%;
+input[type=text],input[type=password],input[type=date],select{font-size:1rem;padding:.3rem;width:100%;
 max-width:24rem;display:block}button{font-size:1rem;padding:.5rem 1.2rem;margin-right:1rem}
 .error{color:#b50909;font-weight:bold}.note{color:#555;font-size:.9rem}
 ul.apps{list-style:none;padding:0}ul.apps>li{border:1px solid #aaa;margin:1rem 0;padding:.5rem 1rem}
@@ -103,6 +104,44 @@ def login_page(view: LoginView) -> str:
         "Never enter your password in an app: only on this page.</p>"
     )
     return _page("Sign in", body)
+
+
+def verify_page(view: VerifyView) -> str:
+    """Identity verification for a DS Logon account not yet linked to a record
+    (linking.py): one form, date of birth and the SSN's last four digits, or the DoD ID."""
+    notice = ""
+    if view.not_found:
+        notice = (
+            '<h2 role="alert">Record not found</h2>'
+            f'<p class="error" id="not-found">{escape(NOT_FOUND)}</p>'
+        )
+    elif view.error:
+        notice = f'<p class="error" role="alert">{escape(view.error)}</p>'
+    body = (
+        "<h1>Verify your identity</h1>"
+        "<p>Your DS Logon account is not yet connected to a health record. Confirm who you "
+        f"are so that <strong>{escape(view.client_name)}</strong> can open your record.</p>"
+        f"{notice}"
+        '<form method="post" action="/auth/verify">'
+        f'<input type="hidden" name="tx" value="{escape(view.tx)}">'
+        "<fieldset><legend>Date of birth and Social Security number</legend>"
+        '<label for="birthdate">Date of birth</label>'
+        '<input id="birthdate" name="birthdate" type="date" autocomplete="bday">'
+        '<label for="ssn_last4">Last four digits of your SSN</label>'
+        '<input id="ssn_last4" name="ssn_last4" type="text" inputmode="numeric" '
+        'pattern="[0-9]{4}" maxlength="4" autocomplete="off">'
+        "</fieldset>"
+        "<fieldset><legend>Or your DoD ID number</legend>"
+        '<label for="edipi">DoD ID (EDIPI, 10 digits, on the back of your ID card)</label>'
+        '<input id="edipi" name="edipi" type="text" inputmode="numeric" '
+        'pattern="[0-9]{10}" maxlength="10" autocomplete="off">'
+        "</fieldset>"
+        '<p><button type="submit">Verify</button></p>'
+        "</form>"
+        '<p class="note">Failed attempts count toward the account lockout, as failed '
+        "sign-ins do.</p>"
+    )
+    return _page("Verify your identity", body)
 
 
 def describe(scope_text: str) -> str:

@@ -2,7 +2,7 @@
 
 Paths (absolute URLs in discovery): ``/fhir/.well-known/smart-configuration``,
 ``/.well-known/openid-configuration``, ``/auth/authorize`` (GET and POST, SMART
-"authorize-post"), ``/auth/login``, ``/auth/consent``, ``/auth/token``, ``/auth/revoke``,
+"authorize-post"), ``/auth/login``, ``/auth/verify`` (account linking), ``/auth/consent``, ``/auth/token``, ``/auth/revoke``,
 ``/auth/introspect``, ``/auth/jwks``, ``/auth/manage``, ``/auth/brands``,
 ``/auth/ehr-launch`` (development only).
 """
@@ -17,7 +17,7 @@ import anyio
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from smart_auth import accounts, flow, manage, pages
+from smart_auth import accounts, flow, linking, manage, pages
 from smart_auth.cards import certificate_subject
 from smart_auth.clients import LOOPBACK_HOSTS
 from smart_auth.discovery import SCOPES_SUPPORTED, brand_bundle, smart_configuration
@@ -98,6 +98,8 @@ def render_flow(server: AuthServer, result: flow.FlowResult) -> Response:
         )
     elif result.kind == "login" and isinstance(result.view, flow.LoginView):
         response = html(pages.login_page(result.view), result.status)
+    elif result.kind == "verify" and isinstance(result.view, linking.VerifyView):
+        response = html(pages.verify_page(result.view), result.status)
     elif result.kind == "consent" and isinstance(result.view, flow.ConsentView):
         response = html(pages.consent_page(result.view), result.status)
     else:
@@ -204,6 +206,31 @@ def build_router(server: AuthServer) -> APIRouter:
                 client_context(request),
             )
         )
+        return render_flow(server, result)
+
+    @router.post("/auth/verify")
+    async def verify(request: Request) -> Response:
+        """Identity verification of an unlinked account (linking.py): the lockout slot and
+        the link in worker threads, the match by the FHIR server's verifier in between."""
+        await ensure_started(server, request.app)
+        form = dict(await read_form(request) or [])
+        verifier = server.identity_verifier
+        if verifier is None:
+            return html(pages.error_page("Identity verification is not available here."), 404)
+        attempt = await anyio.to_thread.run_sync(
+            lambda: flow.verify_begin(
+                server,
+                form.get("tx", ""),
+                request.cookies.get(cfg.cookie_name),
+                form,
+                client_context(request),
+            )
+        )
+        if attempt.result is not None:
+            return render_flow(server, attempt.result)
+        assert attempt.claim is not None
+        patient = await verifier(attempt.claim)
+        result = await anyio.to_thread.run_sync(flow.verify_end, server, attempt, patient)
         return render_flow(server, result)
 
     @router.post("/auth/login/card")

@@ -21,6 +21,7 @@ from smart_auth.config import SEED_DIR, AuthConfig
 from smart_auth.grants import AuthorizationCodeGrant, ClientCredentialsGrant, RefreshTokenGrant
 from smart_auth.keys import SigningKeys
 from smart_auth.launch import Launches
+from smart_auth.linking import IdentityVerifier
 from smart_auth.models import AuthContext, GrantSubject
 from smart_auth.oauth import SmartAuthorizationServerBase
 from smart_auth.oidc import id_token
@@ -82,6 +83,8 @@ class AuthServer:
         # Optional: maps "Practitioner/<id>" to the "Patient/<id>" of its care teams, which
         # the consent page lists for a clinician (fhir_server/consent_directory.py).
         self.care_team_resolver: Callable[[str], list[str]] | None = None
+        # Matches an unlinked account's answers to one Patient (linking.py); set by the app.
+        self.identity_verifier: IdentityVerifier | None = None
         # Optional: receives each login event row (the FHIR server turns it into an
         # AuditEvent); set before or after start.
         self.audit_hook: Callable[[dict[str, Any]], None] | None = None

@@ -37,11 +37,14 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from pymongo.errors import ConnectionFailure
+
 from fhir_server.access.audit_privacy import names_sensitive_code
 from fhir_server.access.family import load_table
 from fhir_server.storage.store import ResourceStore, instant, new_id, now_utc
 
 if TYPE_CHECKING:
+    from fhir_server.devx.db_health import DatabaseHealth
     from fhir_server.rest.messages import FhirResponse
 
 Doc = dict[str, Any]
@@ -408,6 +411,13 @@ def login_event(fields: Doc, *, label_all: bool = True) -> Doc:
         sub = {"system": DCM, "code": "110122", "display": "Login"}
         reason = fields.get("reason") if known else None
         desc = "login succeeded" if outcome == "success" else "login failed"
+        if fields.get("action") == "link":
+            # Account linking (smart_auth/linking.py): the identity check after sign-in.
+            desc = (
+                "identity verified, account linked"
+                if outcome == "success"
+                else ("identity verification failed")
+            )
         desc += f" ({reason})" if reason and outcome != "success" else ""
     return {
         "resourceType": AUDIT_EVENT,
@@ -446,6 +456,9 @@ class AuditSink:
         self.interval = interval
         self.pending: list[Doc] = []
         self.written = 0
+        # The process's view of the database (devx/db_health.py), set by the app: an
+        # outage is one log line, however many flushes fail.
+        self.db_health: DatabaseHealth | None = None
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -499,6 +512,13 @@ class AuditSink:
                 chunk = self.pending[: self.batch]
                 try:
                     await self._write(chunk)
+                except ConnectionFailure as exc:
+                    # An outage: logged once per change of state, not per flush.
+                    if self.db_health is not None:
+                        self.db_health.failed(exc)
+                    else:
+                        log.warning("writing %d AuditEvents failed; kept for retry", len(chunk))
+                    return
                 except Exception:
                     log.exception("writing %d AuditEvents failed; kept for retry", len(chunk))
                     return

@@ -1,1 +1,2 @@
-"""Developer experience (issue 16): the token command, the landing page, request logs."""
+"""Developer experience: the landing page, the OpenAPI document, request logs and the
+development token command (docs/rest.md, "For developers")."""

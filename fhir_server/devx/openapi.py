@@ -1,340 +1,490 @@
-"""OpenAPI 3.0 generated from the CapabilityStatement (issue 16, developer experience item 3).
+"""An OpenAPI 3.0 document generated from the CapabilityStatement and the
+OperationDefinitions (https://spec.openapis.org/oas/v3.0.3), so it says what the server
+routes and nothing else: per resource type its interactions, its search parameters with
+their FHIR types and documentation, and its operations with their parameters.
 
-Nothing here is written by hand per type: every path comes from the CapabilityStatement the
-server publishes (`rest.resource[].interaction`, `searchParam`, `operation`, and the system
-`interaction` / `operation`), and each operation's parameters from the OperationDefinition
-its `definition` names (fhir_server/operations/definitions.py). Served at `/openapi.json`,
-with a browsable page at `/openapi` (docs/rest.md, "OpenAPI").
+Resource bodies are described loosely (an object with `resourceType`): the FHIR schema of
+128 types would make the document tens of megabytes and adds nothing the FHIR
+specification does not say better; each schema links to the type's definition page.
+Served at `/openapi.json`, browsable at `/openapi` (devx/openapi_page.py); docs/rest.md,
+"OpenAPI".
 """
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
-from fhir_server.capability import capability_statement
-from fhir_server.context import ServerContext
 from fhir_server.operations.definitions import definition_url, operation_definition
+from fhir_server.operations.registry import Operation, OperationTable
 
 Doc = dict[str, Any]
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 FHIR_JSON = "application/fhir+json"
-# Search parameter types as query string schemas (https://hl7.org/fhir/R4/search.html).
-SEARCH_SCHEMAS: dict[str, Doc] = {"number": {"type": "number"}}
-# FHIR primitive types of operation parameters as query string schemas.
-PRIMITIVE_SCHEMAS: dict[str, Doc] = {
+SPEC = "https://hl7.org/fhir/R4"
+# Parameters every search takes (https://hl7.org/fhir/R4/search.html#all), besides the
+# type's own from the CapabilityStatement.
+RESULT_PARAMS = (
+    ("_count", "number", "Results per page."),
+    ("_sort", "string", "Comma-separated sort keys; a leading `-` sorts descending."),
+    ("_include", "string", "Also return resources this one references (`Type:param`)."),
+    ("_revinclude", "string", "Also return resources that reference this one."),
+    ("_summary", "token", "`true`, `count`, `text`, `data` or `false`."),
+    ("_elements", "string", "Comma-separated elements to return."),
+    ("_total", "token", "`none`, `estimate` or `accurate`."),
+)
+SEARCH_TYPE_SCHEMA: dict[str, Doc] = {
+    # Every FHIR search value is text on the wire (prefixes such as `ge2020`, `|` systems).
+    "number": {"type": "string"},
+    "date": {"type": "string"},
+    "string": {"type": "string"},
+    "token": {"type": "string"},
+    "reference": {"type": "string"},
+    "composite": {"type": "string"},
+    "quantity": {"type": "string"},
+    "uri": {"type": "string"},
+    "special": {"type": "string"},
+}
+PRIMITIVE_SCHEMA: dict[str, Doc] = {
     "boolean": {"type": "boolean"},
     "integer": {"type": "integer"},
     "positiveInt": {"type": "integer", "minimum": 1},
     "unsignedInt": {"type": "integer", "minimum": 0},
     "decimal": {"type": "number"},
 }
-PRIMITIVES = {
-    "string", "code", "uri", "url", "canonical", "id", "date", "dateTime", "instant",
-    "boolean", "integer", "positiveInt", "unsignedInt", "decimal", "oid", "uuid", "markdown",
-}  # fmt: skip
 
 
-def _resource(ref: str = "Resource") -> Doc:
-    return {"$ref": f"#/components/schemas/{ref}"}
+def _ref(name: str) -> Doc:
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _answer(what: str, schema: Doc | None = None) -> Doc:
-    return {
-        "200": {"description": what, "content": {FHIR_JSON: {"schema": schema or _resource()}}},
-        "default": {
-            "description": "An error, as an OperationOutcome",
-            "content": {FHIR_JSON: {"schema": _resource("OperationOutcome")}},
-        },
-    }
-
-
-def _body(what: str) -> Doc:
-    return {"required": True, "description": what, "content": {FHIR_JSON: {"schema": _resource()}}}
-
-
-ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-VID = {"name": "vid", "in": "path", "required": True, "schema": {"type": "string"}}
-
-
-def _search_parameters(res: Doc) -> list[Doc]:
-    out = []
-    for p in res.get("searchParam", []):
-        param: Doc = {
-            "name": p["name"],
-            "in": "query",
-            "required": False,
-            "schema": SEARCH_SCHEMAS.get(p.get("type", ""), {"type": "string"}),
-            "x-fhir-search-type": p.get("type"),
-        }
-        if p.get("documentation"):
-            param["description"] = p["documentation"]
-        out.append(param)
+def _responses(ok: str, schema: str | None, *, codes: tuple[str, ...] = ()) -> Doc:
+    out: Doc = {ok: {"description": "Success"}}
+    if schema:
+        out[ok]["content"] = {FHIR_JSON: {"schema": _ref(schema)}}
+    for code in codes:
+        out[code] = {"$ref": f"#/components/responses/{code}"}
+    out["default"] = {"$ref": "#/components/responses/error"}
     return out
 
 
-def _operation_paths(
-    rt: str | None, entries: list[Doc], defs: dict[str, tuple[Doc, set[str]]]
-) -> dict[str, Doc]:
-    paths: dict[str, Doc] = {}
-    for entry in entries:
-        found = defs.get(entry["definition"])
-        if found is None:
+def _search_parameter(p: Doc) -> Doc:
+    ptype = p.get("type", "string")
+    text = p.get("documentation", "")
+    return {
+        "name": p["name"],
+        "in": "query",
+        "required": False,
+        "description": f"{text} (FHIR search type: {ptype})".strip(),
+        "schema": SEARCH_TYPE_SCHEMA.get(ptype, {"type": "string"}),
+        "x-fhir-search-type": ptype,
+        **({"x-fhir-definition": p["definition"]} if p.get("definition") else {}),
+    }
+
+
+def _result_parameters() -> list[Doc]:
+    return [{"$ref": f"#/components/parameters/{name}"} for name, _, _ in RESULT_PARAMS]
+
+
+def _operation_parameters(definition: Doc, *, query: bool) -> list[Doc]:
+    """The `in` parameters a GET carries in its query string (primitive ones only)."""
+    if not query:
+        return []
+    out = []
+    for p in definition.get("parameter", []):
+        # A resource can only travel in a Parameters body (POST).
+        # A parameter with parts (no type) or a resource only travels in a Parameters body.
+        ptype = p.get("type", "")
+        complex_type = not ptype or (ptype[:1].isupper() and ptype != "Reference")
+        if p.get("use") != "in" or complex_type:
             continue
-        d, methods = found
-        levels = ["system"] if rt is None else [x for x in ("type", "instance") if d.get(x)]
-        for level in levels:
-            url = f"/${entry['name']}" if rt is None else f"/{rt}/${entry['name']}"
-            if level == "instance":
-                url = f"/{rt}/{{id}}/${entry['name']}"
-            paths[url] = _operation(d, methods, level, rt)
-    return paths
-
-
-def _operation(d: Doc, methods: set[str], level: str, rt: str | None) -> Doc:
-    ins = [p for p in d.get("parameter", []) if p.get("use") == "in"]
-    where = "" if rt is None else f" on {rt}" + (" instance" if level == "instance" else "")
-    summary = f"${d['code']}{where}"
-    item: Doc = {}
-    common = [ID] if level == "instance" else []
-    if "GET" in methods:
-        query = [
+        out.append(
             {
                 "name": p["name"],
                 "in": "query",
                 "required": p.get("min", 0) > 0,
-                "schema": PRIMITIVE_SCHEMAS.get(p.get("type", ""), {"type": "string"}),
-                **({"description": p["documentation"]} if p.get("documentation") else {}),
+                "description": p.get("documentation", ""),
+                "schema": PRIMITIVE_SCHEMA.get(p["type"], {"type": "string"})
+                if p.get("max", "1") == "1"
+                else {
+                    "type": "array",
+                    "items": PRIMITIVE_SCHEMA.get(p["type"], {"type": "string"}),
+                },
+                **({"explode": True, "style": "form"} if p.get("max", "1") != "1" else {}),
+                "x-fhir-type": p["type"],
             }
-            for p in ins
-            if p.get("type") in PRIMITIVES and not p.get("part")
-        ]
-        item["get"] = {
-            "summary": summary,
-            "description": d.get("description", ""),
-            "operationId": f"get{level}{rt or ''}{d['code']}".replace("-", "_"),
-            "parameters": common + query,
-            "responses": _answer(f"The result of ${d['code']}"),
+        )
+    return out
+
+
+def _operation_text(definition: Doc) -> str:
+    lines = [definition.get("description", "")]
+    params = definition.get("parameter", [])
+    if params:
+        lines.append("")
+        lines.append("| parameter | use | type | cardinality | documentation |")
+        lines.append("|---|---|---|---|---|")
+        for p in params:
+            lines.append(
+                f"| {p['name']} | {p['use']} | {p.get('type', 'parts')} | {p['min']}..{p['max']} | "
+                f"{p.get('documentation', '').replace('|', '/')} |"
+            )
+    lines.append("")
+    lines.append(f"OperationDefinition: `{definition['url']}`")
+    return "\n".join(lines)
+
+
+def _operation_paths(
+    op: Operation, definition: Doc, prefix: str, tag: str, op_id: str
+) -> dict[str, Doc]:
+    item: Doc = {}
+    for method in sorted(op.methods):
+        entry: Doc = {
+            "tags": [tag],
+            "summary": definition.get("title") or f"${op.name}",
+            "description": _operation_text(definition),
+            "operationId": f"{op_id}{method.capitalize()}",
+            "parameters": _operation_parameters(definition, query=method == "GET"),
+            "responses": _responses("200", None, codes=("401", "404")),
+            "x-fhir-operation-definition": definition["url"],
+            # The definition's parameters as they are, for the browsable page.
+            "x-fhir-parameters": definition.get("parameter", []),
         }
-    if "POST" in methods:
-        names = ", ".join(p["name"] for p in ins) or "none"
-        item["post"] = {
-            "summary": summary,
-            "description": f"{d.get('description', '')} Input parameters: {names}.".strip(),
-            "operationId": f"post{level}{rt or ''}{d['code']}".replace("-", "_"),
-            "parameters": common,
-            "requestBody": {
+        if method == "POST":
+            entry["requestBody"] = {
                 "required": False,
-                "description": "A Parameters resource (an empty body is no parameters)",
-                "content": {FHIR_JSON: {"schema": _resource("Parameters")}},
-            },
-            "responses": _answer(f"The result of ${d['code']}"),
-        }
-    return item
+                "description": "A Parameters resource (or form fields) with the `in` "
+                "parameters; empty means no parameters.",
+                "content": {FHIR_JSON: {"schema": _ref("Parameters")}},
+            }
+        item[method.lower()] = entry
+    return {prefix: item} if item else {}
 
 
-def _type_paths(res: Doc) -> dict[str, Doc]:
-    rt = res["type"]
-    codes = {i["code"] for i in res.get("interaction", [])}
-    search = _search_parameters(res)
+def _type_paths(resource: Doc, table: OperationTable, base: str) -> dict[str, Doc]:
+    rt = resource["type"]
+    codes = {i["code"] for i in resource.get("interaction", [])}
+    id_param = {"$ref": "#/components/parameters/id"}
     paths: dict[str, Doc] = {}
-    type_level: Doc = {}
+    type_item: Doc = {}
     if "search-type" in codes:
-        type_level["get"] = {
+        params = [_search_parameter(p) for p in resource.get("searchParam", [])]
+        type_item["get"] = {
+            "tags": [rt],
             "summary": f"Search {rt}",
             "operationId": f"search{rt}",
-            "parameters": search,
-            "responses": _answer(f"A searchset Bundle of {rt}", _resource("Bundle")),
+            "parameters": params + _result_parameters(),
+            "responses": _responses("200", "Bundle", codes=("400", "401")),
         }
         paths[f"/{rt}/_search"] = {
             "post": {
-                "summary": f"Search {rt} (parameters in a form body)",
+                "tags": [rt],
+                "summary": f"Search {rt} with form fields",
                 "operationId": f"searchPost{rt}",
                 "requestBody": {
                     "required": False,
                     "content": {
-                        "application/x-www-form-urlencoded": {"schema": {"type": "object"}}
+                        "application/x-www-form-urlencoded": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    p["name"]: SEARCH_TYPE_SCHEMA.get(p["type"], {"type": "string"})
+                                    for p in resource.get("searchParam", [])
+                                },
+                            }
+                        }
                     },
                 },
-                "responses": _answer(f"A searchset Bundle of {rt}", _resource("Bundle")),
+                "responses": _responses("200", "Bundle", codes=("400", "401")),
             }
         }
     if "create" in codes:
-        type_level["post"] = {
+        type_item["post"] = {
+            "tags": [rt],
             "summary": f"Create a {rt}",
+            "description": "Search parameters in the query string are refused (400): a "
+            "search is GET or POST `_search`. `If-None-Exist` makes the create conditional.",
             "operationId": f"create{rt}",
-            "requestBody": _body(f"The {rt} to create"),
-            "responses": _answer(f"The created {rt}"),
+            "parameters": [{"$ref": "#/components/parameters/If-None-Exist"}],
+            "requestBody": {"required": True, "content": {FHIR_JSON: {"schema": _ref(rt)}}},
+            "responses": _responses("201", rt, codes=("400", "401", "412", "422")),
         }
-    if type_level:
-        paths[f"/{rt}"] = type_level
+    if type_item:
+        paths[f"/{rt}"] = type_item
     instance: Doc = {}
-    verbs = {"read": "get", "update": "put", "patch": "patch", "delete": "delete"}
-    for code, verb in verbs.items():
-        if code in codes:
-            op: Doc = {
-                "summary": f"{code.capitalize()} a {rt}",
-                "operationId": f"{code}{rt}",
-                "parameters": [ID],
-                "responses": _answer(f"The {rt}"),
-            }
-            if verb in ("put", "patch"):
-                op["requestBody"] = _body(
-                    f"The {rt}" if verb == "put" else "A JSON Patch or FHIRPath Patch"
-                )
-            instance[verb] = op
+    if "read" in codes:
+        instance["get"] = {
+            "tags": [rt],
+            "summary": f"Read a {rt}",
+            "operationId": f"read{rt}",
+            "responses": _responses("200", rt, codes=("401", "404", "410")),
+        }
+    if "update" in codes:
+        instance["put"] = {
+            "tags": [rt],
+            "summary": f"Update (or create) a {rt}",
+            "operationId": f"update{rt}",
+            "parameters": [{"$ref": "#/components/parameters/If-Match"}],
+            "requestBody": {"required": True, "content": {FHIR_JSON: {"schema": _ref(rt)}}},
+            "responses": _responses("200", rt, codes=("400", "401", "412", "422")),
+        }
+    if "patch" in codes:
+        instance["patch"] = {
+            "tags": [rt],
+            "summary": f"Patch a {rt} (JSON Patch)",
+            "operationId": f"patch{rt}",
+            "parameters": [{"$ref": "#/components/parameters/If-Match"}],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json-patch+json": {
+                        "schema": {"type": "array", "items": {"type": "object"}}
+                    }
+                },
+            },
+            "responses": _responses("200", rt, codes=("400", "401", "404", "412", "422")),
+        }
+    if "delete" in codes:
+        instance["delete"] = {
+            "tags": [rt],
+            "summary": f"Delete a {rt}",
+            "operationId": f"delete{rt}",
+            "responses": _responses("200", None, codes=("401", "404")),
+        }
     if instance:
+        instance["parameters"] = [id_param]
         paths[f"/{rt}/{{id}}"] = instance
     if "history-instance" in codes:
         paths[f"/{rt}/{{id}}/_history"] = {
+            "parameters": [id_param],
             "get": {
+                "tags": [rt],
                 "summary": f"History of a {rt}",
                 "operationId": f"history{rt}",
-                "parameters": [ID],
-                "responses": _answer("A history Bundle", _resource("Bundle")),
-            }
+                "parameters": [{"$ref": "#/components/parameters/_since"}],
+                "responses": _responses("200", "Bundle", codes=("401", "404")),
+            },
         }
     if "vread" in codes:
         paths[f"/{rt}/{{id}}/_history/{{vid}}"] = {
+            "parameters": [id_param, {"$ref": "#/components/parameters/vid"}],
             "get": {
-                "summary": f"A version of a {rt}",
+                "tags": [rt],
+                "summary": f"Read a version of a {rt}",
                 "operationId": f"vread{rt}",
-                "parameters": [ID, VID],
-                "responses": _answer(f"The {rt} version"),
+                "responses": _responses("200", rt, codes=("401", "404", "410")),
+            },
+        }
+    if "history-type" in codes:
+        paths[f"/{rt}/_history"] = {
+            "get": {
+                "tags": [rt],
+                "summary": f"History of all {rt}s",
+                "operationId": f"historyType{rt}",
+                "parameters": [{"$ref": "#/components/parameters/_since"}],
+                "responses": _responses("200", "Bundle", codes=("401",)),
             }
         }
+    advertised = {o["definition"] for o in resource.get("operation", [])}
+    for op in table.operations:
+        if definition_url(base, op) not in advertised:
+            continue
+        definition = operation_definition(base, op)
+        name = _camel(op.name)
+        if "type" in op.levels and op.serves("type", rt):
+            paths.update(_operation_paths(op, definition, f"/{rt}/${op.name}", rt, f"{name}{rt}"))
+        if "instance" in op.levels and op.serves("instance", rt):
+            item = _operation_paths(
+                op, definition, f"/{rt}/{{id}}/${op.name}", rt, f"{name}{rt}Instance"
+            )
+            for value in item.values():
+                value["parameters"] = [id_param]
+            paths.update(item)
     return paths
 
 
-def _security(rest: Doc) -> Doc:
-    urls: dict[str, str] = {}
-    for ext in rest.get("security", {}).get("extension", []):
-        if ext.get("url", "").endswith("oauth-uris"):
-            urls = {e["url"]: e.get("valueUri", "") for e in ext.get("extension", [])}
-    flow = {
-        "authorizationUrl": urls.get("authorize", "/auth/authorize"),
-        "tokenUrl": urls.get("token", "/auth/token"),
-        "scopes": {
-            "patient/*.rs": "read and search the patient's records",
-            "user/*.rs": "read and search what the user may see",
-            "openid fhirUser": "who signed in",
+def _camel(name: str) -> str:
+    parts = [p for p in name.replace("_", "-").split("-") if p]
+    return parts[0] + "".join(p.capitalize() for p in parts[1:])
+
+
+def _security(capability: Doc) -> tuple[Doc, list[Doc]]:
+    security = capability["rest"][0].get("security", {})
+    uris = {}
+    for ext in security.get("extension", []):
+        if ext.get("url") == OAUTH_URIS:
+            uris = {e["url"]: e.get("valueUri", "") for e in ext.get("extension", [])}
+    if not uris.get("authorize") or not uris.get("token"):
+        return {}, []
+    scopes = {
+        "patient/*.rs": "Read and search the chosen patient's records",
+        "user/*.rs": "Read and search what the signed-in user may see",
+        "system/*.rs": "Backend services: read and search (client credentials)",
+        "openid": "OpenID Connect identity",
+        "fhirUser": "The signed-in user's FHIR resource",
+        "launch/patient": "Choose a patient at launch",
+        "offline_access": "A refresh token",
+    }
+    scheme = {
+        "smart": {
+            "type": "oauth2",
+            "description": security.get("description", "SMART App Launch 2.2"),
+            "flows": {
+                "authorizationCode": {
+                    "authorizationUrl": uris["authorize"],
+                    "tokenUrl": uris["token"],
+                    "scopes": scopes,
+                },
+                "clientCredentials": {"tokenUrl": uris["token"], "scopes": scopes},
+            },
+        }
+    }
+    return scheme, [{"smart": []}]
+
+
+def _components(types: list[str]) -> Doc:
+    schemas: Doc = {
+        rt: {
+            "type": "object",
+            "description": f"A FHIR R4 {rt}: {SPEC}/{rt.lower()}.html",
+            "required": ["resourceType"],
+            "properties": {
+                "resourceType": {"type": "string", "enum": [rt]},
+                "id": {"type": "string"},
+                "meta": {"type": "object"},
+            },
+            "additionalProperties": True,
+            "externalDocs": {"url": f"{SPEC}/{rt.lower()}.html"},
+        }
+        for rt in types
+    }
+    for core in ("Bundle", "OperationOutcome", "Parameters", "CapabilityStatement"):
+        schemas.setdefault(
+            core,
+            {
+                "type": "object",
+                "required": ["resourceType"],
+                "properties": {"resourceType": {"type": "string", "enum": [core]}},
+                "additionalProperties": True,
+                "externalDocs": {"url": f"{SPEC}/{core.lower()}.html"},
+            },
+        )
+    parameters: Doc = {
+        "id": {
+            "name": "id",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[A-Za-z0-9\\-.]{1,64}$"},
+        },
+        "vid": {"name": "vid", "in": "path", "required": True, "schema": {"type": "string"}},
+        "_since": {
+            "name": "_since",
+            "in": "query",
+            "schema": {"type": "string", "format": "date-time"},
+        },
+        "If-Match": {
+            "name": "If-Match",
+            "in": "header",
+            "description": 'Optimistic locking: `W/"<versionId>"` (412 when stale).',
+            "schema": {"type": "string"},
+        },
+        "If-None-Exist": {
+            "name": "If-None-Exist",
+            "in": "header",
+            "description": "Conditional create: a search query; a match answers it instead.",
+            "schema": {"type": "string"},
         },
     }
-    return {"smart": {"type": "oauth2", "flows": {"authorizationCode": flow}}}
+    for name, ptype, text in RESULT_PARAMS:
+        parameters[name] = {
+            "name": name,
+            "in": "query",
+            "description": text,
+            "schema": {"type": "integer", "minimum": 0}
+            if ptype == "number"
+            else {"type": "string"},
+        }
+    error = {FHIR_JSON: {"schema": _ref("OperationOutcome")}}
+    responses = {
+        code: {"description": text, "content": error}
+        for code, text in (
+            ("400", "Bad request: an OperationOutcome says what was wrong"),
+            ("401", "No valid bearer token"),
+            ("404", "Not found (a record hidden by the access policy answers the same)"),
+            ("410", "Deleted"),
+            ("412", "A precondition (If-Match, conditional create) failed"),
+            ("422", "The resource did not validate"),
+            ("error", "Any other error, as an OperationOutcome"),
+        )
+    }
+    return {"schemas": schemas, "parameters": parameters, "responses": responses}
 
 
-def build(ctx: ServerContext) -> Doc:
-    cap = capability_statement(ctx)
-    defs: dict[str, tuple[Doc, set[str]]] = {}
-    for op in ctx.operations.operations:
-        url = definition_url(ctx.base_url, op)
-        d, methods = defs.setdefault(url, (operation_definition(ctx.base_url, op), set()))
-        methods.update(op.methods)
-    rest = cap["rest"][0]
-    paths: dict[str, Doc] = {
+def openapi_document(capability: Doc, table: OperationTable) -> Doc:
+    """The OpenAPI 3.0.3 document of the server whose CapabilityStatement is `capability`."""
+    rest = capability["rest"][0]
+    base = capability["implementation"]["url"]
+    resources = rest.get("resource", [])
+    types = [r["type"] for r in resources]
+    paths: Doc = {
         "/metadata": {
             "get": {
+                "tags": ["System"],
                 "summary": "The CapabilityStatement (no token needed)",
                 "operationId": "capabilities",
                 "security": [],
-                "responses": _answer("The CapabilityStatement"),
+                "responses": _responses("200", "CapabilityStatement"),
             }
-        }
-    }
-    system = {i["code"] for i in rest.get("interaction", [])}
-    if system & {"transaction", "batch"}:
-        paths["/"] = {
+        },
+        "/": {
             "post": {
-                "summary": "A transaction or batch Bundle",
+                "tags": ["System"],
+                "summary": "A batch or transaction Bundle",
                 "operationId": "transaction",
-                "requestBody": _body("A Bundle of type transaction or batch"),
-                "responses": _answer("The response Bundle", _resource("Bundle")),
+                "requestBody": {
+                    "required": True,
+                    "content": {FHIR_JSON: {"schema": _ref("Bundle")}},
+                },
+                "responses": _responses("200", "Bundle", codes=("400", "401", "422")),
             }
-        }
-    if "history-system" in system:
-        paths["/_history"] = {
+        },
+        "/_history": {
             "get": {
-                "summary": "History of every type",
+                "tags": ["System"],
+                "summary": "History of every resource",
                 "operationId": "historySystem",
-                "responses": _answer("A history Bundle", _resource("Bundle")),
+                "parameters": [{"$ref": "#/components/parameters/_since"}],
+                "responses": _responses("200", "Bundle", codes=("401",)),
             }
-        }
-    paths.update(_operation_paths(None, rest.get("operation", []), defs))
-    for res in rest.get("resource", []):
-        paths.update(_type_paths(res))
-        paths.update(_operation_paths(res["type"], res.get("operation", []), defs))
-    resource = {
-        "type": "object",
-        "required": ["resourceType"],
-        "properties": {"resourceType": {"type": "string"}, "id": {"type": "string"}},
-        "additionalProperties": True,
+        },
     }
+    advertised = {o["definition"] for o in rest.get("operation", [])}
+    for op in table.operations:
+        if "system" in op.levels and definition_url(base, op) in advertised:
+            definition = operation_definition(base, op)
+            paths.update(
+                _operation_paths(op, definition, f"/${op.name}", "System", _camel(op.name))
+            )
+    for resource in resources:
+        paths.update(_type_paths(resource, table, base))
+    security_schemes, security = _security(capability)
+    components = _components(types)
+    if security_schemes:
+        components["securitySchemes"] = security_schemes
     return {
         "openapi": "3.0.3",
         "info": {
-            "title": cap.get("title") or cap.get("name") or "FHIR server",
-            "version": cap.get("software", {}).get("version") or cap.get("fhirVersion", "4.0.1"),
-            "description": "Generated from this server's CapabilityStatement "
-            f"({ctx.base_url}/metadata); FHIR R4 {cap.get('fhirVersion', '4.0.1')}.",
+            "title": capability.get("implementation", {}).get("description", "FHIR server"),
+            "version": capability.get("software", {}).get("version", "0"),
+            "description": (
+                f"FHIR {capability.get('fhirVersion', '4.0.1')} REST API, generated from "
+                f"the CapabilityStatement at {base}/metadata and the OperationDefinitions "
+                "it names. Every error is an OperationOutcome."
+            ),
         },
-        "servers": [{"url": ctx.base_url}],
-        "security": [{"smart": []}],
+        "servers": [{"url": base}],
+        "security": security,
+        "tags": [{"name": "System"}] + [{"name": rt} for rt in types],
         "paths": paths,
-        "components": {
-            "schemas": {
-                name: resource for name in ("Resource", "Bundle", "OperationOutcome", "Parameters")
-            },
-            "securitySchemes": _security(rest),
-        },
+        "components": components,
+        "externalDocs": {"url": f"{SPEC}/http.html", "description": "FHIR R4 RESTful API"},
     }
-
-
-def page(doc: Doc) -> str:
-    """A browsable, server-rendered list of the paths (no scripts, no external assets)."""
-    e = html.escape
-    rows = []
-    for path, item in doc["paths"].items():
-        for verb, op in item.items():
-            params = ", ".join(p["name"] for p in op.get("parameters", []) if p["in"] == "query")
-            rows.append(
-                f"<tr><td><code>{e(verb.upper())}</code></td><td><code>{e(path)}</code></td>"
-                f"<td>{e(op.get('summary', ''))}</td><td>{e(params)}</td></tr>"
-            )
-    return (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        "<title>OpenAPI: MHS FHIR R4 server</title><style>body{font:15px/1.4 system-ui,"
-        "sans-serif;margin:1.5rem}table{border-collapse:collapse}td,th{border:1px solid #999;"
-        "padding:.15rem .4rem;text-align:left;vertical-align:top}</style></head><body><main>"
-        f"<h1>{e(doc['info']['title'])}: API</h1><p>{e(doc['info']['description'])} The "
-        'machine-readable document: <a href="/openapi.json">/openapi.json</a> (OpenAPI '
-        f"{e(doc['openapi'])}). Base URL: <code>{e(doc['servers'][0]['url'])}</code>.</p>"
-        "<table><tr><th>Method</th><th>Path</th><th>What</th><th>Query parameters</th></tr>"
-        f"{''.join(rows)}</table></main></body></html>"
-    )
-
-
-def install(app: Any) -> None:
-    """`/openapi.json` and `/openapi`, built once on first use (the definitions are loaded
-    at start-up and do not change while the process runs)."""
-    from starlette.requests import Request
-    from starlette.responses import HTMLResponse, JSONResponse, Response
-
-    from fhir_server.devx.landing import HEADERS
-
-    built: list[Doc] = []
-
-    def document(request: Request) -> Doc:
-        if not built:
-            built.append(build(request.app.state.ctx))
-        return built[0]
-
-    async def as_json(request: Request) -> Response:
-        return JSONResponse(
-            document(request), headers={**HEADERS, "Access-Control-Allow-Origin": "*"}
-        )
-
-    async def as_page(request: Request) -> Response:
-        return HTMLResponse(page(document(request)), headers=HEADERS)
-
-    app.add_route("/openapi.json", as_json, methods=["GET"], include_in_schema=False)
-    app.add_route("/openapi", as_page, methods=["GET"], include_in_schema=False)

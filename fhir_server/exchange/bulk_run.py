@@ -221,7 +221,7 @@ async def run_export(resources: ResourceStore, store: JobStore, job: Job) -> Non
     policy = job.policy
     # The post-check tests the stored `comp` and `ak`; a caller who sees all needs neither.
     check = policy.restricted and not sees_all(policy)
-    projection = {"res": 1, "comp": 1, "ak": 1} if check else {"res": 1}
+    projection = {"res": 1, "comp": 1, "ak": 1, "wf": 1} if check else {"res": 1, "wf": 1}
     problems = FileWriter(store, job, "OperationOutcome")
     for text in job.spec.warnings:
         await problems.add(_line(operation_outcome([Issue("not-supported", text, "warning")])))

@@ -67,6 +67,6 @@ async def fetch(
         if type_filter is not None:
             filt = all_of([filt, type_filter(rt)])
         found += await store.find(
-            filt, {"res": 1, "comp": 1, "ak": 1}, limit=room, what="$everything"
+            filt, {"res": 1, "comp": 1, "ak": 1, "wf": 1}, limit=room, what="$everything"
         )
     return found

@@ -13,8 +13,12 @@ from fhir_server.operations import (
     definitions,
     everything,
     export,
+    ihe_pix,
     mark_read,
+    match,
     recipients,
+    refill,
+    renew,
     result_delay,
     subscription_status,
     validate,
@@ -35,6 +39,12 @@ OPERATIONS: tuple[Operation, ...] = (
     bulk_import.OPERATION,
     # results release (access/release_delays.py): a patient's own delay of a category.
     result_delay.OPERATION,
+    # The prescriptions workflow (portal/prescriptions/).
+    refill.OPERATION,
+    renew.OPERATION,
+    # Identity (exchange/identity/): patient matching and the identifier cross-walk.
+    match.OPERATION,
+    ihe_pix.OPERATION,
 )
 
 # URLs that belong to the table's operations without being operation calls, and the

@@ -11,9 +11,11 @@ from typing import Any
 
 from fhir_server.access import release_workflow as release
 from fhir_server.config import Settings
+from fhir_server.exchange.identity import workflow as identity
 from fhir_server.notify import workflow as notifications
 from fhir_server.portal import attachments, clipboards, messaging, response_times, scheduling
 from fhir_server.portal.hooks import Workflow, Workflows
+from fhir_server.portal.prescriptions import workflow as prescriptions
 
 Builder = Callable[[Settings, Any], Workflow]
 
@@ -23,7 +25,9 @@ BUILDERS: tuple[Builder, ...] = (
     response_times.workflow,
     scheduling.workflow,
     clipboards.workflow,
+    prescriptions.workflow,
     release.workflow,
+    identity.workflow,
     # After the messaging step: it queues what the completed message says.
     notifications.workflow,
 )

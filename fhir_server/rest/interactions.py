@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import jsonpatch
 
+from fhir_server.access import views
+from fhir_server.access.masking import unmask_write
 from fhir_server.access.policy import AccessPolicy
 from fhir_server.access.screen import admitted, screen, security_labels
 from fhir_server.context import ServerContext
+from fhir_server.db.retry import ATTEMPTS, dropped_before_commit, note_retry
 from fhir_server.errors import (
     BadRequest,
     Forbidden,
@@ -140,6 +144,8 @@ async def vread(ctx: ServerContext, req: FhirRequest, rt: str, rid: str, vid: st
         and not admitted(req.policy, ctx.store.indexer, v.resource, v.stored)
     ):
         raise NotFound(f"{rt}/{rid} has no version {vid}")
+    if req.policy.restricted and v.resource is not None:
+        views.apply(req.policy, v.resource, v.stored)
     return resource_response(ctx, v)
 
 
@@ -174,6 +180,9 @@ async def _admit(
         if current is None and filt and await ctx.store.current(rt, rid, session=req.session):
             raise Forbidden(f"the access token may not write {rt}/{rid}")
         old = current.get("res") if current is not None else None
+    # What the read-time views masked comes back as it was shown: keep the stored values
+    # (before the write rules compare the versions: access/masking.py).
+    resource = unmask_write(policy, old, resource)
     resource = write_guard.fill(ctx, policy, rt, resource)
     # Inherited compartments included (a Binary is in its securityContext's): a patient
     # writes an attachment of their own message, never of a message they cannot see.
@@ -232,6 +241,25 @@ async def _workflows_after(
     await ctx.workflows.after(ctx, req, event, version, req.session)
 
 
+async def _in_write_session(
+    ctx: ServerContext, req: FhirRequest, rt: str, op: Callable[[], Awaitable[WriteResult]]
+) -> WriteResult:
+    """`op` (admit, store, workflows' side effects) in the request's write session. When
+    that session is a transaction of its own (the type has an `after` step) and it lost its
+    pooled connection before committing, nothing was written: it runs once more, as the
+    store's own transactions and bundles do (db/retry.py)."""
+    own = req.session is None and ctx.workflows.has_after(rt)
+    for attempt in range(ATTEMPTS):
+        try:
+            async with write_session(ctx, req, rt):
+                return await op()
+        except Exception as exc:
+            if not own or attempt + 1 == ATTEMPTS or not dropped_before_commit(exc):
+                raise
+            note_retry(f"a {rt} write", exc)
+    raise AssertionError("unreachable")
+
+
 async def create(
     ctx: ServerContext, req: FhirRequest, rt: str, *, assigned_id: str | None = None
 ) -> FhirResponse:
@@ -249,9 +277,11 @@ async def create(
     resource.pop("id", None)
     guards = idempotency.Guards.of(req, rt, resource)
     if guards is None:
-        async with write_session(ctx, req, rt):
-            result = await _store_new(ctx, req, rt, resource, assigned_id or req.assigned_id)
-        return resource_response(ctx, result.version, 201, location=True)
+        rid = assigned_id or req.assigned_id
+        result = await _in_write_session(
+            ctx, req, rt, lambda: _store_new(ctx, req, rt, resource, rid)
+        )
+        return _viewed(req, resource_response(ctx, result.version, 201, location=True))
     if req.session is not None:
         # In a transaction bundle: a lost race fails the bundle (412, retry it).
         try:
@@ -315,7 +345,7 @@ async def _guarded_create(
     async with idempotency.transaction(ctx, req):
         await guards.take(ctx, claims, req, rid, 201)
         result = await _store_new(ctx, req, rt, resource, rid)
-    return resource_response(ctx, result.version, 201, location=True)
+    return _viewed(req, resource_response(ctx, result.version, 201, location=True))
 
 
 async def update(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> FhirResponse:
@@ -328,16 +358,33 @@ async def update(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhi
     if body_id != rid:
         raise BadRequest(f"the body id {body_id!r} differs from the URL id {rid!r}")
     if_match = parse_if_match(req.header("if-match"))
-    async with write_session(ctx, req, rt):
-        resource = await _admit(ctx, req, rt, rid, resource, "update")
-        result = await ctx.store.update(rt, rid, resource, if_match=if_match, session=req.session)
+
+    async def op() -> WriteResult:
+        admitted = await _admit(ctx, req, rt, rid, resource, "update")
+        result = await ctx.store.update(rt, rid, admitted, if_match=if_match, session=req.session)
         await _workflows_after(ctx, req, rt, "update", result)
-    return _write_response(ctx, result)
+        return result
+
+    return _write_response(ctx, req, await _in_write_session(ctx, req, rt, op))
 
 
-def _write_response(ctx: ServerContext, result: WriteResult) -> FhirResponse:
+def _write_response(ctx: ServerContext, req: FhirRequest, result: WriteResult) -> FhirResponse:
     status = 201 if result.created else 200
-    return resource_response(ctx, result.version, status, location=True, previous=result.previous)
+    resp = resource_response(ctx, result.version, status, location=True, previous=result.previous)
+    return _viewed(req, resp)
+
+
+def _viewed(req: FhirRequest, resp: FhirResponse) -> FhirResponse:
+    """A write's answer as a read would show it: the request's read-time views (an SSN
+    masked, access/views.py) on a copy, so the stored version and the audit keep it whole."""
+    if not req.policy.restricted or not isinstance(resp.body, dict):
+        return resp
+    if not req.policy.views.get(str(resp.body.get("resourceType"))):
+        return resp
+    body = copy.deepcopy(resp.body)
+    views.apply(req.policy, body, None)
+    resp.body = body
+    return resp
 
 
 async def conditional_update(ctx: ServerContext, req: FhirRequest, rt: str) -> FhirResponse:
@@ -361,7 +408,7 @@ async def conditional_update(ctx: ServerContext, req: FhirRequest, rt: str) -> F
                 rt, rid, resource, if_match=if_match, session=req.session
             )
             await _workflows_after(ctx, req, rt, "update", result)
-        return _write_response(ctx, result)
+        return _write_response(ctx, req, result)
     async with write_session(ctx, req, rt):
         if body_id is not None:
             check_id(body_id)
@@ -372,7 +419,7 @@ async def conditional_update(ctx: ServerContext, req: FhirRequest, rt: str) -> F
             resource = await _admit(ctx, req, rt, None, dict(resource), "create")
             result = await ctx.store.create(rt, resource, session=req.session)
             await _workflows_after(ctx, req, rt, "create", result)
-    return _write_response(ctx, result)
+    return _write_response(ctx, req, result)
 
 
 async def patch(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> FhirResponse:
@@ -409,13 +456,16 @@ async def patch(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> Fhir
     from fhir_server.rest.body import check_tree
 
     check_tree(patched, max_depth=ctx.settings.max_json_depth)
-    async with write_session(ctx, req, rt):
-        patched = await _admit(ctx, req, rt, rid, patched, "patch")
+
+    async def op() -> WriteResult:
+        admitted = await _admit(ctx, req, rt, rid, patched, "patch")
         result = await ctx.store.update(
-            rt, rid, patched, if_match=current.vid, method="PATCH", session=req.session
+            rt, rid, admitted, if_match=current.vid, method="PATCH", session=req.session
         )
         await _workflows_after(ctx, req, rt, "patch", result)
-    return _write_response(ctx, result)
+        return result
+
+    return _write_response(ctx, req, await _in_write_session(ctx, req, rt, op))
 
 
 async def delete(ctx: ServerContext, req: FhirRequest, rt: str, rid: str) -> FhirResponse:

@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from fhir_server.access.masking import refuse_masked_search
 from fhir_server.access.screen import screen
 from fhir_server.context import ServerContext
 from fhir_server.rest.headers import prefer
@@ -33,6 +34,8 @@ async def conditional_matches(
     query = condition if isinstance(condition, str) else urlencode(condition)
     query = query.split("?", 1)[1] if "?" in query else query
     policy = req.policy if req is not None else None
+    if policy is not None and policy.restricted:
+        refuse_masked_search(policy, parse_qsl(query, keep_blank_values=True))
     type_filter = policy.type_filter if policy is not None and policy.restricted else None
     matches = await find_matches(
         ctx.store.db,
@@ -61,8 +64,11 @@ async def search(
     if req.method == "POST" and isinstance(req.body, str):
         params += parse_qsl(req.body, keep_blank_values=True)
     params = [(k, v) for k, v in params if k not in ("_format", "_pretty")]
-    parsed = parse_search(rt, params, ctx.registry, strict=_strict(req))
     policy = req.policy
+    if policy.restricted:
+        # Before parsing: a masked system in any parameter (chains, `_has` too).
+        refuse_masked_search(policy, params)
+    parsed = parse_search(rt, params, ctx.registry, strict=_strict(req))
     # Under a policy, resources come back whole, are post-checked, and only then trimmed by
     # _summary/_elements (a trimmed resource cannot be checked).
     trim = (

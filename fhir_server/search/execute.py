@@ -57,7 +57,11 @@ class SearchPage:
 
     def note_compartments(self, docs: list[dict[str, Any]]) -> None:
         for d in docs:
-            self.stored_access[str(d["_id"])] = {"comp": d.get("comp") or [], "ak": d.get("ak")}
+            self.stored_access[str(d["_id"])] = {
+                "comp": d.get("comp") or [],
+                "ak": d.get("ak"),
+                "wf": d.get("wf"),
+            }
 
 
 class _Run:
@@ -244,7 +248,7 @@ class _Run:
             for t, group in by_type.items():
                 found += await self.find(
                     self.scoped(t, {"_id": {"$in": group}}),
-                    {"res": 1, "ix.k": 1, "comp": 1, "ak": 1},
+                    {"res": 1, "ix.k": 1, "comp": 1, "ak": 1, "wf": 1},
                     limit=MAX_INCLUDES + 1,
                     rt=t,
                 )
@@ -257,7 +261,7 @@ class _Run:
                 if keys:
                     found += await self.find(
                         self.scoped(r.source_type, {"rt": r.source_type, "ix.k": {"$in": keys}}),
-                        {"res": 1, "ix.k": 1, "comp": 1, "ak": 1},
+                        {"res": 1, "ix.k": 1, "comp": 1, "ak": 1, "wf": 1},
                         limit=MAX_INCLUDES + 1,
                         rt=r.source_type,
                     )
@@ -446,7 +450,7 @@ async def run_search(
         query = all_of([filt, cur.boundary(eff, values)])
     eff_sort = sort if direction == "a" else [(f, -o) for f, o in sort]
     # The sort values the cursors are made of, not every parameter's (`ix.o`).
-    proj: dict[str, Any] = {"res": 1, "lu": 1, "comp": 1, "ak": 1}
+    proj: dict[str, Any] = {"res": 1, "lu": 1, "comp": 1, "ak": 1, "wf": 1}
     proj.update((f, 1) for f, _ in sort if f.startswith("ix."))
     if req.includes:
         proj["ix.k"] = 1

@@ -19,6 +19,7 @@ import html
 import re
 from typing import Any
 
+from fhir_server.access.identifiers import identifiers as identifier_table
 from fhir_server.search.paths import Node
 from fhir_server.search.registry import Registry, SearchParam
 from fhir_server.search.values import (
@@ -130,6 +131,15 @@ def token_frags(system: str | None, code: str) -> list[str]:
     if system:
         out.append(f"{system}|")
     return out
+
+
+def identifier_frags(system: str | None, code: str) -> list[str]:
+    """`token_frags`, for the identifier systems of profiles/exchange/identifiers.json under
+    each URI of the identity: an alias answers the canonical system's search, and back."""
+    known = identifier_table().of(system)
+    if known is None or not known.aliases:
+        return token_frags(system, code)
+    return [code, *(f for u in known.uris for f in (f"{u}|{code}", f"{u}|"))]
 
 
 def reference_frags(node: Node) -> tuple[list[str], list[str]]:
@@ -256,7 +266,7 @@ def _index_value(out: _Out, p: SearchParam, nodes: list[Node]) -> None:
         for n in nodes:
             codes, texts = token_parts(n)
             for system, c in codes:
-                for f in token_frags(system, c):
+                for f in identifier_frags(system, c):
                     out.k.add(f"{code}={f}")
                 out.sort(code, c)
             for tx in texts:
@@ -379,6 +389,8 @@ def _strings(v: Any, key: str = "") -> Any:
     if isinstance(v, str):
         yield v
     elif isinstance(v, dict):
+        if "value" in v and v.get("system") in identifier_table().masked_uris:
+            return  # a masked identifier (access/masking.py) is no content word
         for k, x in v.items():
             if k not in CONTENT_SKIP:
                 yield from _strings(x, k)

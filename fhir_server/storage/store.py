@@ -50,8 +50,12 @@ Indexer = Callable[[Doc], tuple[Doc, list[str]]]
 MAX_WRITE_ATTEMPTS = 40
 # What a read returns of a current document: the resource, its version, the compartments
 # and access keys the post-check tests; never the index arrays `ix` (docs/storage.md,
-# "Lean reads").
-READ_FIELDS: Doc = {"rt": 1, "id": 1, "vid": 1, "lu": 1, "res": 1, "comp": 1, "ak": 1}
+# "Lean reads"), and the workflow state kept beside the resource (`WORKFLOW_FIELD`).
+READ_FIELDS: Doc = {"rt": 1, "id": 1, "vid": 1, "lu": 1, "res": 1, "comp": 1, "ak": 1, "wf": 1}
+# Workflow state a portal workflow keeps beside `res` (a prescription's refills used:
+# portal/prescriptions/), written only by `set_workflow_field` in the workflow's own
+# transaction, carried over by every new version, never part of the resource or its history.
+WORKFLOW_FIELD = "wf"
 # Documents left as their BSON bytes (`find_batches`).
 RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
 # Fields a history version copies from the current document it was written with.
@@ -561,6 +565,8 @@ class ResourceStore:
                 last = await self._last_version(rt, rid, session)
                 vid = (last["vid"] + 1) if last else 1
             doc = self.document(rt, rid, vid, resource)
+            if cur is not None and WORKFLOW_FIELD in cur:
+                doc[WORKFLOW_FIELD] = cur[WORKFLOW_FIELD]
             await self.inherit_compartments(doc, session=session)
             hist = {k: doc[k] for k in VERSION_FIELDS}
             hist["_id"] = f"{rt}/{rid}/{vid}"
@@ -909,6 +915,29 @@ class ResourceStore:
         )
         if r.matched_count == 1:
             await bump(self.db, written_keys(rt, (old or {}).get("comp"), comp), None)
+        return r.matched_count == 1
+
+    async def set_workflow_field(
+        self,
+        rt: str,
+        rid: str,
+        name: str,
+        expected: Any,
+        value: Any,
+        *,
+        session: AsyncClientSession | None,
+    ) -> bool:
+        """Set `wf.<name>` of the current `rt/rid` to `value` only while it still holds
+        `expected` (None: not set yet), in `session`: a conditional write, so of two
+        writers that read the same state one wins and the other gets False."""
+        field = f"{WORKFLOW_FIELD}.{name}"
+        # A missing field matches null, so `None` stands for "never set".
+        cond: Doc = (
+            {field: {"$in": [expected, None]}} if expected in (None, 0) else {field: expected}
+        )
+        r = await self.resources.update_one(
+            {"$and": [{"_id": f"{rt}/{rid}"}, cond]}, {"$set": {field: value}}, session=session
+        )
         return r.matched_count == 1
 
 

@@ -62,11 +62,14 @@ def test_load_and_stop_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings.from_env()
 
 
-def test_the_access_log_is_off_unless_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The audit log is the access record; uvicorn's line per request is for diagnosis."""
+def test_uvicorn_access_log_is_replaced_by_the_json_request_log(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """uvicorn's line is never on; ACCESS_LOG governs the app's JSON request log."""
     from fhir_server.cli import uvicorn_config
 
     monkeypatch.delenv("ACCESS_LOG", raising=False)
     assert uvicorn_config(Settings.from_env(), object()).access_log is False
-    monkeypatch.setenv("ACCESS_LOG", "1")
-    assert uvicorn_config(Settings.from_env(), object()).access_log is True
+    assert Settings.from_env().access_log is True
+    monkeypatch.setenv("ACCESS_LOG", "0")
+    assert Settings.from_env().access_log is False

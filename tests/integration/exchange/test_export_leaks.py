@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from seed_data.directory import PEOPLE
+from seed_data.identities import UNLINKED_ID
 from tests.integration.access.test_leak_matrix import (
     ACTORS,
     LABELS,
@@ -30,9 +31,12 @@ from tests.integration.access.test_leak_matrix import (
     type_granted,
 )
 
-KEY_OF = {f"Patient/{pid}": key for key, pid in PATIENT.items()} | {
-    f"Patient/{p.id}": key for key, p in PEOPLE.items()
-}
+KEY_OF = (
+    {f"Patient/{pid}": key for key, pid in PATIENT.items()}
+    | {f"Patient/{p.id}": key for key, p in PEOPLE.items()}
+    # The unlinked beneficiary (seed_data/identities.py): nobody's relative.
+    | {f"Patient/{UNLINKED_ID}": "ana"}
+)
 Exported = dict[str, dict[str, Any]]
 
 

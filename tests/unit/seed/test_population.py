@@ -152,7 +152,8 @@ def test_patients_carry_edipi_and_profile(population: list[Resource]) -> None:
         [edipi] = [i["value"] for i in patient["identifier"] if i["system"] == EDIPI]
         assert re.fullmatch(r"\d{10}", edipi)
         edipis.add(edipi)
-    assert len(edipis) == len(PEOPLE)
+    # Everyone of the directory, and the unlinked beneficiary (seed_data/identities.py).
+    assert len(edipis) == len(PEOPLE) + 1
 
 
 def test_parents_are_related_persons_of_each_dependent(population: list[Resource]) -> None:
