@@ -9,6 +9,8 @@ them instead of indexing the resource again (docs/access.md, "The post-check").
 
 `r` (results only: access/release.py) is the instant from which a patient or proxy token
 sees the version, absent when it sees it at once; the query tests it against the clock.
+`h` (a held Slot only: portal/scheduling/slots.py) is the instant its hold runs out, so a
+`status` search can tell a live hold from one that reads as free (search/effective.py).
 
 `p` names the parameters whose keys `k` holds. A document whose `p` does not cover every
 parameter a policy's hidden keys name (written before `ak` existed, or before the table
@@ -68,6 +70,12 @@ def access_field(keys: Iterable[str], rt: str | None = None, resource: Any = Non
         until = release.load_table().hidden_until(rt, resource)
         if until is not None:
             ak["r"] = until
+        # Imported here: the scheduling package reads through the Store, which writes `ak`.
+        from fhir_server.portal.scheduling.slots import held_until
+
+        expires = held_until(rt, resource)
+        if expires is not None:
+            ak["h"] = expires
     return ak
 
 

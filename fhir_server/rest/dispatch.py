@@ -14,6 +14,7 @@ from fhir_server.operations.registry import OperationCall
 from fhir_server.rest import bundle, history, idempotency, interactions, searching
 from fhir_server.rest.messages import FhirRequest, FhirResponse
 from fhir_server.rest.render import dumps
+from fhir_server.search.parse import IGNORED as RENDERING_PARAMS
 
 # The scope interaction each method needs (https://hl7.org/fhir/smart-app-launch/scopes-and-launch-context.html).
 _TYPE_LEVEL = {"GET": "search", "POST": "create", "PUT": "update", "DELETE": "delete"}
@@ -161,12 +162,28 @@ async def _type_level(ctx: ServerContext, req: FhirRequest, method: str, rt: str
     if method == "GET":
         return await searching.search(ctx, req, rt)
     if method == "POST":
+        _refuse_query_on_create(req, rt)
         return await interactions.create(ctx, req, rt)
     if method == "PUT":
         return await interactions.conditional_update(ctx, req, rt)
     if method == "DELETE":
         return await interactions.conditional_delete(ctx, req, rt)
     raise _not_allowed(req)
+
+
+def _refuse_query_on_create(req: FhirRequest, rt: str) -> None:
+    """A create carries no query but rendering options: `POST Patient?name=x` is a search
+    posted to the wrong URL (some clients do this), or a conditional create written the wrong
+    way, and would silently create. It answers 400, naming the fix (docs/rest.md, "Client
+    habits")."""
+    names = sorted({k for k, _ in req.params if k not in RENDERING_PARAMS})
+    if names:
+        raise BadRequest(
+            f"POST {rt} creates a resource and takes no search parameters, but the query "
+            f"has {', '.join(names)}: to search, POST {rt}/_search with them in a form body; "
+            f"to create only if none matches, send them in the If-None-Exist header",
+            code="invalid",
+        )
 
 
 async def _instance_level(

@@ -17,7 +17,7 @@ from fhir_server.db.dialect import DIALECT as _DIALECT  # noqa: F401 - tests set
 from fhir_server.db.dialect import uses_elem_match
 from fhir_server.errors import BadRequest, TooCostly
 from fhir_server.search import cursor as cur
-from fhir_server.search import secantus_plan
+from fhir_server.search import effective, secantus_plan
 from fhir_server.search.extract import reference_targets
 from fhir_server.search.parse import Criterion, Include, SearchRequest, parse_search
 from fhir_server.search.query import (
@@ -193,6 +193,9 @@ class _Run:
             return reference_in(c.code, targets)
         if c.type == "token" and c.modifier in ("in", "not-in"):
             return await in_value_sets(c, stored_lookup(self.find, self.scoped))
+        read_time = effective.filter_for(rt, c)  # a value computed on read (effective.py)
+        if read_time is not None:
+            return read_time
         return criterion_filter(c, resource_type=rt, elem_match=True, comp_types=self.comp_types(c))
 
     async def base_filter(

@@ -4,6 +4,12 @@ that ran out counts as free everywhere, computed with `clock.now()` (no backgrou
 The hold extension (`hold_extension` of the table) has two parts: `expires` (valueInstant)
 and `appointment` (valueReference, the pending Appointment `$hold` wrote). A patient-facing
 read never shows the second: a Slot is directory data, and who holds it is not.
+
+Searches answer by the same rule (`status_filter`, registered by the workflow with
+search/effective.py): the store keeps a held Slot's expiry beside it as `ak.h`
+(access/stored_keys.py, on every write), so `status=free` also matches a `busy-tentative`
+Slot whose `ak.h` has passed, and `status=busy-tentative` only one whose `ak.h` has not (or
+that carries no expiry, which reads as held too: `effective_status`).
 """
 
 from __future__ import annotations
@@ -11,10 +17,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from fhir_server.portal.scheduling.table import SchedulingTable
+from fhir_server import clock
+from fhir_server.portal.scheduling.table import SchedulingTable, load_table
+from fhir_server.search.parse import Criterion, split_escaped, unescape
+from fhir_server.search.query import all_of, any_of, keys_in, token_keys
 
 Doc = dict[str, Any]
 TAKEN = frozenset({"busy", "busy-unavailable", "entered-in-error"})
+RT = "Slot"
+HELD, FREE = "busy-tentative", "free"  # R4 slotstatus: a hold, and what it reads as once out
+STATUS_PARAM = "status"  # Slot-status (R4 search parameter code)
+HOLD_FIELD = "ak.h"  # the stored expiry of a hold (access/stored_keys.py)
 
 
 def parse_instant(value: Any) -> datetime | None:
@@ -54,7 +67,7 @@ def live_hold(table: SchedulingTable, slot: Doc, now: datetime) -> str | None:
 def effective_status(table: SchedulingTable, slot: Doc, now: datetime) -> str:
     """The status as read at `now`: an expired hold is `free`."""
     status = str(slot.get("status"))
-    if status == "busy-tentative":
+    if status == HELD:
         expires, _ = hold_of(table, slot)
         if expires is not None and expires <= now:
             return "free"
@@ -114,3 +127,52 @@ def shown(table: SchedulingTable, slot: Doc, now: datetime, staff: bool) -> None
                 ext["extension"] = [
                     p for p in ext.get("extension") or () if p.get("url") == "expires"
                 ]
+
+
+def held_until(rt: str, resource: Any) -> datetime | None:
+    """The instant a held Slot's hold runs out, stored beside it as `ak.h`; None for any
+    other resource, status or a hold without an expiry."""
+    if rt != RT or not isinstance(resource, dict) or resource.get("status") != HELD:
+        return None
+    expires, _ = hold_of(load_table(), resource)
+    return expires
+
+
+def status_filter(c: Criterion) -> Doc | None:
+    """`status` (and `status:not`) by the status read at `clock.now()`: an expired hold is
+    free. Each value is index-served by its key(s) (`ix.k`), `ak.h` re-checked beside it."""
+    if c.modifier not in (None, "not"):
+        return None
+    now = clock.now()
+    expired: Doc = {HOLD_FIELD: {"$lte": now}}
+    live: Doc = {HOLD_FIELD: {"$not": {"$lte": now}}}
+    negate = c.modifier == "not"
+    parts: list[Doc] = []
+    for v in c.values:
+        raw = split_escaped(v.value, "|")
+        code = unescape("|".join(raw[1:]) if len(raw) > 1 else raw[0])
+        keys = token_keys(c.code, v.value)
+        if code == FREE:
+            held_keys = token_keys(c.code, f"{raw[0]}|{HELD}" if len(raw) > 1 else HELD)
+            if negate:
+                parts.append(
+                    all_of(
+                        [
+                            keys_in("ix.k", keys, negate=True),
+                            any_of([keys_in("ix.k", held_keys, negate=True), live]),
+                        ]
+                    )
+                )
+            else:
+                parts.append(
+                    any_of([keys_in("ix.k", keys), all_of([keys_in("ix.k", held_keys), expired])])
+                )
+        elif code == HELD:
+            if negate:
+                parts.append(any_of([keys_in("ix.k", keys, negate=True), expired]))
+            else:
+                parts.append(all_of([keys_in("ix.k", keys), live]))
+        else:
+            parts.append(keys_in("ix.k", keys, negate=negate))
+    # Values are OR-ed; under `:not` the resource has none of them (the AND of complements).
+    return all_of(parts) if negate else any_of(parts)

@@ -38,6 +38,7 @@ from fhir_server.portal.scheduling.facts import (
     refuse,
 )
 from fhir_server.portal.scheduling.table import SchedulingTable, load_table
+from fhir_server.search import effective
 from fhir_server.search.execute import search_filter
 from fhir_server.search.parse import parse_search
 from fhir_server.storage.store import instant
@@ -398,6 +399,8 @@ def view(table: SchedulingTable) -> Any:
 def workflow(settings: Settings, registry: Any) -> Workflow:
     """The booking workflow; a malformed table stops start-up here."""
     table = load_table()
+    # Slot status searches answer by the status as read (an expired hold is free).
+    effective.register(slots.RT, slots.STATUS_PARAM, slots.status_filter)
 
     async def before(ctx: ServerContext, req: FhirRequest, event: WriteEvent) -> Doc | None:
         if event.rt != RT:
@@ -415,5 +418,5 @@ def workflow(settings: Settings, registry: Any) -> Workflow:
             await _after(ctx, req, event, version, session, table)
 
     return Workflow(
-        "scheduling", frozenset({RT, "Slot"}), before=before, after=after, view=view(table)
+        "scheduling", frozenset({RT, slots.RT}), before=before, after=after, view=view(table)
     )

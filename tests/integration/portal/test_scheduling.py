@@ -232,6 +232,56 @@ async def test_hold_expires_and_another_patient_books(env: Env) -> None:
     assert (await env.slot(slot))["status"] == "busy"
 
 
+async def _slot_search(env: Env, who: str, **params: str) -> set[str]:
+    r = await env.get(who, "Slot", **params)
+    assert r.status_code == 200, r.text
+    return {f"Slot/{e['resource']['id']}" for e in r.json().get("entry", [])}
+
+
+async def _slot_count(env: Env, **params: str) -> int:
+    r = await env.get("backend", "Slot", _summary="count", **params)
+    assert r.status_code == 200, r.text
+    return int(r.json()["total"])
+
+
+async def test_slot_status_search_reads_an_expired_hold_as_free(env: Env) -> None:
+    """`Slot?status=` answers by the status as read: a live hold is busy-tentative, one that
+    ran out is free (search/effective.py, slots.status_filter)."""
+    found = await env.find("emma", EMMA, "wellness")
+    proposed = found[len(found) // 2]
+    r = await env.post("emma", "Appointment/$hold", proposed)
+    assert r.status_code in (200, 201), r.text
+    slot = _slot_ref(proposed)
+    rid = slot.split("/", 1)[1]
+    at = {"start": proposed["start"]}  # no `_id`: the status keys and the date do the lookup
+
+    def by(status: str, **more: str) -> dict[str, str]:
+        return {"status": status, **at, **more}
+
+    assert slot in await _slot_search(env, "backend", **by("busy-tentative"))
+    assert slot in await _slot_search(env, "sponsor", **by("busy-tentative"))
+    assert slot not in await _slot_search(env, "backend", **by("free"))
+    assert slot not in await _slot_search(env, "backend", **{"status:not": "busy-tentative"}, **at)
+    assert slot in await _slot_search(env, "backend", **{"status:not": "free"}, **at)
+    assert await _slot_count(env, status="free", _id=rid) == 0
+    assert await _slot_count(env, status="busy-tentative", _id=rid) == 1
+
+    later = clock.now() + timedelta(minutes=TABLE.clinics[0].visit_types[0].hold.seconds // 60 + 1)
+    with clock.fixed(later):
+        assert slot in await _slot_search(env, "backend", **by("free"))
+        assert slot in await _slot_search(env, "sponsor", **by("free"))
+        assert slot in await _slot_search(env, "backend", **by("|free"))  # `code`: no system
+        assert slot not in await _slot_search(env, "backend", **by("busy-tentative"))
+        assert slot in await _slot_search(env, "backend", **by("busy-tentative,free"))
+        assert slot in await _slot_search(env, "backend", **{"status:not": "busy-tentative"}, **at)
+        assert slot not in await _slot_search(env, "backend", **{"status:not": "free"}, **at)
+        assert await _slot_count(env, status="free", _id=rid) == 1
+        assert await _slot_count(env, status="busy-tentative", _id=rid) == 0
+        # Stored, it is still the held version: the rule is applied on read only.
+        r = await env.get("backend", "Slot", _id=rid, status="busy")
+        assert r.json().get("total", 0) == 0
+
+
 async def test_reschedule_is_atomic(env: Env) -> None:
     found = await env.find("sponsor", JAMES, "follow-up")
     r = await env.post("sponsor", "Appointment/$book", found[0])

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from fhir_server.portal.scheduling import slots
+from fhir_server.search import effective
 from fhir_server.search.execute import (
     implied_compartment,
     implies_compartment,
@@ -124,6 +126,14 @@ SHAPES: list[tuple[str, str | None, list[tuple[str, str]]]] = [
         [("recipient", "CareTeam/pool"), ("received:missing", "true")],
     ),
     ("system-level _type", None, [("_type", "Patient,Organization")]),
+]
+# A Slot's status as read (an expired hold is free: portal/scheduling/slots.py): each value
+# one `$or` branch looked up by its status key, the hold's stored expiry `ak.h` checked beside.
+READ_TIME: list[tuple[str, str | None, list[tuple[str, str]]]] = [
+    ("Slot status=free", "Slot", [("status", "free")]),
+    ("Slot status=free + start", "Slot", [("status", "free"), ("start", "ge2020-01-01")]),
+    ("Slot status=busy-tentative", "Slot", [("status", "busy-tentative")]),
+    ("Slot status=free,busy paged", "Slot", [("status", "free,busy"), ("_count", "2")]),
 ]
 # Complements match (nearly) every resource of the type: alone they are bounded by the type
 # on SecantusDB (a look-up of `rt`, then every document checked), never by a key range.
@@ -270,6 +280,18 @@ async def test_no_collection_scan(
     bounds = await check_served(db, registry, name, rt, params)
     # On SecantusDB, a look-up of `rt` alone is every resource of the type, checked one by
     # one: a scan in all but name. Every shape is bounded by a key, a range or an id.
+    assert "rt" not in bounds, f"{name}: a query is bounded by the resource type only"
+
+
+@pytest.mark.parametrize(("name", "rt", "params"), READ_TIME, ids=[s[0] for s in READ_TIME])
+async def test_read_time_status_uses_an_index(
+    db: Any, registry: Any, name: str, rt: str | None, params: list[tuple[str, str]]
+) -> None:
+    # As the scheduling workflow registers it at start-up (no app is built here).
+    effective.register(slots.RT, slots.STATUS_PARAM, slots.status_filter)
+    sent = await sent_queries(db, registry, rt, params)
+    assert any(slots.HOLD_FIELD in json.dumps(f, default=str) for f, _ in sent), sent
+    bounds = await check_served(db, registry, name, rt, params)
     assert "rt" not in bounds, f"{name}: a query is bounded by the resource type only"
 
 
