@@ -214,15 +214,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 return max(0.1, deadline - time.monotonic())
 
             prepare.cancel()
+            # Running exports stop first (they only record why they failed), so the steps
+            # below cannot give a running export the time to finish on a stopping server.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(exports(ctx).close(ctx), left())
             if notifier is not None:
                 # Deliveries in flight finish or hand their claim back before the client closes.
                 await notifier.stop(timeout_s=min(5.0, left()))
             # Running imports hand their lease back, so another process resumes them.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(imports(ctx).close(), left())
-            # Running exports stop before the client closes, recording why they failed.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(exports(ctx).close(ctx), left())
             if audit is not None:
                 await audit.close(timeout_s=left())
             with contextlib.suppress(TimeoutError):

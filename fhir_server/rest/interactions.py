@@ -245,19 +245,29 @@ async def _in_write_session(
     ctx: ServerContext, req: FhirRequest, rt: str, op: Callable[[], Awaitable[WriteResult]]
 ) -> WriteResult:
     """`op` (admit, store, workflows' side effects) in the request's write session. When
-    that session is a transaction of its own (the type has an `after` step) and it lost its
-    pooled connection before committing, nothing was written: it runs once more, as the
-    store's own transactions and bundles do (db/retry.py)."""
+    that session is a transaction of its own (the type has an `after` step), nothing was
+    written when it fails before committing, so it runs again: once when it lost its pooled
+    connection (db/retry.py), and, for a write without `If-Match`, after each lost race with
+    a concurrent writer (jittered backoff, as the store retries its own transactions:
+    docs/storage.md), so parallel updates all land as distinct versions instead of 412.
+    With `If-Match` a lost race is the client's 412."""
     own = req.session is None and ctx.workflows.has_after(rt)
-    for attempt in range(ATTEMPTS):
+    dropped = 0
+    racing = own and req.header("if-match") is None
+    for attempt in range(idempotency.MAX_ATTEMPTS):
         try:
             async with write_session(ctx, req, rt):
                 return await op()
+        except PreconditionFailed:
+            if not racing:
+                raise
+            await idempotency.backoff(attempt)
         except Exception as exc:
-            if not own or attempt + 1 == ATTEMPTS or not dropped_before_commit(exc):
+            dropped += 1
+            if not own or dropped == ATTEMPTS or not dropped_before_commit(exc):
                 raise
             note_retry(f"a {rt} write", exc)
-    raise AssertionError("unreachable")
+    raise ServiceUnavailable(f"this {rt} is under heavy concurrent change; retry")
 
 
 async def create(
