@@ -276,6 +276,10 @@ async function route() {
   m.setAttribute("data-page", page.name);
   m.setAttribute("data-ready", "1");
   document.title = `${m.querySelector("h1") ? m.querySelector("h1").textContent : "Portal"} – MHS patient portal`;
+  // Keyboard and screen-reader users land on what just happened (an action's outcome), or on
+  // the heading of a sub-page they opened (a thread, a clipboard); the control they used is gone.
+  const landing = m.querySelector("p.done") || (location.hash.includes("/") ? m.querySelector("h1") : null);
+  if (landing) { landing.tabIndex = -1; landing.focus(); }
 }
 
 /** One block of a page: its content, or its error in plain words (other blocks still show). */

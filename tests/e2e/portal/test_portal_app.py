@@ -129,6 +129,8 @@ def tour(page: Any, prefix: str, options: set[str] | None = None) -> dict[str, s
         if options is not None:
             options |= choices(page)
         shown = f"{page.locator('header').inner_text()}\n{texts[name]}"
+        # 390 px: nothing wider than the screen (wide tables scroll inside their box).
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, name
         assert not re.search(r"\b(null|undefined|NaN|\[object Object\])\b", shown), shown
         page.screenshot(path=str(SHOTS / f"{prefix}-{name}.png"), full_page=True)
     return texts
@@ -261,11 +263,18 @@ def test_sponsor_books_moves_cancels_requests_and_fills_a_clipboard(
 
     # Cancel the moved booking (asked once more, with a reason).
     open_page(page, "appointments")
-    card(page, moved).get_by_role("button", name="Cancel this appointment").click()
-    page.get_by_label("Reason (optional)").fill("feeling better")
-    done = flash_after(page, lambda: page.get_by_role("button", name="Yes, cancel it").click())
+    # From the keyboard: the confirmation's reason field takes the focus, Tab reaches "Yes".
+    card(page, moved).get_by_role("button", name="Cancel this appointment").focus()
+    page.keyboard.press("Enter")
+    page.keyboard.type("feeling better")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Yes, cancel it"
+    done = flash_after(page, lambda: page.keyboard.press("Enter"))
+    assert page.evaluate("document.activeElement.className") == "done"  # focus on the outcome
     assert done.startswith("Cancelled: Follow-up visit")
     assert card(page, moved).count() == 0
+    past = page.get_by_role("region", name="Past and cancelled").inner_text()
+    assert "feeling better" in past and "a clash at work" in past  # the reasons reached the server
     page.screenshot(path=str(SHOTS / "sponsor-appointments-cancelled.png"), full_page=True)
 
     # A request for a visit type the clinic books itself.
