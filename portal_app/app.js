@@ -175,7 +175,7 @@ function takeFlash() {
 /** Go to `hash`, rendering it again when it is the current one. */
 function go(hash) { if (location.hash === hash) route(); else location.hash = hash; }
 /** A button that asks once more before an action (no browser dialogs: plain, keyboard-usable). */
-function confirmButton(label, question, confirmLabel, action, reasonLabel) {
+function confirmButton(label, question, confirmLabel, action, reasonLabel, what) {
   const out = h("span", { class: "confirm" });
   const ask = () => {
     const id = `why-${Math.random().toString(36).slice(2, 8)}`;
@@ -185,7 +185,7 @@ function confirmButton(label, question, confirmLabel, action, reasonLabel) {
       yes.disabled = true;
       status.replaceChildren("Sending…");
       try { await action(reason ? reason.value.trim() : ""); }
-      catch (err) { yes.disabled = false; status.replaceChildren(errorBox(err, label.toLowerCase())); }
+      catch (err) { yes.disabled = false; status.replaceChildren(errorBox(err, what || label.toLowerCase())); }
     } }, confirmLabel);
     out.replaceChildren(h("span", { class: "note" }, question), reasonLabel ? h("label", { for: id }, reasonLabel) : null, reason,
       h("span", {}, yes, h("button", { type: "button", onclick: () => out.replaceChildren(first) }, "Keep it")), status);

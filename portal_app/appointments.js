@@ -134,11 +134,11 @@ async function appointments() {
       actions.push(h("a", { href: `#appointments/reschedule/${a.id}`, class: "action" }, `Move this appointment`));
       actions.push(confirmButton("Cancel this appointment", "Cancel this appointment? The time is given back to the clinic.", "Yes, cancel it",
         async (why) => { await post(`Appointment/${a.id}/$cancel`, parameters(["reason", "valueString", why || "cancelled by the patient in the portal"])); flash(`Cancelled: ${visitName(a)} on ${when(a.start)}.`); go("#appointments"); },
-        "Reason (optional)"));
+        "Reason (optional)", "cancelling this appointment"));
     }
     if (canWrite && ["proposed", "pending"].includes(a.status)) {
       actions.push(confirmButton(a.status === "proposed" ? "Withdraw this request" : "Let this time go", "The clinic will no longer arrange it.", "Yes, withdraw it",
-        async () => { await post(`Appointment/${a.id}/$cancel`, parameters(["reason", "valueString", "withdrawn by the patient in the portal"])); flash(`Withdrawn: ${visitName(a)}.`); go("#appointments"); }));
+        async () => { await post(`Appointment/${a.id}/$cancel`, parameters(["reason", "valueString", "withdrawn by the patient in the portal"])); flash(`Withdrawn: ${visitName(a)}.`); go("#appointments"); }, null, "withdrawing this request"));
     }
     return h("li", { class: "card", "data-appointment": a.id, "data-status": a.status },
       h("strong", {}, visitName(a)), h("br"),
@@ -200,7 +200,7 @@ function requestLine(a, task) {
 
 // ---------------------------------------------------------------- find and book, move
 /** The free times $find offers; `choose(offer, button)` books or moves to one. */
-function offersForm(prefix, clinics, chosen, buttonWords, choose) {
+function offersForm(prefix, clinics, chosen, buttonWords, doing, choose) {
   const results = h("div", { "aria-live": "polite" });
   const run = async (e) => {
     e.preventDefault();
@@ -221,7 +221,7 @@ function offersForm(prefix, clinics, chosen, buttonWords, choose) {
         h("strong", {}, when(o.start)), ` – ${visitName(o)}`, placeOf(o) ? h("br") : null, placeOf(o), h("br"),
         h("button", { type: "button", onclick: async (ev) => {
           ev.target.disabled = true;
-          try { await choose(o); } catch (err) { ev.target.disabled = false; ev.target.after(errorBox(err, buttonWords.toLowerCase())); }
+          try { await choose(o); } catch (err) { ev.target.disabled = false; ev.target.after(errorBox(err, doing)); }
         } }, buttonWords)))));
     } catch (err) {
       results.replaceChildren(errorBox(err, "free appointment times"));
@@ -233,7 +233,7 @@ function offersForm(prefix, clinics, chosen, buttonWords, choose) {
 }
 
 function findForm(clinics) {
-  return offersForm("find", clinics, null, "Book this time", async (o) => {
+  return offersForm("find", clinics, null, "Book this time", "booking this time", async (o) => {
     const booked = await post("Appointment/$book", o);
     flash(`Booked: ${visitName(booked || o)} on ${when((booked || o).start)}.`);
     go("#appointments");
@@ -252,7 +252,7 @@ async function reschedulePage(id) {
     h("p", {}, `Now: ${visitName(appt)} on ${when(appt.start)}${placeOf(appt) ? `, ${placeOf(appt)}` : ""} (${APPT_WORDS[appt.status] || appt.status}).`),
     h("p", { class: "note" }, "Choose a new time. The old time is given up only when the new one is booked; if the new one cannot be booked, nothing changes."),
     h("label", { for: "move-reason" }, "Reason for moving (optional)"), reason,
-    section("New time", offersForm("move", clinics, { clinic: where && where.reference, type: vt && vt.code }, "Move to this time", async (o) => {
+    section("New time", offersForm("move", clinics, { clinic: where && where.reference, type: vt && vt.code }, "Move to this time", "moving this appointment", async (o) => {
       const moved = await post(`Appointment/${id}/$reschedule`, parameters(["appointment", "resource", o], ["reason", "valueString", reason.value.trim()]));
       flash(`Moved: ${visitName(appt)} is now on ${when((moved && moved.start) || o.start)}.`);
       go("#appointments");
