@@ -141,12 +141,18 @@ async function api(url, options) {
     throw err;
   }
 }
-async function search(url) {
+/** Every page's matches (10 pages at most); `included`, when given, collects the
+    `_include`d resources by their reference ("Location/x"). */
+async function search(url, included) {
   const out = [];
   let next = url;
   for (let page = 0; next && page < 10; page += 1) {
     const bundle = await api(next);
-    for (const e of bundle.entry || []) if (e.resource && (!e.search || e.search.mode !== "include")) out.push(e.resource);
+    for (const e of bundle.entry || []) {
+      if (!e.resource) continue;
+      if (!e.search || e.search.mode !== "include") out.push(e.resource);
+      else if (included) included.set(`${e.resource.resourceType}/${e.resource.id}`, e.resource);
+    }
     const link = (bundle.link || []).find((l) => l.relation === "next");
     next = link ? link.url : null;
   }

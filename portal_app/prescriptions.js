@@ -46,10 +46,11 @@ async function prescriptions() {
   const p = pid();
   const canAsk = allowed("MedicationRequest", "c") && allowed("Task", "c");
   let all, tasks, dispenses, pharmacies = [], pharmacyError = null;
+  const owners = new Map();  // who each request went to (the pharmacy, the PCM), by reference
   try {
     [all, tasks, dispenses] = await Promise.all([
       search(`MedicationRequest?patient=${p}&_count=100`),
-      searchIf("Task", `Task?patient=${p}&_count=100`),
+      allowed("Task", "s") ? search(`Task?patient=${p}&_include=Task:owner&_count=100`, owners) : [],
       searchIf("MedicationDispense", `MedicationDispense?patient=${p}&_count=100`),
     ]);
   } catch (err) { return [...head, section("Prescriptions", errorBox(err, "prescriptions"))]; }
@@ -77,11 +78,11 @@ async function prescriptions() {
       h("p", {}, `${what}${e.reason ? `: ${e.reason}` : ""}.`,
         e.left !== undefined ? ` Refills left: ${e.left}.` : "", valid ? ` Valid until ${when(valid)}.` : ""),
       !canAsk ? (e.kind !== "none" ? h("p", { class: "note" }, "Your sign-in cannot request refills or renewals.") : null)
-        : e.kind === "refillable" ? refillForm(m, pharmacies, pharmacyError)
+        : e.kind === "refillable" ? refillForm(m, pharmacies, pharmacyError, lastPharmacy(mine, fills))
           : e.kind === "renewable" ? renewForm(m) : null,
       mine.length || fills.length ? h("div", {}, h("h3", {}, "Requests and fills"), h("ul", {},
         mine.map((t) => h("li", { "data-task": t.id, "data-status": t.status }, `${taskKind(t)}, sent ${when(t.authoredOn)}`,
-          t.owner ? ` to ${pharmacyName.get(t.owner.reference) || t.owner.display || "the care team"}` : "",
+          t.owner ? ` to ${pharmacyName.get(t.owner.reference) || t.owner.display || ownerName(owners.get(t.owner.reference)) || "the care team"}` : "",
           `: ${RX_TASK_WORDS[t.status] || t.status}`, t.businessStatus ? ` – ${cc(t.businessStatus)}` : "",
           t.statusReason ? ` – ${cc(t.statusReason)}` : "", ".")),
         fills.map((d) => h("li", {}, `Pharmacy fill${d.quantity ? ` of ${quantity(d.quantity)}` : ""}: ${DISPENSE_WORDS[d.status] || d.status}`,
@@ -89,7 +90,23 @@ async function prescriptions() {
   })))];
 }
 
-function refillForm(m, pharmacies, pharmacyError) {
+/** A Practitioner's or a Location's name (an included Task owner). */
+function ownerName(res) {
+  if (!res) return "";
+  if (res.resourceType !== "Practitioner") return res.name || "";
+  const n = (res.name || [])[0] || {};
+  const full = [...(n.prefix || []), ...(n.given || []), n.family].filter(Boolean).join(" ");
+  return n.text || [full, ...(n.suffix || [])].filter(Boolean).join(", ") || nameOf(res);
+}
+/** The pharmacy chosen last time for this prescription (its newest refill, else its newest fill). */
+function lastPharmacy(requests, fills) {
+  const refill = requests.find((t) => taskKind(t) === "Refill request" && t.owner);
+  const fill = fills.slice().sort((a, b) => String(b.whenHandedOver || "").localeCompare(String(a.whenHandedOver || "")))
+    .find((d) => d.location);
+  return (refill && refill.owner.reference) || (fill && fill.location.reference) || null;
+}
+
+function refillForm(m, pharmacies, pharmacyError, preferred) {
   if (pharmacyError) return errorBox(pharmacyError, "the list of pharmacies");
   if (!pharmacies.length) return missing("No pharmacy is listed on this server, so a refill cannot be requested online; call the pharmacy.");
   const id = `pharmacy-${m.id}`;
@@ -105,7 +122,7 @@ function refillForm(m, pharmacies, pharmacyError) {
     } catch (err) { status.replaceChildren(errorBox(err, `the refill of ${medName(m)}`)); }
   };
   return h("form", { onsubmit: send }, h("label", { for: id }, `Pharmacy to pick up ${medName(m)}`),
-    h("select", { id }, pharmacies.map((l) => h("option", { value: `Location/${l.id}` }, l.name || l.id))),
+    h("select", { id }, pharmacies.map((l) => h("option", { value: `Location/${l.id}`, selected: preferred === `Location/${l.id}` }, l.name || l.id))),
     h("p", {}, h("button", { type: "submit" }, `Request a refill of ${medName(m)}`)), status);
 }
 

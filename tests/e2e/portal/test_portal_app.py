@@ -289,6 +289,13 @@ def test_sponsor_books_moves_cancels_requests_and_fills_a_clipboard(
     requests = page.get_by_role("region", name="Your appointment requests").inner_text()
     assert "Wart removal" in requests and "sent to the clinic's scheduling team" in requests
     page.screenshot(path=str(SHOTS / "sponsor-appointments-requested.png"), full_page=True)
+    # ... and withdrawn again: its state says so.
+    asked = page.locator("main li[data-status='proposed']").filter(has_text="Minor procedure")
+    asked.get_by_role("button", name="Withdraw this request").click()
+    done = flash_after(page, lambda: page.get_by_role("button", name="Yes, withdraw it").click())
+    assert done.startswith("Withdrawn: Minor procedure")
+    requests = page.get_by_role("region", name="Your appointment requests").inner_text()
+    assert "State: withdrawn" in requests
 
     # Prescriptions: a refill at a chosen pharmacy, a renewal with a note.
     open_page(page, "prescriptions")
@@ -304,7 +311,9 @@ def test_sponsor_books_moves_cancels_requests_and_fills_a_clipboard(
     nap.get_by_label("Note for your doctor").fill("still needed for my back")
     done = flash_after(page, lambda: nap.get_by_role("button", name="Request a renewal").click())
     assert done.startswith("Renewal of naproxen sodium 220 MG Oral Tablet requested")
-    assert "Renewal request" in nap.inner_text() and "waiting to be looked at" in nap.inner_text()
+    asked_for = nap.locator("li[data-task]").first.inner_text()
+    assert asked_for.startswith("Renewal request") and "waiting to be looked at" in asked_for
+    assert "to Dr. Rachel Kim" in asked_for  # the PCM, named through _include=Task:owner
     oxy = page.locator("main li[data-prescription='medrx-james-oxycodone']")
     assert oxy.get_by_role("button").count() == 0  # the server's eligibility says none
     page.screenshot(path=str(SHOTS / "sponsor-prescriptions-requested.png"), full_page=True)
