@@ -19,6 +19,9 @@ APP_DIR = Path(__file__).resolve().parent.parent / "portal_app"
 FILES = {
     "": ("index.html", "text/html; charset=utf-8"),
     "app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "appointments.js": ("appointments.js", "text/javascript; charset=utf-8"),
+    "clipboard.js": ("clipboard.js", "text/javascript; charset=utf-8"),
+    "prescriptions.js": ("prescriptions.js", "text/javascript; charset=utf-8"),
     "style.css": ("style.css", "text/css; charset=utf-8"),
     "vendor/fhir-client.js": (
         "node_modules/fhirclient/build/fhir-client.js",

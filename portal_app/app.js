@@ -1,6 +1,8 @@
 /* The MHS patient portal: a SMART public client (PKCE) that reads and writes the record only
    through the public FHIR API (/fhir) and the SMART authorization server (/auth), with the
    npm library `fhirclient` (client-js) doing all of OAuth. docs/portal-app.md explains it.
+   This file is the shell and the shared helpers; appointments.js, clipboard.js and
+   prescriptions.js hold those pages.
 
    Everything shown comes from the server's answers; every text is set with textContent (no
    HTML from data). The policy is the server's: the app never filters to hide something, it
@@ -29,9 +31,12 @@ const TYPE_WORDS = {
   Appointment: "appointments",
   Immunization: "immunizations",
   AllergyIntolerance: "allergies",
+  Task: "the state of your requests and clipboards",
+  QuestionnaireResponse: "clipboard answers",
+  MedicationDispense: "pharmacy fills",
 };
 
-const state = { client: null, me: null, level: "", scopes: [], people: [], current: null };
+const state = { client: null, me: null, level: "", scopes: [], people: [], current: null, flash: null, catalogue: null };
 
 // ---------------------------------------------------------------- small DOM helpers
 function h(tag, attrs, ...kids) {
@@ -108,7 +113,7 @@ function plainError(err, what) {
     401: "Your sign-in has ended or was revoked. Reload the page to sign in again.",
     403: `You are not allowed to see or change ${what} with this sign-in.`,
     404: `There is no ${what} to show (it does not exist, or you may not see it).`,
-    409: `Someone changed ${what} at the same time. Reload and try again.`,
+    409: `The server could not do ${what}: it clashes with something else (a time just taken by someone, another appointment of yours at that time, or a change made at the same moment).`,
     412: `Someone changed ${what} at the same time. Reload and try again.`,
     413: "The file is too large.",
     415: "This kind of file cannot be attached.",
@@ -136,12 +141,18 @@ async function api(url, options) {
     throw err;
   }
 }
-async function search(url) {
+/** Every page's matches (10 pages at most); `included`, when given, collects the
+    `_include`d resources by their reference ("Location/x"). */
+async function search(url, included) {
   const out = [];
   let next = url;
   for (let page = 0; next && page < 10; page += 1) {
     const bundle = await api(next);
-    for (const e of bundle.entry || []) if (e.resource && (!e.search || e.search.mode !== "include")) out.push(e.resource);
+    for (const e of bundle.entry || []) {
+      if (!e.resource) continue;
+      if (!e.search || e.search.mode !== "include") out.push(e.resource);
+      else if (included) included.set(`${e.resource.resourceType}/${e.resource.id}`, e.resource);
+    }
     const link = (bundle.link || []).find((l) => l.relation === "next");
     next = link ? link.url : null;
   }
@@ -150,6 +161,45 @@ async function search(url) {
 function post(url, body) {
   return api(url, { method: "POST", body: body ? JSON.stringify(body) : undefined,
     headers: { "Content-Type": "application/fhir+json" } });
+}
+function put(url, body) {
+  return api(url, { method: "PUT", body: JSON.stringify(body), headers: { "Content-Type": "application/fhir+json" } });
+}
+/** FHIR Parameters from [name, value[x] name, value] triples (empty values left out). */
+function parameters(...rows) {
+  return { resourceType: "Parameters", parameter: rows.filter((r) => r[2] !== undefined && r[2] !== null && r[2] !== "")
+    .map(([name, kind, value]) => ({ name, [kind]: value })) };
+}
+/** A search whose answer may be left out: an empty list when the token may not search `type`. */
+function searchIf(type, url) { return allowed(type, "s") ? search(url) : Promise.resolve([]); }
+/** A one-time note for the next rendering of a page (what the last action did). */
+function flash(text) { state.flash = text; }
+function takeFlash() {
+  const text = state.flash; state.flash = null;
+  return text ? h("p", { class: "done", role: "status" }, text) : null;
+}
+/** Go to `hash`, rendering it again when it is the current one. */
+function go(hash) { if (location.hash === hash) route(); else location.hash = hash; }
+/** A button that asks once more before an action (no browser dialogs: plain, keyboard-usable). */
+function confirmButton(label, question, confirmLabel, action, reasonLabel, what) {
+  const out = h("span", { class: "confirm" });
+  const ask = () => {
+    const id = `why-${Math.random().toString(36).slice(2, 8)}`;
+    const reason = reasonLabel ? h("input", { id, type: "text" }) : null;
+    const status = h("span", { role: "status" });
+    const yes = h("button", { type: "button", onclick: async () => {
+      yes.disabled = true;
+      status.replaceChildren("Sending…");
+      try { await action(reason ? reason.value.trim() : ""); }
+      catch (err) { yes.disabled = false; status.replaceChildren(errorBox(err, what || label.toLowerCase())); }
+    } }, confirmLabel);
+    out.replaceChildren(h("span", { class: "note" }, question), reasonLabel ? h("label", { for: id }, reasonLabel) : null, reason,
+      h("span", {}, yes, h("button", { type: "button", onclick: () => out.replaceChildren(first) }, "Keep it")), status);
+    (reason || yes).focus();
+  };
+  const first = h("button", { type: "button", onclick: ask }, label);
+  out.append(first);
+  return out;
 }
 /** Whether the token's scopes allow `action` (r/s/c/u) on `type`: the login level's
     ceiling, as the authorization server granted it. */
@@ -216,10 +266,11 @@ function renderWho() {
   );
 }
 
-const PAGES = { home, record, messages, appointments, prescriptions, privacy };
+// Looked up when a page opens: two of the pages are defined by the scripts loaded after this one.
+const pages = () => ({ home, record, messages, appointments, prescriptions, privacy });
 async function route() {
   const name = (location.hash || "#home").slice(1).split("/")[0];
-  const page = PAGES[name] || home;
+  const page = pages()[name] || home;
   for (const a of document.querySelectorAll("nav a")) {
     if (a.getAttribute("href") === `#${page.name}`) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
@@ -231,6 +282,10 @@ async function route() {
   m.setAttribute("data-page", page.name);
   m.setAttribute("data-ready", "1");
   document.title = `${m.querySelector("h1") ? m.querySelector("h1").textContent : "Portal"} – MHS patient portal`;
+  // Keyboard and screen-reader users land on what just happened (an action's outcome), or on
+  // the heading of a sub-page they opened (a thread, a clipboard); the control they used is gone.
+  const landing = m.querySelector("p.done") || (location.hash.includes("/") ? m.querySelector("h1") : null);
+  if (landing) { landing.tabIndex = -1; landing.focus(); }
 }
 
 /** One block of a page: its content, or its error in plain words (other blocks still show). */
@@ -520,76 +575,8 @@ async function privacy() {
       h("p", {}, h("a", { href: "/auth/manage" }, "See and revoke connected apps")))];
 }
 
-// ---------------------------------------------------------------- Appointments
-/** A workflow operation that may not exist on this server yet: 404/501 become a plain note. */
-function unavailable(err) { const s = err && (err.statusCode || err.status); return s === 404 || s === 501 || s === 405; }
+// The Appointments and Prescriptions pages are in appointments.js, clipboard.js and
+// prescriptions.js (loaded after this file; they use the helpers above).
 
-async function appointments() {
-  const p = pid();
-  const today = new Date().toISOString().slice(0, 10);
-  const lists = await block("Your appointments", "Appointment", async () => {
-    const list = await search(`Appointment?patient=${p}&_sort=date&_count=100`);
-    const up = list.filter((a) => a.status !== "cancelled" && ((a.start || "") >= today || (!a.start && ["proposed", "pending"].includes(a.status))));
-    const past = list.filter((a) => !up.includes(a));
-    const rows = (xs, actions) => xs.map((a) => [when(a.start) || "not yet scheduled", a.description || cc((a.serviceType || [])[0]) || "appointment", a.status, actions ? cancelButton(a) : ""]);
-    return [h("h3", {}, "Upcoming and requested"), up.length ? table(["When", "What", "Status", ""], rows(up, allowed("Appointment", "u"))) : h("p", {}, "None."),
-      h("h3", {}, "Past and cancelled"), past.length ? table(["When", "What", "Status", ""], rows(past, false)) : h("p", {}, "None.")];
-  });
-  const find = allowed("Appointment", "c") ? section("Find and book a free time", findForm()) : section("Find and book a free time", missing(whyMissing("Appointment").replace("does not include appointments", "cannot book appointments")));
-  return [h("h1", {}, `Appointments: ${nameOf(state.current)}`), bandNote(), lists, find];
-}
-function cancelButton(a) {
-  const out = h("span", {});
-  out.append(h("button", { type: "button", onclick: async () => {
-    try { await post(`Appointment/${a.id}/$cancel`, { resourceType: "Parameters", parameter: [{ name: "reason", valueString: "cancelled by the patient in the portal" }] }); route(); }
-    catch (err) { out.replaceChildren(unavailable(err) ? h("span", { class: "note" }, "Cancelling online is not available on this server yet; call the clinic.") : errorBox(err, "cancelling this appointment")); }
-  } }, "Cancel"));
-  return out;
-}
-function findForm() {
-  const results = h("div", { "aria-live": "polite" });
-  const run = async (e) => {
-    e.preventDefault();
-    results.replaceChildren("Searching…");
-    const start = document.getElementById("from").value;
-    try {
-      const bundle = await api(`Appointment/$find?patient=${pid()}${start ? `&start=${start}` : ""}`);
-      const offers = (bundle.entry || []).map((x) => x.resource).filter((r) => r && r.resourceType === "Appointment");
-      if (!offers.length) { results.replaceChildren(h("p", {}, "No free times found. Try another date.")); return; }
-      results.replaceChildren(h("ul", { class: "plain" }, offers.slice(0, 10).map((o) => h("li", { class: "card" }, `${when(o.start)} – ${o.description || cc((o.serviceType || [])[0]) || "visit"} `,
-        h("button", { type: "button", onclick: async (ev) => {
-          try { await post("Appointment/$book", o); route(); }
-          catch (err) { ev.target.after(errorBox(err, "booking this time")); }
-        } }, "Book this time")))));
-    } catch (err) {
-      results.replaceChildren(unavailable(err) ? missing("Finding free times online is not available on this server yet. Call the clinic or send a message to request an appointment.") : errorBox(err, "free appointment times"));
-    }
-  };
-  return h("form", { onsubmit: run }, h("label", { for: "from" }, "From date"), h("input", { id: "from", type: "date" }),
-    h("p", {}, h("button", { type: "submit" }, "Find free times")), results);
-}
-
-// ---------------------------------------------------------------- Prescriptions
-async function prescriptions() {
-  const out = await block("Prescriptions", "MedicationRequest", async () => {
-    const list = await search(`MedicationRequest?patient=${pid()}&intent=order&_count=100`);
-    if (!list.length) return h("p", {}, "No prescriptions.");
-    return table(["Medication", "Status", "Refills", "Request"], list.map((m) => {
-      const refills = m.dispenseRequest && m.dispenseRequest.numberOfRepeatsAllowed;
-      return [cc(m.medicationCodeableConcept) || (m.medicationReference || {}).display || "medication", m.status,
-        refills === undefined ? "not given" : String(refills), allowed("MedicationRequest", "c") ? rxButtons(m) : "Your sign-in cannot request refills."];
-    }));
-  });
-  return [h("h1", {}, `Prescriptions: ${nameOf(state.current)}`), bandNote(), out];
-}
-function rxButtons(m) {
-  const out = h("span", {});
-  const ask = (op, words) => h("button", { type: "button", onclick: async () => {
-    try { await post(`MedicationRequest/${m.id}/$${op}`, { resourceType: "Parameters", parameter: [] }); out.replaceChildren(h("span", { role: "status" }, `${words} requested.`)); }
-    catch (err) { out.replaceChildren(unavailable(err) ? h("span", { class: "note" }, `${words} online is not available on this server yet; call the pharmacy.`) : errorBox(err, `the ${words.toLowerCase()} request`)); }
-  } }, `Request ${words.toLowerCase()}`);
-  out.append(ask("refill", "Refill"), ask("renew", "Renewal"));
-  return out;
-}
-
-start().catch((err) => { main().replaceChildren(errorBox(err, "the sign-in")); });
+// Every script is loaded (they are classic scripts, run in order) before this runs.
+document.addEventListener("DOMContentLoaded", () => start().catch((err) => { main().replaceChildren(errorBox(err, "the sign-in")); }));

@@ -25,6 +25,9 @@ MAX_COUNT = 1000
 MAX_CHAIN_DEPTH = 3
 SUMMARY = ("true", "false", "text", "data", "count")
 TOTAL = ("none", "estimate", "accurate")
+# Clients' own spellings of `_total` (docs/search.md, "Client habits"): fhirpy's count()
+# sends Aidbox's `_totalMethod=count`, which a strict search would refuse as unknown.
+TOTAL_ALIASES = {"_totalMethod": {"count": "accurate", "estimate": "estimate", "none": "none"}}
 IGNORED = ("_format", "_pretty")  # rendering options, handled by the REST layer
 UNSUPPORTED = ("_query", "_filter", "_list", "_contained", "_containedType")
 # Full-text parameters (type string without an expression in R4; their meaning is the
@@ -424,6 +427,10 @@ def parse_search(
                 if value not in TOTAL:
                     raise BadRequest(f"_total must be one of {', '.join(TOTAL)}")
                 opts["total"] = value
+            elif name in TOTAL_ALIASES:
+                if value not in TOTAL_ALIASES[name]:
+                    raise BadRequest(f"{name} must be one of {', '.join(TOTAL_ALIASES[name])}")
+                opts.setdefault("total", TOTAL_ALIASES[name][value])
             elif name == "_cursor":
                 opts["cursor"] = value
                 continue  # the bundle writes its own paging links

@@ -73,6 +73,7 @@ BAD = [
     ("Patient", [("_count", "-1")], BadRequest),
     ("Patient", [("_summary", "all")], BadRequest),
     ("Patient", [("_total", "exact")], BadRequest),
+    ("Patient", [("_totalMethod", "exact")], BadRequest),
     ("Patient", [("_sort", "nope")], BadRequest),
     ("Patient", [("_include", "Patient:name")], BadRequest),
     ("Patient", [("_query", "x")], NotSupported),
@@ -160,3 +161,14 @@ def test_registry(reg):
     reg2 = Registry.load_default()
     reg2.add(custom)
     assert reg2.get("Patient", "nickname") is not None and reg.get("Patient", "nickname") is None
+
+
+@pytest.mark.parametrize(
+    ("value", "total"), [("count", "accurate"), ("estimate", "estimate"), ("none", "none")]
+)
+def test_fhirpys_total_method_is_an_alias_of_total(reg: Registry, value: str, total: str) -> None:
+    req = parse_search("Patient", [("_count", "0"), ("_totalMethod", value)], reg)
+    assert (req.count, req.total) == (0, total)
+    # `_total` itself, when a client sends both, wins.
+    both = parse_search("Patient", [("_total", "none"), ("_totalMethod", value)], reg)
+    assert both.total == "none"
