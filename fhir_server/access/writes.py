@@ -315,9 +315,22 @@ def fill_bound(table: WriteTable, rt: str, resource: Doc, user: str) -> Doc:
 def bound_violations(
     table: WriteTable, rt: str, resource: Doc | None, identities: frozenset[str]
 ) -> list[str]:
-    """Bound elements of `resource` naming someone other than the token's user."""
+    """Bound elements of `resource` naming someone other than the token's user, in the
+    resource and in each resource it contains (a message carrying a contained Observation
+    "performed by" a clinician claims as much as a top-level one would)."""
     if resource is None:
         return []
+    bad = _bound_violations(table, rt, resource, identities, rt)
+    for i, inner in enumerate(resource.get("contained") or []):
+        if isinstance(inner, dict) and isinstance(inner.get("resourceType"), str):
+            where = f"{rt}.contained[{i}]"
+            bad += _bound_violations(table, inner["resourceType"], inner, identities, where)
+    return bad
+
+
+def _bound_violations(
+    table: WriteTable, rt: str, resource: Doc, identities: frozenset[str], where: str
+) -> list[str]:
     bad = []
     for b in table.bound:
         if not b.element.applies_to(rt):
@@ -325,20 +338,20 @@ def bound_violations(
         for value in b.element.values(resource):
             ref = value.get("reference") if isinstance(value, dict) else None
             if ref not in identities:
-                bad.append(b.element.path)
+                bad.append(where + b.element.path.removeprefix(rt))
                 break
     return bad
 
 
 def references(node: Any, path: str) -> Iterator[tuple[str, str]]:
-    """(dotted element path, reference) for every `reference` in the resource, contained
-    (`#...`) references left out."""
+    """(dotted element path, reference) for every `reference` in the resource and in the
+    resources it contains; references to a contained resource (`#...`) left out."""
     if isinstance(node, dict):
         for k, v in node.items():
             if k == "reference" and isinstance(v, str):
                 if not v.startswith("#"):
                     yield path, v
-            elif k != "contained":
+            else:
                 yield from references(v, f"{path}.{k}")
     elif isinstance(node, list):
         for i, v in enumerate(node):

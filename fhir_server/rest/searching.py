@@ -45,6 +45,7 @@ async def conditional_matches(
         limit=2,
         type_filter=type_filter,
         max_time_ms=ctx.settings.query_max_time_ms,
+        shown_patient=policy.sees_compartment if policy is not None and policy.restricted else None,
     )
     return [m["id"] for m in matches]
 
@@ -89,6 +90,8 @@ async def search(
         compartment=compartment,
         type_filter=type_filter,
         max_time_ms=ctx.settings.query_max_time_ms,
+        # A reference value naming a patient the token may not look into matches nothing.
+        shown_patient=policy.sees_compartment if policy.restricted else None,
     )
     if policy.restricted:
         indexer, stored = ctx.store.indexer, page.stored_access

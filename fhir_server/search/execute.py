@@ -25,7 +25,9 @@ from fhir_server.search.query import (
     all_of,
     criterion_filter,
     in_value_sets,
+    keys_in,
     reference_in,
+    reference_keys,
     sort_field,
 )
 from fhir_server.search.registry import Registry
@@ -38,6 +40,9 @@ MAX_CHAIN_IDS = 1000  # ids a chain or _has may resolve to before it is too cost
 MAX_INCLUDES = 1000  # included resources per page
 MAX_ITERATE = 3  # rounds of _include:iterate
 TypeFilter = Callable[[str], dict[str, Any]]
+# Whether the caller may look into a Patient compartment ("Patient/x"): the access policy's
+# `sees_compartment`, as the compartment search asks it.
+ShownPatient = Callable[[str], bool]
 
 
 @dataclass
@@ -71,10 +76,12 @@ class _Run:
         registry: Registry,
         type_filter: TypeFilter | None,
         elem_match: bool,
+        shown_patient: ShownPatient | None = None,
     ) -> None:
         self.store = store
         self.reg = registry
         self.type_filter = type_filter
+        self.shown_patient = shown_patient
         self.secantus = not elem_match
         # SecantusDB: a page's re-checked matches, reused for its total (secantus_plan.py).
         self.memo: secantus_plan.Memo = {}
@@ -193,10 +200,29 @@ class _Run:
             return reference_in(c.code, targets)
         if c.type == "token" and c.modifier in ("in", "not-in"):
             return await in_value_sets(c, stored_lookup(self.find, self.scoped))
+        if self.shown_patient is not None and c.type == "reference" and c.modifier is None:
+            return self._shown_references(c)
         read_time = effective.filter_for(rt, c)  # a value computed on read (effective.py)
         if read_time is not None:
             return read_time
         return criterion_filter(c, resource_type=rt, elem_match=True, comp_types=self.comp_types(c))
+
+    def _shown_references(self, c: Criterion) -> dict[str, Any]:
+        """A plain reference criterion whose `Patient/x` values the caller may not look into
+        match nothing, as for a patient that does not exist: a Group (or any resource the
+        caller may read) naming a hidden patient must not say so through its search keys
+        (`Group?member=Patient/<hidden>`), when its shown members leave that patient out
+        (access/members.py). The same answer as the chain `member:Patient._id=x`, which runs
+        under the policy. docs/access.md, "Groups"."""
+        keys = [k for v in c.values for k in reference_keys(c, v.value)]
+        kept = [k for k in keys if self._shown_key(c.code, k)]
+        return keys_in("ix.k", kept) if kept else NOTHING
+
+    def _shown_key(self, code: str, key: str) -> bool:
+        target = key.removeprefix(f"{code}=")
+        if not target.startswith("Patient/") or self.shown_patient is None:
+            return True
+        return self.shown_patient(target)
 
     async def base_filter(
         self,
@@ -425,16 +451,19 @@ async def run_search(
     compartment: str | None = None,
     max_time_ms: int | None = None,
     type_filter: TypeFilter | None = None,
+    shown_patient: ShownPatient | None = None,
 ) -> SearchPage:
     """Execute `req`: one page of matches, their includes, the total and paging cursors.
 
     `compartment` ("Patient/p1") restricts to that patient compartment
     (https://hl7.org/fhir/R4/compartmentdefinition.html); `type_filter(rt)` is ANDed into
     every chain, `_has` and include sub-query on type `rt` (the access policy), since those
-    read types the main request does not name.
+    read types the main request does not name. `shown_patient("Patient/x")` says whether the
+    caller may look into that patient's compartment: a reference value naming one it may not
+    matches nothing (`_Run._shown_references`).
     """
     store = as_store(db, max_time_ms)
-    run = _Run(store, registry, type_filter, await uses_elem_match(store.db))
+    run = _Run(store, registry, type_filter, await uses_elem_match(store.db), shown_patient)
     page = SearchPage(compartment=compartment)
     req, rt = stored_type(store, req)
     run.served(rt, [k.code for k in req.sort])
@@ -528,6 +557,7 @@ async def find_matches(
     limit: int = 2,
     type_filter: TypeFilter | None = None,
     max_time_ms: int | None = None,
+    shown_patient: ShownPatient | None = None,
 ) -> list[dict[str, Any]]:
     """Resources matching a conditional-interaction query (`identifier=http://x|123&active=true`),
     parsed strictly (https://hl7.org/fhir/R4/http.html#cond-update). At most `limit` returned:
@@ -542,5 +572,6 @@ async def find_matches(
         replace(req, count=limit, total="none"),
         type_filter=type_filter,
         max_time_ms=max_time_ms,
+        shown_patient=shown_patient,
     )
     return page.resources

@@ -210,3 +210,37 @@ async def test_a_hidden_patients_compartment_answers_as_a_missing_ones(server: S
         a = (await server.get(token, f"Patient/dependent-emma-carter/{rt}")).json()
         b = (await server.get(token, f"Patient/no-such-patient/{rt}")).json()
         assert ids(a) == ids(b) == set(), rt
+
+
+async def test_a_reference_search_naming_a_hidden_patient_answers_as_a_missing_one(
+    server: Server,
+):
+    # The family Group and the population Group are the sponsor's to read, but Emma (an
+    # adult dependent who granted him nothing) is not: her membership is no search key for
+    # him, with or without the type, and the `_has` and conditional paths agree.
+    token = await server.token("sponsor", "openid fhirUser user/*.rs")
+    emma, nobody = "dependent-emma-carter", "no-such-patient"
+    for params in (
+        {"member": "Patient/{}"},
+        {"member:Patient": "{}"},
+        {"member": "Patient/{}", "_id": "group-carter-family"},
+        {"member": "Patient/{}", "_summary": "count"},
+    ):
+        hidden, missing = [
+            (await server.get(token, "Group", **{k: v.format(p) for k, v in params.items()})).json()
+            for p in (emma, nobody)
+        ]
+        assert ids(hidden) == ids(missing) == set(), params
+        assert hidden.get("total") == missing.get("total") == 0, params
+    has = {"_has:Group:member:member": f"Patient/{emma}", "_id": "sponsor-james-carter"}
+    assert ids((await server.get(token, "Patient", **has)).json()) == set()
+    # Patients he may look into still find their Groups.
+    own = ids((await server.get(token, "Group", member=SPONSOR)).json())
+    assert "Group/group-carter-family" in own
+    teen = ids((await server.get(token, "Group", member=SOPHIA)).json())
+    assert "Group/group-carter-family" in teen
+    # An unrelated patient learns nothing of the population Group's other members either.
+    marcus = await server.token("cac-user", "openid fhirUser user/*.rs")
+    for p in (SAMUEL, "Patient/no-such-patient"):
+        assert ids((await server.get(marcus, "Group", member=p)).json()) == set(), p
+    assert ids((await server.get(marcus, "Group", member=MARCUS)).json())

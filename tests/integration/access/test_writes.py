@@ -315,3 +315,63 @@ async def test_update_as_create_stays_404_for_a_patient_token(w: W) -> None:
     # The same resource created with POST works.
     post = {k: v for k, v in appt.items() if k != "id"}
     assert (await w.send("sponsor", "POST", "Appointment", post)).status_code == 201
+
+
+async def test_a_contained_resource_is_checked_as_the_resource_itself(w: W) -> None:
+    # A message carrying a contained Observation "performed by" Dr. Kim, or about another
+    # patient, claims what a top-level one would: the same bound and reference rules apply.
+    team = "CareTeam/careteam-james-carter"
+    thread = {
+        "resourceType": "Communication",
+        "status": "in-progress",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "https://mhs.example.org/fhir/CodeSystem/message-category",
+                        "code": "administrative",
+                    }
+                ]
+            }
+        ],
+        "topic": {"text": "contained"},
+        "subject": {"reference": JAMES},
+        "recipient": [{"reference": team}],
+    }
+    r = await w.send("sponsor", "POST", "Communication", thread)
+    assert r.status_code == 201, r.text
+    result = {
+        "resourceType": "Observation",
+        "id": "o",
+        "status": "final",
+        "code": {"text": "contained probe"},
+        "subject": {"reference": JAMES},
+        "performer": [{"reference": JAMES}],
+    }
+
+    def message(inner: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "resourceType": "Communication",
+            "status": "completed",
+            "partOf": [{"reference": f"Communication/{r.json()['id']}"}],
+            "subject": {"reference": JAMES},
+            "recipient": [{"reference": team}],
+            "contained": [inner],
+            "payload": [{"contentReference": {"reference": "#o"}}],
+        }
+
+    forged = await w.send(
+        "sponsor", "POST", "Communication", message({**result, "performer": [{"reference": KIM}]})
+    )
+    assert forged.status_code == 422, forged.text
+    assert issue(forged)["expression"] == ["Communication.contained[0].performer"]
+    foreign = await w.send(
+        "sponsor", "POST", "Communication", message({**result, "subject": {"reference": EMMA}})
+    )
+    assert foreign.status_code == 422, foreign.text
+    assert issue(foreign)["expression"] == ["Communication.contained[0].subject"]
+    found = (await w.backend(f"Communication?subject={JAMES}&_count=200")).json()
+    assert not [e for e in found["entry"] if "contained probe" in str(e["resource"])]
+    # His own reading, his own name on it: accepted.
+    ok = await w.send("sponsor", "POST", "Communication", message(result))
+    assert ok.status_code == 201, ok.text
