@@ -224,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     bulk_cli.add_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # The command-line clients drive the server over HTTP: one line per request is noise.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = Settings.from_env()
     handlers = {
         "serve": _serve,
